@@ -1,0 +1,98 @@
+/*
+ * base.h - the small pieces every layer shares: error codes, the allocator wrapper,
+ * arenas, growable buffers, hashing and event-time helpers. Nothing here knows about
+ * events, rules or users.
+ */
+#ifndef ONR_BASE_H
+#define ONR_BASE_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Errors are negative codes, 0 is success (like libuv); -errno values pass through. */
+enum {
+    ONR_OK = 0,
+    ONR_E_PARSE = -10001,  /* malformed input */
+    ONR_E_LIMIT = -10002,  /* a documented limit was exceeded */
+    ONR_E_INVALID = -10003, /* well-formed but not acceptable */
+    ONR_E_NOTFOUND = -10004,
+};
+
+#define ONR_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define ONR_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define ONR_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define ONR_UNUSED(x) ((void)(x))
+
+/* ---- allocation: out of memory aborts with a message (a decision, not an accident) */
+
+void *onr_malloc(size_t n);
+void *onr_calloc(size_t count, size_t n);
+void *onr_realloc(void *p, size_t n);
+char *onr_strndup(const char *s, size_t n);
+char *onr_strdup(const char *s);
+void onr_free(void *p);
+
+/* ---- arena: bump allocation, freed all at once. Chunks are never moved. */
+
+typedef struct onr_arena_chunk onr_arena_chunk;
+typedef struct onr_arena {
+    onr_arena_chunk *head;
+    size_t chunk_size;
+    size_t total; /* bytes handed out */
+} onr_arena;
+
+void onr_arena_init(onr_arena *a, size_t chunk_size);
+void *onr_arena_alloc(onr_arena *a, size_t n); /* 8-byte aligned, zeroed */
+char *onr_arena_strndup(onr_arena *a, const char *s, size_t n);
+void onr_arena_free(onr_arena *a);
+
+/* ---- buf: a growable byte buffer */
+
+typedef struct onr_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+} onr_buf;
+
+void onr_buf_reserve(onr_buf *b, size_t extra);
+void onr_buf_put(onr_buf *b, const void *p, size_t n);
+void onr_buf_putc(onr_buf *b, char c);
+void onr_buf_puts(onr_buf *b, const char *s);
+void onr_buf_printf(onr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void onr_buf_vprintf(onr_buf *b, const char *fmt, va_list ap);
+void onr_buf_clear(onr_buf *b);
+void onr_buf_free(onr_buf *b);
+/* NUL-terminates without counting the NUL in len; returns data. */
+const char *onr_buf_cstr(onr_buf *b);
+
+/* ---- hashing (xxHash3) */
+
+uint64_t onr_hash64(const void *p, size_t n, uint64_t seed);
+
+/* ---- time: int64 milliseconds since the Unix epoch, everywhere */
+
+#define ONR_SECOND_MS INT64_C(1000)
+#define ONR_MINUTE_MS (60 * ONR_SECOND_MS)
+#define ONR_HOUR_MS (60 * ONR_MINUTE_MS)
+#define ONR_DAY_MS (24 * ONR_HOUR_MS)
+
+/* Earliest and latest event times accepted (1970-01-01 .. 9999-12-31). */
+#define ONR_TIME_MIN_MS INT64_C(0)
+#define ONR_TIME_MAX_MS INT64_C(253402300799999)
+
+/* Parses an ISO-8601 / RFC 3339 date-time ("2026-11-18T11:45:02.123Z", "+01:00" offsets,
+ * optional fraction) into *out_ms. Returns 0 or ONR_E_PARSE. */
+int onr_time_parse(const char *s, size_t n, int64_t *out_ms);
+/* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 chars + NUL) into out. */
+void onr_time_format(int64_t ms, char out[32]);
+/* Writes a duration for people: "90s", "2m", "1h30m", "3d", "1.5s", "250ms". */
+void onr_duration_format(int64_t ms, char *out, size_t cap);
+
+/* ---- UTF-8 */
+
+/* Returns true when p[0..n) is valid UTF-8; on false, *bad_at is the first bad byte. */
+bool onr_utf8_valid(const char *p, size_t n, size_t *bad_at);
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * json.h - reading JSON (a C face on simdjson's DOM parser, the project's only C++) and
+ * writing it (a small buffer writer of our own). Values read are views into the parser's
+ * memory: valid until the next jdoc_parse on the same jdoc.
+ */
+#ifndef ONR_JSON_H
+#define ONR_JSON_H
+
+#include "base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- reading */
+
+typedef struct jdoc jdoc;
+
+/* An element of a parsed document; copyable, two words. */
+typedef struct jval {
+    const void *doc;
+    size_t index;
+} jval;
+
+typedef enum jtype {
+    J_NONE = 0, /* absent: a missing key or an out-of-range index */
+    J_NULL,
+    J_BOOL,
+    J_NUMBER,
+    J_STRING,
+    J_ARRAY,
+    J_OBJECT,
+} jtype;
+
+/* Caller owns the result; max_bytes bounds the documents it will parse. */
+jdoc *jdoc_new(size_t max_bytes);
+void jdoc_free(jdoc *d);
+
+/* Parses buf[0..len). On failure returns ONR_E_PARSE (or ONR_E_LIMIT when len exceeds the
+ * bound) and writes a one-line reason into err. buf needs no padding. */
+int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char *err, size_t errlen);
+
+jtype jval_type(jval v);
+const char *jtype_name(jtype t);
+bool jval_bool(jval v);
+double jval_number(jval v);
+/* A string's bytes (not NUL-terminated in general); *len receives its length. */
+const char *jval_str(jval v, size_t *len);
+/* Object member by key, or a J_NONE value. */
+jval jval_get(jval obj, const char *key, size_t keylen);
+jval jval_getz(jval obj, const char *key);
+
+/* Iteration over arrays and objects. */
+typedef struct jiter {
+    jval cur, end;
+    bool object;
+} jiter;
+jiter jval_iter(jval v);
+/* Returns false at the end; for objects, key and keylen receive the member's key. */
+bool jiter_next(jiter *it, jval *out, const char **key, size_t *keylen);
+
+/* Serializes v compactly (minified) onto b. */
+void jval_write(jval v, onr_buf *b);
+
+/* ---- writing */
+
+/* Appends a JSON string literal (quotes and escapes) for s[0..n). */
+void jw_str(onr_buf *b, const char *s, size_t n);
+void jw_strz(onr_buf *b, const char *s);
+/* Appends a number the way JSON wants it (integers without a fraction). */
+void jw_num(onr_buf *b, double v);
+/* Appends "key": to an object being written (the caller writes commas). */
+void jw_key(onr_buf *b, const char *key);
+/* Appends an event time as a JSON string "2026-11-18T11:45:02.000Z". */
+void jw_time(onr_buf *b, int64_t ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,214 @@
+/*
+ * util.c - hashing, event-time parsing and formatting, UTF-8 validation. Time is always
+ * int64 milliseconds since the Unix epoch; this file is where text meets that number.
+ */
+#include "base.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <xxhash.h>
+
+uint64_t onr_hash64(const void *p, size_t n, uint64_t seed)
+{
+    return XXH3_64bits_withSeed(p, n, seed);
+}
+
+/* ---- time */
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (Howard Hinnant). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const int64_t era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
+{
+    z += 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    *d = doy - (153 * mp + 2) / 5 + 1;
+    *m = mp < 10 ? mp + 3 : mp - 9;
+    *y = (int64_t)yoe + era * 400 + (*m <= 2);
+}
+
+static int digits(const char *s, size_t n, size_t at, size_t count, int *out)
+{
+    if (at + count > n)
+        return -1;
+    int v = 0;
+    for (size_t i = 0; i < count; i++) {
+        char c = s[at + i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (c - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int onr_time_parse(const char *s, size_t n, int64_t *out_ms)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (digits(s, n, 0, 4, &y) || n < 10 || s[4] != '-' || digits(s, n, 5, 2, &mo) ||
+        s[7] != '-' || digits(s, n, 8, 2, &d))
+        return ONR_E_PARSE;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1])
+        return ONR_E_PARSE;
+    size_t i = 10;
+    int64_t offset_ms = 0;
+    if (i < n) {
+        if (s[i] != 'T' && s[i] != 't' && s[i] != ' ')
+            return ONR_E_PARSE;
+        i++;
+        if (digits(s, n, i, 2, &h) || i + 2 >= n || s[i + 2] != ':' ||
+            digits(s, n, i + 3, 2, &mi))
+            return ONR_E_PARSE;
+        i += 5;
+        if (i < n && s[i] == ':') {
+            if (digits(s, n, i + 1, 2, &sec))
+                return ONR_E_PARSE;
+            i += 3;
+            if (i < n && (s[i] == '.' || s[i] == ',')) {
+                i++;
+                size_t start = i;
+                int scale = 100;
+                while (i < n && s[i] >= '0' && s[i] <= '9') {
+                    ms += (s[i] - '0') * scale;
+                    scale /= 10;
+                    i++;
+                }
+                if (i == start)
+                    return ONR_E_PARSE;
+            }
+        }
+        if (h > 23 || mi > 59 || sec > 60)
+            return ONR_E_PARSE;
+        if (i == n)
+            return ONR_E_PARSE; /* a date-time needs a zone: Z or an offset */
+        if (s[i] == 'Z' || s[i] == 'z') {
+            i++;
+        } else if (s[i] == '+' || s[i] == '-') {
+            int oh, om;
+            int sign = s[i] == '-' ? -1 : 1;
+            if (digits(s, n, i + 1, 2, &oh))
+                return ONR_E_PARSE;
+            size_t j = i + 3;
+            if (j < n && s[j] == ':')
+                j++;
+            if (digits(s, n, j, 2, &om) || oh > 23 || om > 59)
+                return ONR_E_PARSE;
+            offset_ms = sign * ((int64_t)oh * ONR_HOUR_MS + (int64_t)om * ONR_MINUTE_MS);
+            i = j + 2;
+        } else {
+            return ONR_E_PARSE;
+        }
+        if (i != n)
+            return ONR_E_PARSE;
+    }
+    int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
+    int64_t t = days * ONR_DAY_MS + h * ONR_HOUR_MS + mi * ONR_MINUTE_MS +
+                (int64_t)(sec > 59 ? 59 : sec) * ONR_SECOND_MS + ms - offset_ms;
+    *out_ms = t;
+    return 0;
+}
+
+void onr_time_format(int64_t ms, char out[32])
+{
+    int64_t days = ms / ONR_DAY_MS;
+    int64_t rem = ms % ONR_DAY_MS;
+    if (rem < 0) {
+        rem += ONR_DAY_MS;
+        days--;
+    }
+    int64_t y;
+    unsigned m, d;
+    civil_from_days(days, &y, &m, &d);
+    int h = (int)(rem / ONR_HOUR_MS);
+    int mi = (int)(rem / ONR_MINUTE_MS % 60);
+    int s = (int)(rem / ONR_SECOND_MS % 60);
+    int f = (int)(rem % 1000);
+    if (y < 0 || y > 9999)
+        y = y < 0 ? 0 : 9999;
+    snprintf(out, 32, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", (int)y % 10000, m % 13, d % 32,
+             h % 24, mi % 60, s % 60, f % 1000);
+}
+
+void onr_duration_format(int64_t ms, char *out, size_t cap)
+{
+    const char *sign = "";
+    if (ms < 0) {
+        sign = "-";
+        ms = -ms;
+    }
+    if (ms == 0) {
+        snprintf(out, cap, "0s");
+    } else if (ms % ONR_DAY_MS == 0) {
+        snprintf(out, cap, "%s%lldd", sign, (long long)(ms / ONR_DAY_MS));
+    } else if (ms % ONR_HOUR_MS == 0) {
+        snprintf(out, cap, "%s%lldh", sign, (long long)(ms / ONR_HOUR_MS));
+    } else if (ms % ONR_MINUTE_MS == 0) {
+        snprintf(out, cap, "%s%lldm", sign, (long long)(ms / ONR_MINUTE_MS));
+    } else if (ms >= ONR_MINUTE_MS) {
+        long long m = ms / ONR_MINUTE_MS, rest = ms % ONR_MINUTE_MS;
+        if (rest % 1000 == 0)
+            snprintf(out, cap, "%s%lldm%llds", sign, m, rest / 1000);
+        else
+            snprintf(out, cap, "%s%lldm%lld.%03llds", sign, m, rest / 1000, rest % 1000);
+    } else if (ms % 1000 == 0) {
+        snprintf(out, cap, "%s%llds", sign, (long long)(ms / 1000));
+    } else if (ms < 1000) {
+        snprintf(out, cap, "%s%lldms", sign, (long long)ms);
+    } else {
+        snprintf(out, cap, "%s%lld.%03llds", sign, (long long)(ms / 1000), (long long)(ms % 1000));
+    }
+}
+
+/* ---- UTF-8 */
+
+bool onr_utf8_valid(const char *p, size_t n, size_t *bad_at)
+{
+    const unsigned char *s = (const unsigned char *)p;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned min;
+        if ((c & 0xe0) == 0xc0) {
+            len = 2, min = 0x80, c &= 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3, min = 0x800, c &= 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            len = 4, min = 0x10000, c &= 0x07;
+        } else {
+            goto bad;
+        }
+        if (i + len > n)
+            goto bad;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                goto bad;
+            c = (c << 6) | (s[i + k] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+            goto bad;
+        i += len;
+    }
+    return true;
+bad:
+    if (bad_at)
+        *bad_at = i;
+    return false;
+}
