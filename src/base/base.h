@@ -11,6 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Errors are negative codes, 0 is success (like libuv); -errno values pass through. */
 enum {
     ONR_OK = 0,
@@ -94,5 +98,9 @@ void onr_duration_format(int64_t ms, char *out, size_t cap);
 
 /* Returns true when p[0..n) is valid UTF-8; on false, *bad_at is the first bad byte. */
 bool onr_utf8_valid(const char *p, size_t n, size_t *bad_at);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

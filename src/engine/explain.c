@@ -1,1 +1,168 @@
-#include "base/base.h"
+/*
+ * explain.c - "why did (or didn't) this fire?": for one chosen user the engine records
+ * every evaluation of every segment clause and trigger condition, with each condition's
+ * operands, and this file turns the last of them into a report a person can read.
+ */
+#include "engine_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void xp_begin(eng *e)
+{
+    onr_buf_clear(&e->xscratch);
+}
+
+void xp_leaf(void *ctx, int node, bool result, const rval *l, const rval *r)
+{
+    eng *e = ctx;
+    const rule_node_info *ni = &e->rs->nodes[node];
+    onr_buf *b = &e->xscratch;
+    onr_buf_printf(b, "      %s: %s", ni->text, result ? "true" : "false");
+    bool open = false;
+    if (ni->left && l) {
+        onr_buf_printf(b, " (%s = ", ni->left);
+        rval_format(e->rs, l, b);
+        open = true;
+    }
+    if (ni->right && r) {
+        onr_buf_printf(b, "%s%s = ", open ? ", " : " (", ni->right);
+        rval_format(e->rs, r, b);
+        open = true;
+    }
+    onr_buf_puts(b, open ? ")\n" : "\n");
+}
+
+void xp_end(eng *e, xrec *rec, bool result, const char *what)
+{
+    rec->evals++;
+    rec->passes += result;
+    rec->last_ms = e->clock;
+    rec->last_result = result;
+    onr_buf_clear(&rec->last);
+    char t[32];
+    onr_time_format(e->clock, t);
+    onr_buf_printf(&rec->last, "    last evaluated at %s on %s: %s was %s\n", t,
+                   e->xcause ? e->xcause : "an event", what, result ? "true" : "false");
+    onr_buf_put(&rec->last, e->xscratch.data, e->xscratch.len);
+}
+
+void xp_free(eng *e)
+{
+    if (e->xtrig)
+        for (int i = 0; i < e->rs->ntriggers; i++)
+            onr_buf_free(&e->xtrig[i].last);
+    if (e->xseg)
+        for (int i = 0; i < e->rs->nsegments * XSEG_SLOTS; i++)
+            onr_buf_free(&e->xseg[i].last);
+    onr_free(e->xtrig);
+    onr_free(e->xseg);
+    onr_free(e->xkey);
+    onr_buf_free(&e->xscratch);
+}
+
+static void never_seen(const eng *e, onr_buf *out, const char *what)
+{
+    onr_buf_printf(out, "    never evaluated: %s never happened for this user\n", what);
+}
+
+void eng_explain(const eng *e, onr_buf *out)
+{
+    const rule_set *rs = e->rs;
+    char t[32];
+    if (!e->xkey)
+        return;
+    if (!e->xu) {
+        onr_buf_printf(out, "user %s: no events seen for this user\n", e->xkey);
+        return;
+    }
+    const user *u = e->xu;
+    const rule_hdr *h = (const rule_hdr *)(const void *)u->prof;
+    onr_buf_printf(out, "user %.*s", (int)u->key->len, u->key->s);
+    if (strcmp(e->xkey, u->key->s) != 0)
+        onr_buf_printf(out, " (also known as %s)", e->xkey);
+    onr_time_format(h->start_ms, t);
+    onr_buf_printf(out, ": %llu events, %u sessions, started %s\n",
+                   (unsigned long long)e->xevents, h->sess_number, t);
+
+    onr_buf_puts(out, "\nsegments:\n");
+    for (int si = 0; si < rs->nsegments; si++) {
+        const rule_segment *s = &rs->segments[si];
+        bool member = rp_bit(u->prof, rs->layout.off_segments, si);
+        onr_buf_printf(out, "  %s: %s\n", s->name, member ? "member" : "not a member");
+        if (s->live >= 0) {
+            const xrec *r = &e->xseg[si * XSEG_SLOTS];
+            onr_buf_printf(out, "    when %s\n", s->live_text);
+            if (r->evals)
+                onr_buf_put(out, r->last.data, r->last.len);
+            else
+                onr_buf_puts(out, "    never evaluated\n");
+            continue;
+        }
+        for (int k = 0; k < s->nclauses; k++) {
+            const rule_clause *c = &s->clauses[k];
+            const xrec *r = &e->xseg[si * XSEG_SLOTS + 1 + k];
+            onr_buf_printf(out, "    %s\n", c->describe);
+            if (r->evals) {
+                onr_buf_put(out, r->last.data, r->last.len);
+            } else if (c->on >= 0) {
+                never_seen(e, out, rs->matchers[c->on].display);
+            } else if (c->on == RULE_ON_SESSION_END) {
+                never_seen(e, out, "a session end");
+            } else {
+                onr_buf_printf(out, "    never evaluated (it applies only while the user is %s "
+                                    "the segment)\n",
+                               c->enter ? "outside" : "in");
+            }
+        }
+    }
+
+    onr_buf_puts(out, "\ntriggers:\n");
+    for (int ti = 0; ti < rs->ntriggers; ti++) {
+        const rule_trigger *tr = &rs->triggers[ti];
+        const xrec *r = &e->xtrig[ti];
+        onr_buf_printf(out, "  %s: ", tr->name);
+        if (r->fires) {
+            onr_time_format(r->first_fire_ms, t);
+            onr_buf_printf(out, "fired %llu time%s, first at %s", (unsigned long long)r->fires,
+                           r->fires == 1 ? "" : "s", t);
+            if (r->held_out)
+                onr_buf_printf(out, " (%llu held out by holdout %d%%)",
+                               (unsigned long long)r->held_out, tr->holdout_bp / 100);
+            onr_buf_putc(out, '\n');
+        } else {
+            onr_buf_puts(out, "did not fire\n");
+        }
+        onr_buf_printf(out, "    %s%s%s\n", tr->describe, tr->when_text ? " when " : "",
+                       tr->when_text ? tr->when_text : "");
+        if (r->limited)
+            onr_buf_printf(out, "    blocked %llu time%s by its limit\n",
+                           (unsigned long long)r->limited, r->limited == 1 ? "" : "s");
+        if (r->evals) {
+            onr_buf_put(out, r->last.data, r->last.len);
+        } else {
+            switch (tr->on) {
+            case ON_EVENT:
+                never_seen(e, out, rs->matchers[tr->matcher].display);
+                break;
+            case ON_ABSENCE:
+                onr_buf_printf(out, "    never evaluated: no %s went %s without %s\n",
+                               rs->matchers[tr->matcher].display, "unanswered",
+                               rs->matchers[tr->unless_matcher].display);
+                break;
+            case ON_IDLE:
+                onr_buf_puts(out, "    never evaluated: the user was never idle that long\n");
+                break;
+            case ON_ENTER:
+            case ON_EXIT:
+                onr_buf_printf(out, "    never evaluated: the user never %s %s\n",
+                               tr->on == ON_ENTER ? "entered" : "left",
+                               rs->segments[tr->segment].name);
+                break;
+            default:
+                onr_buf_puts(out, "    never evaluated\n");
+                break;
+            }
+        }
+    }
+}

@@ -23,8 +23,9 @@ typedef struct tmr_node {
 typedef struct tmr_wheel {
     int64_t now_ms;
     size_t count;
-    tmr_node slots[TMR_LEVELS][TMR_SLOTS]; /* list heads (sentinels) */
-    tmr_node overflow;                      /* deadlines beyond the top level */
+    tmr_node slots[TMR_LEVELS][TMR_SLOTS];     /* list heads (sentinels) */
+    tmr_node overflow;                         /* deadlines beyond the top level */
+    uint64_t used[TMR_LEVELS][TMR_SLOTS / 64]; /* slots that may be non-empty */
 } tmr_wheel;
 
 /* Starts the wheel at now_ms. */

@@ -1,0 +1,74 @@
+/*
+ * engine.h - the behavioral engine: one instance owns a set of users (a shard) and runs
+ * every event of theirs through the loaded rules: profile update, sessions, segments,
+ * triggers, and the timers that make absence visible ("idle 7m", "unless X within 10m").
+ *
+ * Single-threaded by design: a user is touched by exactly one engine. Time is event time;
+ * the engine's clock only moves forward, by events (eng_process) or by the caller
+ * (eng_advance, eng_drain). It never reads the wall clock.
+ */
+#ifndef ONR_ENGINE_H
+#define ONR_ENGINE_H
+
+#include "base/base.h"
+#include "rules/rules.h"
+#include "track/track.h"
+
+typedef struct eng eng;
+
+typedef enum eng_out_kind { EO_SEGMENT_ENTERED = 0, EO_SEGMENT_EXITED, EO_TRIGGER_FIRED } eng_out_kind;
+
+/* One output: a segment change or a fire. Strings are valid during the sink call only. */
+typedef struct eng_out {
+    eng_out_kind kind;
+    const char *user;
+    size_t user_len;
+    int64_t at_ms;
+    int segment; /* EO_SEGMENT_* */
+    int trigger; /* EO_TRIGGER_FIRED */
+    uint64_t id; /* EO_TRIGGER_FIRED: stable fire id */
+    bool held_out;
+} eng_out;
+
+typedef void (*eng_sink)(void *ctx, const eng_out *o);
+
+typedef struct eng_opts {
+    int64_t session_timeout_ms; /* default 30m */
+    const char *explain_user;   /* record why each rule did or did not fire for this user */
+} eng_opts;
+
+void eng_opts_default(eng_opts *o);
+
+/* The engine reads rs for its whole life; rs must outlive it. */
+eng *eng_new(const rule_set *rs, const eng_opts *o, eng_sink sink, void *ctx);
+void eng_free(eng *e);
+
+/* Processes one event. First moves the clock to the event's time (firing timers due before
+ * it). An event older than the clock is processed at once, at the clock's time. */
+void eng_process(eng *e, const trk_event *ev);
+/* Moves the clock to now_ms, firing every timer due by then. */
+void eng_advance(eng *e, int64_t now_ms);
+/* Fires every pending timer, in deadline order, moving the clock as it goes. */
+void eng_drain(eng *e);
+int64_t eng_clock(const eng *e);
+
+typedef struct eng_stats {
+    uint64_t events;
+    uint64_t users;    /* profiles, merged ones excluded */
+    uint64_t merges;   /* identity merges */
+    uint64_t fires, held_out, segment_changes;
+    uint64_t timers_fired;
+    size_t bytes;      /* memory for users: profiles, index, keys */
+    size_t profile_bytes; /* bytes of one profile (the rules' layout + engine header) */
+} eng_stats;
+
+void eng_get_stats(const eng *e, eng_stats *s);
+/* Members per segment (array of rs->nsegments) and fires / held-out per trigger. */
+void eng_segment_sizes(const eng *e, uint64_t *sizes);
+void eng_trigger_counts(const eng *e, uint64_t *fires, uint64_t *held_out);
+
+/* Writes, for the explain user, each segment and trigger with why it did or did not
+ * fire: the last evaluation's conditions with their values. */
+void eng_explain(const eng *e, onr_buf *out);
+
+#endif

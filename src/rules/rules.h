@@ -1,0 +1,381 @@
+/*
+ * rules.h - the rule language: a .rules file compiled to a rule_set (labels, segments,
+ * triggers, destinations, bytecode) and the VM that evaluates its expressions against one
+ * user's profile. The compiler also plans the profile layout: which counters, timestamps
+ * and windows a user needs, so that only what the loaded rules read is tracked.
+ *
+ * A rule_set is immutable once compiled and may be read by any number of threads.
+ */
+#ifndef ONR_RULES_H
+#define ONR_RULES_H
+
+#include "base/base.h"
+#include "track/track.h"
+
+typedef struct rule_set rule_set;
+
+/* ---- limits (documented in docs/rules.md) */
+
+#define RULE_MAX_SOURCE_BYTES (1024 * 1024)
+#define RULE_MAX_SEGMENTS 64
+#define RULE_MAX_TRIGGERS 1024
+#define RULE_MAX_MATCHERS 1024
+#define RULE_MAX_STACK 64
+#define RULE_PATH_LEN 8        /* features remembered for path ends / contains */
+#define RULE_MAX_WINDOW_CAP 256 /* events a windowed count can count exactly */
+#define RULE_MAX_SEQ_STEPS 8
+#define RULE_MAX_ACTIONS 8
+#define RULE_MAX_NAME 128
+
+/* ---- values */
+
+typedef enum rv_type {
+    RT_NULL = 0,
+    RT_BOOL,
+    RT_NUM,
+    RT_STR,
+    RT_DUR,  /* a duration, ms */
+    RT_TIME, /* a point in time, ms since the epoch */
+    RT_LIST, /* a literal list (constant index) */
+    RT_PATH, /* the feature path (only inside path ends/contains) */
+    RT_ANY,  /* checker only: a property or trait, typed at run time */
+} rv_type;
+
+const char *rv_type_name(rv_type t);
+
+typedef struct rval {
+    uint8_t t;   /* rv_type */
+    bool b;
+    double rate; /* RT_DUR/RT_TIME: d(value)/d(now), for deadline planning; else 0 */
+    union {
+        double n;
+        int64_t ms;
+        struct {
+            const char *p;
+            uint32_t n;
+        } s;
+        uint32_t list;
+    } u;
+} rval;
+
+/* ---- the compiled program */
+
+typedef enum rule_op {
+#define OP(name, doc) OP_##name,
+#include "opcodes.h"
+#undef OP
+    OP__COUNT
+} rule_op;
+
+typedef struct rule_ins {
+    uint8_t op;
+    int32_t a, b;
+} rule_ins;
+
+/* Source of a condition, for explain: "time_to_first_action < 120s" at line:col. */
+typedef struct rule_node_info {
+    int line, col;
+    const char *text;  /* the whole condition */
+    const char *left;  /* its left operand's text (NULL when a literal) */
+    const char *right; /* its right operand's text (NULL when a literal) */
+} rule_node_info;
+
+/* Builtin matchers every rule set has, at these indexes. */
+enum {
+    RM_SIGNED_UP = 0,
+    RM_FEATURE_USED,
+    RM_STEP_COMPLETED,
+    RM_ONBOARDING_COMPLETED,
+    RM_SESSION_ENDED,
+    RM_BUILTIN_COUNT
+};
+
+/* A set of events one reference stands for: a name, a label, a message kind. */
+typedef struct rule_matcher {
+    const char *display;  /* "\"Feature Used\"", "ERROR_500", "page" */
+    uint32_t kinds;       /* bit per trk_kind matched regardless of name */
+    const char **names;   /* track event names matched */
+    int nnames;
+    int where;            /* chunk (event filter) or -1 */
+    /* profile fields kept for it (byte offsets, -1 when unneeded) */
+    int off_count, off_first, off_last;
+    /* what to re-evaluate when it matches */
+    int *triggers, ntriggers;     /* ON_EVENT triggers */
+    int *absences, nabsences;     /* ON_ABSENCE triggers it starts */
+    int *unlesses, nunlesses;     /* ON_ABSENCE triggers it satisfies */
+    int *windows, nwindows;       /* windowed counts it feeds */
+    int *seqs, nseqs;             /* sequences it is a step of */
+    uint64_t segments_dep;        /* segments whose unanchored clauses read it */
+    int *seg_clauses, nseg_clauses; /* (segment << 8 | clause) anchored on it */
+} rule_matcher;
+
+typedef struct rule_window {
+    int matcher;
+    int64_t within_ms;
+    int cap; /* timestamps kept */
+    int off; /* uint16 len, uint16 head, then int64 ts[cap] */
+} rule_window;
+
+typedef struct rule_seq {
+    int steps[RULE_MAX_SEQ_STEPS]; /* matcher per step */
+    int nsteps;
+    int64_t within_ms;
+    int off; /* int64 start[nsteps] */
+} rule_seq;
+
+typedef enum rule_on_kind {
+    ON_EVENT = 0,
+    ON_IDLE,
+    ON_ABSENCE,
+    ON_ENTER,
+    ON_EXIT,
+    ON_SESSION_START,
+    ON_SESSION_END,
+} rule_on_kind;
+
+typedef enum rule_limit_kind {
+    LIMIT_NONE = 0,
+    LIMIT_ONCE,     /* once per user */
+    LIMIT_ONCE_PER, /* once per calendar window of limit_ms (aligned to the epoch, UTC) */
+    LIMIT_COOLDOWN, /* at least limit_ms between fires */
+} rule_limit_kind;
+
+typedef enum rule_action_kind { ACT_WEBHOOK = 0, ACT_CUE } rule_action_kind;
+
+typedef struct rule_action {
+    rule_action_kind kind;
+    const char *name; /* destination name (webhook) or cue name */
+} rule_action;
+
+typedef struct rule_trigger {
+    const char *name;
+    int line;
+    rule_on_kind on;
+    int matcher;        /* ON_EVENT, ON_ABSENCE */
+    int unless_matcher; /* ON_ABSENCE */
+    int segment;        /* ON_ENTER, ON_EXIT */
+    int64_t dur_ms;     /* ON_IDLE, ON_ABSENCE */
+    int where, when;    /* chunks or -1 */
+    rule_limit_kind limit;
+    int64_t limit_ms;
+    int holdout_bp; /* basis points: 10% = 1000 */
+    rule_action actions[RULE_MAX_ACTIONS];
+    int nactions;
+    const char *describe; /* the `on` clause, for explain: "on \"Feature Used\"" */
+    const char *when_text; /* the `when` condition's source, or NULL */
+    /* profile fields (byte offsets, -1 when unneeded) */
+    int off_last_fire;  /* int64: cooldown / once per */
+    int bit_fired;      /* bit index: once per user, idle fired this quiet spell */
+    int off_pending;    /* int64: absence deadline */
+} rule_trigger;
+
+typedef struct rule_clause {
+    bool enter;
+    int on;          /* -1: unanchored; else RM matcher, or -2 session start, -3 session end */
+    int when;        /* chunk or -1 */
+    const char *describe; /* "enter on session end when session.duration < 5m" */
+} rule_clause;
+
+#define RULE_ON_SESSION_START (-2)
+#define RULE_ON_SESSION_END (-3)
+
+typedef struct rule_segment {
+    const char *name;
+    int line;
+    int live; /* chunk of `when E`, or -1 */
+    const char *live_text;
+    rule_clause clauses[16];
+    int nclauses;
+    bool every_event; /* unanchored clauses read per-event state (idle, session, traits...) */
+    bool timed;       /* may change with time alone: re-checked at deadlines */
+    uint64_t deps_segments; /* segments it reads with in_segment() */
+    int *on_enter, non_enter; /* triggers on enter */
+    int *on_exit, non_exit;   /* triggers on exit */
+} rule_segment;
+
+typedef struct rule_setting {
+    const char *key;
+    const char *str; /* string and identifier values */
+    double num;
+    int64_t ms;
+    int type; /* RT_STR, RT_NUM, RT_DUR */
+} rule_setting;
+
+typedef struct rule_dest {
+    const char *name;
+    int line;
+    rule_setting *settings;
+    int nsettings;
+} rule_dest;
+
+typedef struct rule_const_list {
+    rval *items;
+    int n;
+    uint32_t *hashes; /* for path lists: feature hashes */
+} rule_const_list;
+
+/* Profile header: fields every user has, at the start of the profile bytes. */
+typedef struct rule_hdr {
+    int64_t start_ms;      /* `Signed Up`, else the first event */
+    int64_t last_ms;       /* last event */
+    int64_t sess_start_ms; /* current (or last) session's first event; 0 when none */
+    int64_t recheck_ms;    /* next time a timed segment must be re-evaluated; 0 none */
+    uint32_t sess_events;
+    uint32_t sess_number;
+    uint32_t nfires;       /* fires so far: part of each fire's stable id */
+    float step;            /* max properties.step of Onboarding Step Completed */
+    uint8_t flags;         /* RH_* */
+    uint8_t pad[7];
+} rule_hdr;
+
+enum { RH_COMPLETED = 1, RH_SIGNED_UP = 2, RH_IN_SESSION = 4, RH_MERGED = 8 };
+
+typedef struct rule_layout {
+    size_t size;        /* bytes per profile, header included, 8-aligned */
+    int off_segments;   /* uint64 membership bits */
+    int off_bits;       /* trigger bits, nbits */
+    int nbits;
+    int off_path;       /* uint32 len, then uint32 hash[path_len]; -1 when unused */
+    int path_len;       /* features kept: the longest list the rules compare with */
+    int off_traits;     /* rval-like slots for traits: see engine; -1 when none */
+    int ntraits;
+} rule_layout;
+
+struct rule_set {
+    onr_arena arena;
+    char *path;
+    char *source;
+
+    rule_ins *code;
+    int ncode, capcode;
+    int *chunks; /* chunk -> first instruction */
+    int nchunks, capchunks;
+    rule_node_info *nodes;
+    int nnodes, capnodes;
+    rval *consts;
+    int nconsts, capconsts;
+    rule_const_list *lists;
+    int nlists, caplists;
+
+    rule_matcher *matchers;
+    int nmatchers;
+    const char **labels; /* label names, by matcher index (NULL: not a label) */
+    rule_window *windows;
+    int nwindows;
+    rule_seq *seqs;
+    int nseqs;
+    rule_segment *segments;
+    int nsegments;
+    rule_trigger *triggers;
+    int ntriggers;
+    rule_dest *dests;
+    int ndests;
+
+    int *idle_triggers, nidle;
+    int *session_start_triggers, nsession_start;
+    int *session_end_triggers, nsession_end;
+    int *kind_matchers[TRK_KIND_COUNT]; /* matchers that match a kind regardless of name */
+    int nkind_matchers[TRK_KIND_COUNT];
+
+    /* event name -> matchers naming it (open addressing, power-of-two size) */
+    struct rule_name_slot {
+        uint64_t hash;
+        const char *name;
+        uint32_t len;
+        int *matchers, nmatchers;
+    } *name_table;
+    uint32_t name_mask;
+
+    trk_schema schema; /* properties and traits the rules read */
+    int prop_feature, prop_step; /* schema ids of the builtins' properties */
+    rule_layout layout;
+    int64_t recent_window_ms; /* longest window any rule reads */
+};
+
+/*
+ * Compiles src (path names it in messages). On success returns 0 and *out (caller owns it;
+ * free with rule_free). On failure returns the number of errors (> 0), each written to
+ * errors as "path:line:col: error: ..." with the source line and a caret.
+ */
+int rule_compile(const char *path, const char *src, size_t len, rule_set **out, onr_buf *errors);
+/* Reads and compiles a file; I/O errors are reported like compile errors. */
+int rule_compile_file(const char *path, rule_set **out, onr_buf *errors);
+void rule_free(rule_set *rs);
+
+/* Writes a human-readable listing of rs: tables, layout and bytecode. */
+void rule_dump(const rule_set *rs, onr_buf *out);
+
+/* Looks up the matchers that name an event; returns their count and *ids. */
+int rule_lookup_name(const rule_set *rs, const char *name, size_t len, const int **ids);
+
+/* ---- the VM */
+
+/* Read-only view of what an expression may look at. */
+typedef struct rule_env {
+    const rule_set *rs;
+    const uint8_t *prof;    /* profile bytes (rule_layout), NULL for event-only chunks */
+    const trk_event *ev;    /* the current event, NULL on timers */
+    int64_t now_ms;
+    /* explain: called for each condition evaluated (NULL: off) */
+    void (*leaf)(void *ctx, int node, bool result, const rval *l, const rval *r);
+    void *leaf_ctx;
+} rule_env;
+
+/*
+ * Evaluates chunk to a boolean. *next_ms receives the earliest future time at which the
+ * result could change with time alone (INT64_MAX when never), so the caller can schedule a
+ * re-check. Null, missing properties and type mismatches make comparisons false.
+ */
+bool rule_eval_bool(const rule_env *env, int chunk, int64_t *next_ms);
+
+/* Formats a value for people: 3m12s, "settings", 2026-11-18T11:45:02.000Z, null. */
+void rval_format(const rule_set *rs, const rval *v, onr_buf *out);
+
+/* Stable 32-bit hash of a feature name, as stored in the path. */
+uint32_t rule_feature_hash(const char *s, size_t n);
+
+
+/* ---- profile field access (offsets come from the layout; fields are aligned) */
+
+static inline int64_t rp_i64(const uint8_t *prof, int off)
+{
+    return *(const int64_t *)(const void *)(prof + off);
+}
+static inline void rp_set_i64(uint8_t *prof, int off, int64_t v)
+{
+    *(int64_t *)(void *)(prof + off) = v;
+}
+static inline uint32_t rp_u32(const uint8_t *prof, int off)
+{
+    return *(const uint32_t *)(const void *)(prof + off);
+}
+static inline void rp_set_u32(uint8_t *prof, int off, uint32_t v)
+{
+    *(uint32_t *)(void *)(prof + off) = v;
+}
+static inline bool rp_bit(const uint8_t *prof, int off, int bit)
+{
+    return (prof[off + bit / 8] >> (bit % 8)) & 1;
+}
+static inline void rp_set_bit(uint8_t *prof, int off, int bit, bool v)
+{
+    if (v)
+        prof[off + bit / 8] |= (uint8_t)(1u << (bit % 8));
+    else
+        prof[off + bit / 8] &= (uint8_t)~(1u << (bit % 8));
+}
+static inline const rule_hdr *rp_hdr(const uint8_t *prof)
+{
+    return (const rule_hdr *)(const void *)prof;
+}
+
+/* A trait slot: the last value identify set, strings kept up to RULE_TRAIT_STR bytes. */
+#define RULE_TRAIT_STR 30
+typedef struct rule_trait_slot {
+    uint8_t type; /* trk_vtype */
+    uint8_t len;
+    char s[RULE_TRAIT_STR];
+    double num;
+} rule_trait_slot;
+
+#endif
