@@ -13,7 +13,7 @@ trap 'rm -f "$log"' EXIT
 
 echo "== unit"
 for t in "$build"/tests/test_*; do
-    [ -x "$t" ] || continue
+    [ -f "$t" ] && [ -x "$t" ] || continue
     name=$(basename "$t")
     "$t" --jobs=2 >"$log" 2>&1
     rc=$?
@@ -35,16 +35,26 @@ for t in "$build"/tests/test_*; do
     if [ "$f" -ne 0 ]; then grep -av '^\[----\]' "$log" | head -60; fi
 done
 
-echo "== golden"
-tests/rules/run.sh "$build/onramp" >"$log" 2>&1
-rc=$?
-cat "$log" | grep -v '^ok ' || true
-gp=$(sed -n 's/^golden: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log")
-gf=$(sed -n 's/^golden: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log")
-if [ -z "$gp" ]; then gp=0; gf=1; fi
-if [ "$rc" -ne 0 ] && [ "$gf" -eq 0 ]; then gf=1; fi
-passed=$((passed + gp))
-failed=$((failed + gf))
+# A suite script that ends with "<name>: N passed, M failed".
+run_suite() {
+    local name=$1
+    shift
+    echo "== $name"
+    "$@" >"$log" 2>&1
+    local rc=$?
+    grep -v '^ok ' "$log" || true
+    local line p f
+    line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed$" "$log" | tail -1)
+    p=$(echo "$line" | sed -n 's/.*: \([0-9]*\) passed.*/\1/p')
+    f=$(echo "$line" | sed -n 's/.*passed, \([0-9]*\) failed/\1/p')
+    if [ -z "$p" ]; then p=0; f=1; fi
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+}
+
+run_suite golden tests/rules/run.sh "$build/onramp"
+run_suite docs tests/docs/run.sh "$build/onramp"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

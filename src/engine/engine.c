@@ -219,12 +219,12 @@ static void eval_segment(eng *e, user *u, int si, const trk_event *ev, int ancho
         if (c->when >= 0) {
             if (x)
                 xp_begin(e);
-            ok = eval(e, u, c->when, c->on == -1 ? ev : ev, c->on == -1 && s->timed ? next : NULL);
+            ok = eval(e, u, c->when, ev, c->on == -1 && s->timed ? next : NULL);
             if (x)
-                xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], ok, c->describe);
+                xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], ok, "the condition");
         } else if (x) {
             xp_begin(e);
-            xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], true, c->describe);
+            xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], true, "the clause");
         }
         if (ok) {
             set_member(e, u, si, c->enter, e->clock);
@@ -253,12 +253,38 @@ static uint64_t fire_id(const rule_trigger *t, const user *u, int64_t at, uint32
     return onr_hash64(tail, sizeof(tail), h);
 }
 
+/* Whether t's limit lets it fire at `at` (checked before its condition: cheaper). */
+static bool limit_allows(const rule_set *rs, const rule_trigger *t, const uint8_t *p, int64_t at)
+{
+    switch (t->limit) {
+    case LIMIT_NONE:
+        return true;
+    case LIMIT_ONCE:
+        return !rp_bit(p, rs->layout.off_bits, t->bit_fired);
+    case LIMIT_ONCE_PER: {
+        int64_t last = rp_i64(p, t->off_last_fire);
+        return !last || last / t->limit_ms != at / t->limit_ms;
+    }
+    case LIMIT_COOLDOWN: {
+        int64_t last = rp_i64(p, t->off_last_fire);
+        return !last || at - last >= t->limit_ms;
+    }
+    }
+    return true;
+}
+
 static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t at)
 {
     const rule_set *rs = e->rs;
     const rule_trigger *t = &rs->triggers[ti];
     bool x = u == e->xu;
     xrec *xr = x ? &e->xtrig[ti] : NULL;
+    uint8_t *p = u->prof;
+    if (!limit_allows(rs, t, p, at)) {
+        if (x)
+            xr->limited++;
+        return;
+    }
     if (t->when >= 0) {
         if (x)
             xp_begin(e);
@@ -271,30 +297,10 @@ static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t a
         xp_begin(e);
         xp_end(e, xr, true, "no condition");
     }
-    uint8_t *p = u->prof;
-    switch (t->limit) {
-    case LIMIT_NONE:
-        break;
-    case LIMIT_ONCE:
-        if (rp_bit(p, rs->layout.off_bits, t->bit_fired))
-            goto limited;
+    if (t->limit == LIMIT_ONCE)
         rp_set_bit(p, rs->layout.off_bits, t->bit_fired, true);
-        break;
-    case LIMIT_ONCE_PER: {
-        int64_t last = rp_i64(p, t->off_last_fire);
-        if (last && last / t->limit_ms == at / t->limit_ms)
-            goto limited;
+    else if (t->limit != LIMIT_NONE)
         rp_set_i64(p, t->off_last_fire, at);
-        break;
-    }
-    case LIMIT_COOLDOWN: {
-        int64_t last = rp_i64(p, t->off_last_fire);
-        if (last && at - last < t->limit_ms)
-            goto limited;
-        rp_set_i64(p, t->off_last_fire, at);
-        break;
-    }
-    }
     bool held = false;
     if (t->holdout_bp > 0) {
         uint64_t h = onr_hash64(u->key->s, u->key->len, onr_hash64(t->name, strlen(t->name), 7));
@@ -323,10 +329,6 @@ static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t a
         xr->last_fire_ms = at;
     }
     e->sink(e->sink_ctx, &o);
-    return;
-limited:
-    if (x)
-        xr->limited++;
 }
 
 /* ---- sessions */
@@ -388,13 +390,10 @@ static int64_t earliest(eng *e, user *u)
         if (h->last_ms && !rp_bit(u->prof, rs->layout.off_bits, t->bit_fired))
             d = ONR_MIN(d, h->last_ms + t->dur_ms);
     }
-    for (int i = 0; i < rs->ntriggers; i++) {
-        const rule_trigger *t = &rs->triggers[i];
-        if (t->off_pending >= 0) {
-            int64_t p = rp_i64(u->prof, t->off_pending);
-            if (p)
-                d = ONR_MIN(d, p);
-        }
+    for (int i = 0; i < rs->nabsence; i++) {
+        int64_t p = rp_i64(u->prof, rs->triggers[rs->absence_triggers[i]].off_pending);
+        if (p)
+            d = ONR_MIN(d, p);
     }
     if (h->recheck_ms)
         d = ONR_MIN(d, h->recheck_ms);
@@ -413,14 +412,6 @@ static void schedule(eng *e, user *u)
     if (tmr_pending(&u->timer) && u->timer.deadline_ms == d)
         return;
     tmr_reschedule(e->wheel, &u->timer, d);
-}
-
-static void mark_timed_segments(eng *e)
-{
-    const rule_set *rs = e->rs;
-    for (int si = 0; si < rs->nsegments; si++)
-        if (rs->segments[si].timed)
-            e->seg_dirty |= UINT64_C(1) << si;
 }
 
 static void on_timer(tmr_node *n, void *ctx)
@@ -452,15 +443,20 @@ static void on_timer(tmr_node *n, void *ctx)
             e->xcause = NULL;
         }
     }
-    for (int ti = 0; ti < rs->ntriggers; ti++) {
+    for (int ai = 0; ai < rs->nabsence; ai++) {
+        int ti = rs->absence_triggers[ai];
         const rule_trigger *t = &rs->triggers[ti];
-        if (t->off_pending < 0)
-            continue;
         int64_t p = rp_i64(u->prof, t->off_pending);
         if (p && p <= e->clock) {
             rp_set_i64(u->prof, t->off_pending, 0);
-            if (u == e->xu)
-                e->xcause = t->describe;
+            char cause[TRK_MAX_NAME_BYTES + 64];
+            if (u == e->xu) {
+                char dur[32];
+                onr_duration_format(t->dur_ms, dur, sizeof(dur));
+                snprintf(cause, sizeof(cause), "no %s within %s",
+                         rs->matchers[t->unless_matcher].display, dur);
+                e->xcause = cause;
+            }
             fire_trigger(e, u, ti, NULL, p);
             e->xcause = NULL;
         }
@@ -470,7 +466,7 @@ static void on_timer(tmr_node *n, void *ctx)
         if (u == e->xu)
             e->xcause = "time passing";
         e->seg_dirty = 0;
-        mark_timed_segments(e);
+        e->seg_dirty = rs->timed_segments;
         eval_segments(e, u, NULL, -1, &next);
         e->xcause = NULL;
     }
@@ -798,13 +794,19 @@ void eng_process(eng *e, const trk_event *ev)
         for (int k = 0; k < m->nseg_clauses; k++)
             e->seg_dirty |= UINT64_C(1) << (m->seg_clauses[k] >> 8);
     }
-    for (int i = 0; i < rs->nseqs; i++) {
-        const rule_seq *q = &rs->seqs[i];
-        for (int k = 0; k < q->nsteps; k++)
-            if (e->mark[q->steps[k]]) {
-                seq_step(p, q, e->mark, ts);
-                break;
+    if (rs->nseqs) {
+        /* each sequence once, even when the event matches several of its steps */
+        for (int i = 0; i < e->nmatched; i++) {
+            const rule_matcher *m = &rs->matchers[e->matched[i]];
+            for (int k = 0; k < m->nseqs; k++) {
+                const rule_seq *q = &rs->seqs[m->seqs[k]];
+                int first = 0;
+                while (!e->mark[q->steps[first]])
+                    first++;
+                if (q->steps[first] == e->matched[i])
+                    seq_step(p, q, e->mark, ts);
             }
+        }
     }
     if (e->mark[RM_SIGNED_UP] && !(h->flags & RH_SIGNED_UP)) {
         h->flags |= RH_SIGNED_UP;
@@ -848,9 +850,10 @@ void eng_process(eng *e, const trk_event *ev)
     }
 
     /* segments */
-    for (int si = 0; si < rs->nsegments; si++)
-        if (rs->segments[si].every_event || first_event)
-            e->seg_dirty |= UINT64_C(1) << si;
+    if (first_event) /* a new user: every segment gets its first look */
+        e->seg_dirty |= rs->nsegments == 64 ? ~UINT64_C(0) : (UINT64_C(1) << rs->nsegments) - 1;
+    else
+        e->seg_dirty |= rs->every_event_segments;
     if (e->seg_dirty) {
         /* one pass per anchor kind: each segment sees the event once */
         eval_segments(e, u, ev, -1, &next);

@@ -20,7 +20,7 @@ void xp_leaf(void *ctx, int node, bool result, const rval *l, const rval *r)
     onr_buf *b = &e->xscratch;
     onr_buf_printf(b, "      %s: %s", ni->text, result ? "true" : "false");
     bool open = false;
-    if (ni->left && l) {
+    if (ni->left && l && strcmp(ni->left, ni->text) != 0) {
         onr_buf_printf(b, " (%s = ", ni->left);
         rval_format(e->rs, l, b);
         open = true;
@@ -82,8 +82,9 @@ void eng_explain(const eng *e, onr_buf *out)
     if (strcmp(e->xkey, u->key->s) != 0)
         onr_buf_printf(out, " (also known as %s)", e->xkey);
     onr_time_format(h->start_ms, t);
-    onr_buf_printf(out, ": %llu events, %u sessions, started %s\n",
-                   (unsigned long long)e->xevents, h->sess_number, t);
+    onr_buf_printf(out, ": %llu event%s, %u session%s, started %s\n",
+                   (unsigned long long)e->xevents, e->xevents == 1 ? "" : "s", h->sess_number,
+                   h->sess_number == 1 ? "" : "s", t);
 
     onr_buf_puts(out, "\nsegments:\n");
     for (int si = 0; si < rs->nsegments; si++) {
@@ -105,14 +106,16 @@ void eng_explain(const eng *e, onr_buf *out)
             onr_buf_printf(out, "    %s\n", c->describe);
             if (r->evals) {
                 onr_buf_put(out, r->last.data, r->last.len);
+            } else if (c->enter == member) {
+                onr_buf_printf(out, "    not evaluated: it applies only while the user is %s "
+                                    "the segment\n",
+                               c->enter ? "outside" : "in");
             } else if (c->on >= 0) {
                 never_seen(e, out, rs->matchers[c->on].display);
             } else if (c->on == RULE_ON_SESSION_END) {
                 never_seen(e, out, "a session end");
             } else {
-                onr_buf_printf(out, "    never evaluated (it applies only while the user is %s "
-                                    "the segment)\n",
-                               c->enter ? "outside" : "in");
+                onr_buf_puts(out, "    never evaluated\n");
             }
         }
     }

@@ -50,97 +50,6 @@ typedef struct hent {
     pchunk *chunk;
 } hent;
 
-static void put_str(char **p, trk_str s)
-{
-    memcpy(*p, &s.n, 4);
-    memcpy(*p + 4, s.p, s.n);
-    *p += 4 + s.n;
-}
-
-static size_t value_size(const trk_value *v)
-{
-    return 1 + (v->type == TV_NUM || v->type == TV_BOOL ? 8 : v->type == TV_STR ? 4 + v->str.n : 0);
-}
-
-static void put_value(char **p, const trk_value *v)
-{
-    **p = (char)v->type;
-    *p += 1;
-    if (v->type == TV_NUM || v->type == TV_BOOL) {
-        double d = v->type == TV_BOOL ? (double)v->b : v->num;
-        memcpy(*p, &d, 8);
-        *p += 8;
-    } else if (v->type == TV_STR) {
-        put_str(p, v->str);
-    }
-}
-
-static trk_str get_str(const char **p)
-{
-    trk_str s;
-    memcpy(&s.n, *p, 4);
-    s.p = *p + 4;
-    *p += 4 + s.n;
-    return s;
-}
-
-static void get_value(const char **p, trk_value *v)
-{
-    v->type = (uint8_t)**p;
-    *p += 1;
-    if (v->type == TV_NUM || v->type == TV_BOOL) {
-        double d;
-        memcpy(&d, *p, 8);
-        *p += 8;
-        v->num = d;
-        v->b = d != 0;
-    } else if (v->type == TV_STR) {
-        v->str = get_str(p);
-    }
-}
-
-static size_t packed_size(const trk_event *ev, const trk_schema *sc)
-{
-    size_t n = 8 + 1 + 16 + ev->user_id.n + ev->anon_id.n + ev->previous_id.n + ev->name.n;
-    for (uint32_t i = 0; i < sc->nprops; i++)
-        n += value_size(&ev->props[i]);
-    for (uint32_t i = 0; i < sc->ntraits; i++)
-        n += value_size(&ev->traits[i]);
-    return (n + 7) & ~(size_t)7;
-}
-
-static void pack(char *p, const trk_event *ev, const trk_schema *sc)
-{
-    memcpy(p, &ev->ts_ms, 8);
-    p[8] = (char)ev->kind;
-    p += 9;
-    put_str(&p, ev->user_id);
-    put_str(&p, ev->anon_id);
-    put_str(&p, ev->previous_id);
-    put_str(&p, ev->name);
-    for (uint32_t i = 0; i < sc->nprops; i++)
-        put_value(&p, &ev->props[i]);
-    for (uint32_t i = 0; i < sc->ntraits; i++)
-        put_value(&p, &ev->traits[i]);
-}
-
-static void unpack(const char *p, trk_event *ev, const trk_schema *sc)
-{
-    memcpy(&ev->ts_ms, p, 8);
-    ev->kind = (trk_kind)p[8];
-    p += 9;
-    ev->user_id = get_str(&p);
-    ev->anon_id = get_str(&p);
-    ev->previous_id = get_str(&p);
-    ev->name = get_str(&p);
-    ev->message_id.p = "";
-    ev->message_id.n = 0;
-    for (uint32_t i = 0; i < sc->nprops; i++)
-        get_value(&p, &ev->props[i]);
-    for (uint32_t i = 0; i < sc->ntraits; i++)
-        get_value(&p, &ev->traits[i]);
-}
-
 static char *pool_alloc(pool *pl, size_t n, pchunk **owner)
 {
     if (!pl->cur || POOL_CHUNK - pl->cur->used < n) {
@@ -307,7 +216,7 @@ static void sink(void *ctx, const eng_out *o)
 static void release(rctx *c)
 {
     hent h = heap_pop(&c->hp);
-    unpack(h.data, c->ev, &c->rs->schema);
+    trk_unpack(h.data, c->ev, &c->rs->schema);
     eng_process(c->e, c->ev);
     pool_release(&c->pl, h.chunk);
 }
@@ -321,10 +230,10 @@ static void offer(rctx *c, const trk_event *ev)
         eng_process(c->e, ev);
         return;
     }
-    size_t n = packed_size(ev, &c->rs->schema);
+    size_t n = trk_packed_size(ev, &c->rs->schema);
     hent h = {.ts = ev->ts_ms, .seq = c->seq++};
     h.data = pool_alloc(&c->pl, n, &h.chunk);
-    pack(h.data, ev, &c->rs->schema);
+    trk_pack(h.data, ev, &c->rs->schema);
     heap_push(&c->hp, h);
     if (ev->ts_ms > c->max_ts)
         c->max_ts = ev->ts_ms;

@@ -961,6 +961,7 @@ static void check_triggers(checker *c)
                 add_int(&rs->matchers[t->matcher].triggers, &rs->matchers[t->matcher].ntriggers,
                         i);
             if (a->on == ON_ABSENCE) {
+                add_int(&rs->absence_triggers, &rs->nabsence, i);
                 t->unless_matcher = resolve_ref(c, a->unless);
                 if (t->matcher >= 0)
                     add_int(&rs->matchers[t->matcher].absences,
@@ -1303,6 +1304,12 @@ int rule_check(ast_file *f, rule_set *rs, rdiag *diag)
     }
     for (int i = 0; i < f->ntriggers; i++)
         size_windows(&c, f->triggers[i].when);
+    for (int i = 0; i < rs->nsegments; i++) {
+        if (rs->segments[i].every_event)
+            rs->every_event_segments |= UINT64_C(1) << i;
+        if (rs->segments[i].timed)
+            rs->timed_segments |= UINT64_C(1) << i;
+    }
     if (diag->errors == before) {
         plan_layout(&c);
         build_name_table(rs);

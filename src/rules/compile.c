@@ -480,6 +480,7 @@ void rule_free(rule_set *rs)
         onr_free(rs->kind_matchers[k]);
     onr_free(rs->name_table);
     onr_free(rs->idle_triggers);
+    onr_free(rs->absence_triggers);
     onr_free(rs->session_start_triggers);
     onr_free(rs->session_end_triggers);
     onr_free(rs->matchers);

@@ -272,6 +272,9 @@ struct rule_set {
     int ndests;
 
     int *idle_triggers, nidle;
+    int *absence_triggers, nabsence; /* triggers with a pending deadline */
+    uint64_t every_event_segments;   /* segments re-evaluated on every event */
+    uint64_t timed_segments;         /* segments that can change with time alone */
     int *session_start_triggers, nsession_start;
     int *session_end_triggers, nsession_end;
     int *kind_matchers[TRK_KIND_COUNT]; /* matchers that match a kind regardless of name */

@@ -29,8 +29,10 @@ const char *trk_kind_name(trk_kind k)
 
 /* ---- errors */
 
-__attribute__((format(printf, 4, 5))) static int fail(char *err, size_t errlen, int rc,
-                                                      const char *fmt, ...)
+/* Writes a one-line reason into err and returns rc. */
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
 {
     if (err && errlen) {
         va_list ap;
@@ -341,6 +343,8 @@ static void read_value(jval v, trk_value *out)
 
 /* ---- decoding */
 
+/* On failure *ev is left partly filled and must not be used. Only the first schema->nprops
+ * props and schema->ntraits traits are written. */
 int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
                      trk_event *ev, char *err, size_t errlen)
 {
@@ -348,8 +352,9 @@ int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
     if (!schema)
         schema = &no_fields;
     if (schema->nprops > TRK_MAX_FIELDS || schema->ntraits > TRK_MAX_FIELDS)
-        return fail(err, errlen, ONR_E_INVALID, "schema has %u properties and %u traits, over "
-                    "the limit of %d each", schema->nprops, schema->ntraits, TRK_MAX_FIELDS);
+        return fail(err, errlen, ONR_E_INVALID,
+                    "schema has %u properties and %u traits, over the limit of %d each",
+                    schema->nprops, schema->ntraits, TRK_MAX_FIELDS);
 
     jtype root_type = jval_type(root);
     if (root_type != J_OBJECT)

@@ -665,6 +665,7 @@ typedef struct sim_writer {
     uint64_t seed;
     int64_t day; /* the day date[] holds */
     char date[11];
+    char hex[2][256][2]; /* byte -> two hex digits, lower and upper case */
     int err;
 } sim_writer;
 
@@ -745,28 +746,30 @@ static char *put_time(sim_writer *w, char *p, int64_t ms)
     return p;
 }
 
-static char *put_hex(char *p, uint64_t v, int nibbles, bool upper)
+/* The low 2 * bytes hex digits of v. */
+static char *put_hex(const sim_writer *w, char *p, uint64_t v, int bytes, bool upper)
 {
-    const char *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
-    for (int i = nibbles - 1; i >= 0; i--)
-        *p++ = digits[(v >> (4 * i)) & 15];
+    for (int i = bytes - 1; i >= 0; i--) {
+        memcpy(p, w->hex[upper][(v >> (8 * i)) & 255], 2);
+        p += 2;
+    }
     return p;
 }
 
 /* A version-4 UUID built from 128 hashed bits. */
-static char *put_uuid(char *p, uint64_t hi, uint64_t lo, bool upper)
+static char *put_uuid(const sim_writer *w, char *p, uint64_t hi, uint64_t lo, bool upper)
 {
     hi = (hi & ~UINT64_C(0xf000)) | UINT64_C(0x4000);
     lo = (lo & ~(UINT64_C(3) << 62)) | (UINT64_C(2) << 62);
-    p = put_hex(p, hi >> 32, 8, upper);
+    p = put_hex(w, p, hi >> 32, 4, upper);
     *p++ = '-';
-    p = put_hex(p, hi >> 16, 4, upper);
+    p = put_hex(w, p, hi >> 16, 2, upper);
     *p++ = '-';
-    p = put_hex(p, hi, 4, upper);
+    p = put_hex(w, p, hi, 2, upper);
     *p++ = '-';
-    p = put_hex(p, lo >> 48, 4, upper);
+    p = put_hex(w, p, lo >> 48, 2, upper);
     *p++ = '-';
-    return put_hex(p, lo, 12, upper);
+    return put_hex(w, p, lo, 6, upper);
 }
 
 static char *put_user_id(char *p, uint64_t user)
@@ -781,7 +784,7 @@ static char *put_anon_id(char *p, const sim_writer *w, const sim_event *e)
 {
     uint64_t hi = mix64(w->seed ^ mix64(e->user ^ UINT64_C(0x616e6f6e)));
     *p++ = '"';
-    p = put_uuid(p, hi, mix64(hi), e->platform == PL_IOS);
+    p = put_uuid(w, p, hi, mix64(hi), e->platform == PL_IOS);
     *p++ = '"';
     return p;
 }
@@ -795,14 +798,14 @@ static char *put_message_id(char *p, const sim_writer *w, const sim_event *e)
     switch (e->platform) {
     case PL_WEB:
         PUT(p, "ajs-next-");
-        p = put_hex(put_hex(p, hi, 16, false), lo, 16, false);
+        p = put_hex(w, put_hex(w, p, hi, 8, false), lo, 8, false);
         break;
     case PL_SERVER:
         PUT(p, "node-");
-        p = put_hex(put_hex(p, hi, 16, false), lo, 16, false);
+        p = put_hex(w, put_hex(w, p, hi, 8, false), lo, 8, false);
         break;
     default:
-        p = put_uuid(p, hi, lo, e->platform == PL_IOS);
+        p = put_uuid(w, p, hi, lo, e->platform == PL_IOS);
     }
     *p++ = '"';
     return p;
@@ -1015,53 +1018,147 @@ static int64_t signup_at(const sim_opts *o, uint64_t i)
     return o->start_ms + (int64_t)(warped * (double)o->spread_ms);
 }
 
-/* ---- merging: a min-heap of active users by pending event time, and one of late events */
+/* ---- merging. Active users wait in a calendar queue keyed by their pending event's time: a
+ * ring of buckets BUCKET_MS wide, plus a small heap ("near") for the window being played.
+ * A plain heap over the ~100k users active at once spends its time in cache misses;
+ * buckets keep the sorting near the present. Invariant: near keys < horizon <= ring keys. */
 
-typedef struct heap_entry {
+#define BUCKET_MS 1024
+#define RING_BUCKETS 32768 /* 9.3 hours; a later lap's entries wait in their bucket */
+#define CHUNK_ENTRIES 31
+
+typedef struct qentry {
     int64_t key;
-    uint64_t user; /* breaks ties: the earlier sign-up first */
+    uint32_t tie; /* the user number's low bits: the earlier sign-up first */
     uint32_t slot;
-} heap_entry;
+} qentry;
 
-typedef struct user_heap {
-    heap_entry *e;
+typedef struct qchunk {
+    struct qchunk *next;
+    uint32_t n;
+    qentry e[CHUNK_ENTRIES];
+} qchunk;
+
+typedef struct qbucket {
+    qchunk *head, *tail;
+} qbucket;
+
+typedef struct user_queue {
+    qentry *near; /* binary heap */
     size_t n, cap;
-} user_heap;
+    int64_t horizon; /* start of the next window to move into near; a multiple of BUCKET_MS */
+    size_t far;      /* entries in the ring */
+    qbucket *ring;
+    qchunk *spare;
+} user_queue;
 
-static bool entry_less(const heap_entry *a, const heap_entry *b)
+static bool qentry_less(const qentry *a, const qentry *b)
 {
-    return a->key < b->key || (a->key == b->key && a->user < b->user);
+    return a->key < b->key || (a->key == b->key && a->tie < b->tie);
 }
 
-static void uheap_down(user_heap *h, size_t i)
+static void near_down(user_queue *q)
 {
-    heap_entry x = h->e[i];
+    qentry x = q->near[0];
+    size_t i = 0;
     for (;;) {
         size_t c = 2 * i + 1;
-        if (c >= h->n)
+        if (c >= q->n)
             break;
-        if (c + 1 < h->n && entry_less(&h->e[c + 1], &h->e[c]))
+        if (c + 1 < q->n && qentry_less(&q->near[c + 1], &q->near[c]))
             c++;
-        if (!entry_less(&h->e[c], &x))
+        if (!qentry_less(&q->near[c], &x))
             break;
-        h->e[i] = h->e[c];
+        q->near[i] = q->near[c];
         i = c;
     }
-    h->e[i] = x;
+    q->near[i] = x;
 }
 
-static void uheap_push(user_heap *h, heap_entry x)
+static void near_push(user_queue *q, qentry x)
 {
-    if (h->n == h->cap) {
-        h->cap = h->cap ? 2 * h->cap : 1024;
-        h->e = onr_realloc(h->e, h->cap * sizeof(*h->e));
+    if (q->n == q->cap) {
+        q->cap = q->cap ? 2 * q->cap : 1024;
+        q->near = onr_realloc(q->near, q->cap * sizeof(*q->near));
     }
-    size_t i = h->n++;
-    while (i > 0 && entry_less(&x, &h->e[(i - 1) / 2])) {
-        h->e[i] = h->e[(i - 1) / 2];
+    size_t i = q->n++;
+    while (i > 0 && qentry_less(&x, &q->near[(i - 1) / 2])) {
+        q->near[i] = q->near[(i - 1) / 2];
         i = (i - 1) / 2;
     }
-    h->e[i] = x;
+    q->near[i] = x;
+}
+
+static void near_pop(user_queue *q)
+{
+    q->near[0] = q->near[--q->n];
+    if (q->n > 0)
+        near_down(q);
+}
+
+static void ring_put(user_queue *q, qentry x)
+{
+    qbucket *b = &q->ring[(uint64_t)x.key / BUCKET_MS % RING_BUCKETS];
+    if (!b->tail || b->tail->n == CHUNK_ENTRIES) {
+        qchunk *c = q->spare;
+        if (c)
+            q->spare = c->next;
+        else
+            c = onr_malloc(sizeof(*c));
+        c->next = NULL;
+        c->n = 0;
+        if (b->tail)
+            b->tail->next = c;
+        else
+            b->head = c;
+        b->tail = c;
+    }
+    b->tail->e[b->tail->n++] = x;
+    q->far++;
+}
+
+static void uq_push(user_queue *q, qentry x)
+{
+    if (x.key < q->horizon)
+        near_push(q, x);
+    else
+        ring_put(q, x);
+}
+
+/* While near is empty, moves the next window's entries into it. */
+static void uq_refill(user_queue *q)
+{
+    while (q->n == 0 && q->far > 0) {
+        qbucket *b = &q->ring[(uint64_t)q->horizon / BUCKET_MS % RING_BUCKETS];
+        qchunk *c = b->head;
+        b->head = b->tail = NULL;
+        q->horizon += BUCKET_MS;
+        while (c) {
+            q->far -= c->n;
+            for (uint32_t i = 0; i < c->n; i++)
+                uq_push(q, c->e[i]); /* a later lap's entries go back to this bucket */
+            qchunk *next = c->next;
+            c->next = q->spare;
+            q->spare = c;
+            c = next;
+        }
+    }
+}
+
+static void uq_free(user_queue *q)
+{
+    for (size_t i = 0; q->ring && i < RING_BUCKETS; i++) {
+        for (qchunk *c = q->ring[i].head, *next; c; c = next) {
+            next = c->next;
+            onr_free(c);
+        }
+    }
+    for (qchunk *c = q->spare, *next; c; c = next) {
+        next = c->next;
+        onr_free(c);
+    }
+    onr_free(q->ring);
+    onr_free(q->near);
 }
 
 typedef struct late_heap {
@@ -1131,13 +1228,16 @@ static uint32_t pool_get(user_pool *pl)
 static int write_shuffled(sim_writer *w, const sim_opts *o)
 {
     user_pool pool = {0};
-    user_heap uh = {0};
     late_heap lh = {0};
+    user_queue q = {0};
     uint64_t next = 0;
     int64_t next_at = o->users > 0 ? signup_at(o, 0) : INT64_MAX;
+    q.ring = onr_calloc(RING_BUCKETS, sizeof(*q.ring));
+    q.horizon = o->start_ms / BUCKET_MS * BUCKET_MS;
 
     while (w->err == 0) {
-        int64_t tu = uh.n ? uh.e[0].key : INT64_MAX;
+        uq_refill(&q);
+        int64_t tu = q.n ? q.near[0].key : INT64_MAX;
         int64_t tl = lh.n ? lh.e[0].deliver_ms : INT64_MAX;
         if (next < o->users && next_at <= tu && next_at <= tl) {
             /* Everyone who signs up by the next event joins before it goes out. */
@@ -1145,39 +1245,51 @@ static int write_shuffled(sim_writer *w, const sim_opts *o)
             sim_user *u = &pool.users[slot];
             user_init(u, next + 1, next_at, o->seed);
             user_next(u); /* every user has a first event */
-            uheap_push(&uh, (heap_entry){u->ev.ts_ms, u->id, slot});
+            uq_push(&q, (qentry){u->ev.ts_ms, (uint32_t)u->id, slot});
             next++;
             next_at = next < o->users ? signup_at(o, next) : INT64_MAX;
             continue;
         }
-        if (uh.n == 0 && lh.n == 0)
+        if (q.n == 0 && lh.n == 0)
             break;
         if (tl <= tu) {
             render(w, &lh.e[0]);
             lheap_pop(&lh);
         } else {
-            uint32_t slot = uh.e[0].slot;
-            sim_user *u = &pool.users[slot];
-            if (u->ev.deliver_ms > u->ev.ts_ms)
-                lheap_push(&lh, &u->ev);
-            else
-                render(w, &u->ev);
-            if (user_next(u)) {
-                uh.e[0].key = u->ev.ts_ms;
+            /* Advance the user and settle the queue before writing, so the next user's
+             * state can be prefetched while this line is built. */
+            qentry top = q.near[0];
+            sim_user *u = &pool.users[top.slot];
+            sim_event ev = u->ev;
+            if (!user_next(u)) {
+                pool.free[pool.nfree++] = top.slot;
+                near_pop(&q);
+            } else if (u->ev.ts_ms < q.horizon) {
+                q.near[0].key = u->ev.ts_ms;
+                near_down(&q);
             } else {
-                pool.free[pool.nfree++] = slot;
-                uh.e[0] = uh.e[--uh.n];
+                near_pop(&q);
+                top.key = u->ev.ts_ms;
+                ring_put(&q, top);
             }
-            if (uh.n > 0)
-                uheap_down(&uh, 0);
+            uq_refill(&q);
+            if (q.n > 0) {
+                const char *nx = (const char *)&pool.users[q.near[0].slot];
+                for (size_t off = 0; off < sizeof(sim_user); off += 64)
+                    __builtin_prefetch(nx + off);
+            }
+            if (ev.deliver_ms > ev.ts_ms)
+                lheap_push(&lh, &ev);
+            else
+                render(w, &ev);
         }
         if (w->buf.len >= FLUSH_AT)
             flush(w);
     }
     onr_free(pool.users);
     onr_free(pool.free);
-    onr_free(uh.e);
     onr_free(lh.e);
+    uq_free(&q);
     return w->err;
 }
 
@@ -1212,6 +1324,13 @@ int sim_write(FILE *out, const sim_opts *o)
         o->spread_ms > ONR_TIME_MAX_MS - TAIL_MS - o->start_ms)
         return -EINVAL;
     sim_writer w = {.out = out, .seed = o->seed, .day = -1};
+    for (int i = 0; i < 256; i++) {
+        for (int upper = 0; upper < 2; upper++) {
+            const char *digits = upper ? "0123456789ABCDEF" : "0123456789abcdef";
+            w.hex[upper][i][0] = digits[i >> 4];
+            w.hex[upper][i][1] = digits[i & 15];
+        }
+    }
     onr_buf_reserve(&w.buf, FLUSH_AT + LINE_MAX_BYTES);
     errno = 0;
     int rc = o->shuffle ? write_shuffled(&w, o) : write_by_user(&w, o);

@@ -83,4 +83,10 @@ int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
 
 const char *trk_kind_name(trk_kind k);
 
+/* Packing: trk_packed_size bytes (a multiple of 8) hold ev's rules-relevant fields;
+ * trk_unpack restores them with strings pointing into the packed bytes. */
+size_t trk_packed_size(const trk_event *ev, const trk_schema *schema);
+void trk_pack(char *out, const trk_event *ev, const trk_schema *schema);
+void trk_unpack(const char *in, trk_event *ev, const trk_schema *schema);
+
 #endif

@@ -608,7 +608,8 @@ Test(track, identify_traits_fall_back_to_context_traits)
     schema.props[0] = "email";
 
     /* No `traits`: all from context.traits. */
-    int rc = decode("{\"type\":\"identify\",\"userId\":\"u\"," T0 ",\"context\":{\"ip\":\"1.2.3.4\","
+    int rc = decode("{\"type\":\"identify\",\"userId\":\"u\"," T0
+                    ",\"context\":{\"ip\":\"1.2.3.4\","
                     "\"traits\":{\"email\":\"c@x\",\"company\":{\"size\":50}}}}");
     cr_assert_eq(rc, 0, "%s", err);
     cr_assert(str_is(ev.traits[0].str, "c@x"));
