@@ -776,8 +776,7 @@ void eng_process(eng *e, const trk_event *ev)
     if (ts > h->last_ms)
         h->last_ms = ts;
     h->sess_events++;
-    if (ev->kind == TRK_IDENTIFY || ev->kind == TRK_GROUP)
-        set_traits(e, u, ev);
+    set_traits(e, u, ev); /* identify's traits, or any message's context.traits */
     uint8_t *p = u->prof;
     e->seg_dirty = 0;
     for (int i = 0; i < e->nmatched; i++) {

@@ -35,9 +35,11 @@ typedef struct trk_value {
     trk_str str;
 } trk_value;
 
-/* The fields a rule set reads: property paths (on track/page/screen: `properties`) and
- * trait names (on identify: `traits`, or `context.traits`). Paths may be dotted
- * ("plan.name") to reach into nested objects. Index in the schema = field id. */
+/* The fields a rule set reads: property paths (track/page/screen: `properties`; group: its
+ * `traits`, which describe the group) and user trait names (identify: `traits`, field by
+ * field falling back to `context.traits`; every other kind: `context.traits`). Paths may be
+ * dotted ("plan.name") to reach into nested objects. Index in the schema = field id. Only
+ * the first nprops / ntraits entries of an event are written. */
 #define TRK_MAX_FIELDS 64
 typedef struct trk_schema {
     uint32_t nprops, ntraits;
@@ -61,7 +63,7 @@ typedef struct trk_event {
     trk_str message_id; /* empty when absent */
     trk_str name;       /* track: event; page/screen: name (may be empty) */
     trk_value props[TRK_MAX_FIELDS];  /* by schema prop id; TV_MISSING when absent */
-    trk_value traits[TRK_MAX_FIELDS]; /* by schema trait id; identify only */
+    trk_value traits[TRK_MAX_FIELDS]; /* by schema trait id */
 } trk_event;
 
 /*
