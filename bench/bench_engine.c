@@ -3,7 +3,7 @@
  * timed through eng_process on one core. Prints events/s, bytes per user and allocator
  * calls per event (malloc/calloc/realloc are wrapped by the linker for this binary).
  *
- *   bench_engine --rules FILE [--extra N] EVENTS.jsonl
+ *   bench_engine --rules FILE [--extra N] EVENTS.jsonl|-
  *
  * --extra N appends N generated rules (triggers and segments over a mix of event names)
  * to FILE, to show that rules are indexed by event rather than scanned.
@@ -139,7 +139,7 @@ int main(int argc, char **argv)
     }
 
     /* decode everything first: the timed loop sees decoded events only */
-    FILE *in = fopen(input, "rb");
+    FILE *in = strcmp(input, "-") == 0 ? stdin : fopen(input, "rb");
     if (!in) {
         perror(input);
         return 1;
@@ -167,7 +167,8 @@ int main(int argc, char **argv)
         offs[count++] = packed.len;
         packed.len += sz;
     }
-    fclose(in);
+    if (in != stdin)
+        fclose(in);
     free(line);
 
     unsigned long long outputs = 0;

@@ -57,7 +57,7 @@ extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char
                  d->max_bytes);
         return ONR_E_LIMIT;
     }
-    if (d->pad.size() < len) {
+    if (!d->pad.data() || d->pad.size() < len) {
         d->pad = padded_string(len < 4096 ? 4096 : len * 2);
     }
     std::memcpy(d->pad.data(), buf, len);

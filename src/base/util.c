@@ -61,7 +61,8 @@ int onr_time_parse(const char *s, size_t n, int64_t *out_ms)
     if (digits(s, n, 0, 4, &y) || n < 10 || s[4] != '-' || digits(s, n, 5, 2, &mo) ||
         s[7] != '-' || digits(s, n, 8, 2, &d))
         return ONR_E_PARSE;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1])
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
         return ONR_E_PARSE;
     size_t i = 10;
     int64_t offset_ms = 0;

@@ -1,9 +1,9 @@
 /*
  * simulate.c - the generator behind `onramp simulate`. Each user is a small state machine
  * walking its persona's script one event at a time, driven by its own PRNG (splitmix64 seeded
- * from the run's seed and the user number). A min-heap over the users active at the moment
- * merges their streams by event time, so memory follows concurrency, not volume. Lines are
- * built in one big buffer by hand-rolled formatting: no printf and no malloc per event.
+ * from the run's seed and the user number). A calendar queue over the users active at the
+ * moment merges their streams by event time, so memory follows concurrency, not volume.
+ * Lines are built in one big buffer by hand-rolled formatting: no printf, no malloc per event.
  */
 #include "simulate.h"
 
@@ -79,7 +79,9 @@ typedef struct sstr {
     uint32_t n;
 } sstr;
 
+/* clang-format off */
 #define S(lit) {lit, sizeof(lit) - 1}
+/* clang-format on */
 
 enum {
     PG_HOME,
@@ -138,7 +140,7 @@ static const sstr ext_refs[] = {S("https://www.google.com/"), S("https://news.yc
 
 enum { FT_COUNT = 10, FT_BILLING = 9 };
 static const sstr features[FT_COUNT] = {
-    S("dashboard"), S("projects"), S("editor"), S("search"),       S("reports"),
+    S("dashboard"), S("projects"), S("editor"),       S("search"), S("reports"),
     S("settings"),  S("invite"),   S("integrations"), S("export"), S("billing"),
 };
 static const uint8_t feature_weights[FT_COUNT] = {22, 18, 14, 10, 9, 8, 6, 6, 4, 3};
@@ -162,17 +164,17 @@ static const uint16_t company_bases[] = {1, 2, 5, 10, 25, 50, 100, 250, 1000, 50
 static const uint8_t company_weights[] = {12, 10, 16, 18, 16, 10, 8, 5, 3, 2};
 
 static const sstr first_names[16] = {
-    S("alex"), S("sam"),   S("maria"), S("wei"),  S("priya"), S("jonas"), S("fatima"), S("liam"),
-    S("yuki"), S("omar"),  S("elena"), S("noah"), S("ana"),   S("kofi"),  S("mei"),    S("lucas"),
+    S("alex"), S("sam"),  S("maria"), S("wei"),  S("priya"), S("jonas"), S("fatima"), S("liam"),
+    S("yuki"), S("omar"), S("elena"), S("noah"), S("ana"),   S("kofi"),  S("mei"),    S("lucas"),
 };
 static const sstr domains[12] = {
-    S("northwind.example"), S("globex.example"),  S("initech.example"), S("umbrella.example"),
-    S("hooli.example"),     S("acme.example"),    S("stark.example"),   S("wayne.example"),
+    S("northwind.example"), S("globex.example"),  S("initech.example"),  S("umbrella.example"),
+    S("hooli.example"),     S("acme.example"),    S("stark.example"),    S("wayne.example"),
     S("tyrell.example"),    S("soylent.example"), S("vandelay.example"), S("gmail.example"),
 };
 
-static const sstr buttons[] = {S("Next"), S("Skip"), S("Get started"), S("Learn more"),
-                               S("Close"), S("Save")};
+static const sstr buttons[] = {S("Next"),       S("Skip"),  S("Get started"),
+                               S("Learn more"), S("Close"), S("Save")};
 static const sstr endpoints[] = {S("/api/v1/projects"), S("/api/v1/reports"),
                                  S("/api/v1/integrations"), S("/api/v1/search")};
 
@@ -193,7 +195,7 @@ static const sstr user_agents[DEV_VARIANTS] = {
 static const sstr locales[DEV_LOCALES] = {S("en-US"), S("en-GB"), S("de-DE"), S("fr-FR"),
                                           S("es-ES"), S("ja-JP"), S("pt-BR")};
 static const sstr timezones[DEV_LOCALES] = {
-    S("America/New_York"), S("Europe/London"), S("Europe/Berlin"),    S("Europe/Paris"),
+    S("America/New_York"), S("Europe/London"), S("Europe/Berlin"),     S("Europe/Paris"),
     S("Europe/Madrid"),    S("Asia/Tokyo"),    S("America/Sao_Paulo"),
 };
 
@@ -276,7 +278,9 @@ static const gap_bucket gap_tables[GAP_COUNT][GAP_BUCKETS] = {
                      {2, 1200000, 2700000}},
     [GAP_BURST] = {{62, 300, 4000}, {30, 4000, 15000}, {8, 15000, 60000}},
     [GAP_QUICK] = {{100, 2000, 10000}},
-    [GAP_SLOW] = {{25, 5000, 30000}, {45, 30000, 180000}, {25, 180000, 600000},
+    [GAP_SLOW] = {{25, 5000, 30000},
+                  {45, 30000, 180000},
+                  {25, 180000, 600000},
                   {5, 600000, 1500000}},
     [GAP_STEADY] = {{50, 1000, 10000}, {40, 10000, 60000}, {10, 60000, 240000}},
     [GAP_ANON] = {{70, 3000, 25000}, {30, 25000, 90000}},
@@ -302,25 +306,32 @@ static int64_t gap(uint64_t *s, int table)
 enum { P_TYPICAL, P_EXPLORER, P_QUICK, P_HESITANT, P_DROPOFF, P_RETURNER, P_INVITEE, P_COUNT };
 
 typedef struct persona {
-    uint8_t share; /* in percent of users */
+    uint8_t share;                              /* in percent of users */
     uint8_t w_feature, w_page, w_step, w_noise; /* weights of the next in-session action */
-    uint8_t gaps;                /* GAP_* between in-session actions */
-    uint8_t anon_lo, anon_hi;    /* anonymous page views before identify */
-    uint8_t events_lo, events_hi; /* in-session actions in the first session */
-    uint8_t target[STEPS + 1];   /* weights of the highest onboarding step aimed for */
-    uint8_t return_pct;          /* chance of a second session */
-    uint8_t end_pct;             /* chance of sending Session Ended */
+    uint8_t gaps;                               /* GAP_* between in-session actions */
+    uint8_t anon_lo, anon_hi;                   /* anonymous page views before identify */
+    uint8_t events_lo, events_hi;               /* in-session actions in the first session */
+    uint8_t target[STEPS + 1]; /* weights of the highest onboarding step aimed for */
+    uint8_t return_pct;        /* chance of a second session */
+    uint8_t end_pct;           /* chance of sending Session Ended */
 } persona;
 
+/* share, weights (feature, page, step, noise), gaps, anonymous views, first-session actions,
+ * step targets 0..5, second-session %, Session Ended %. */
 static const persona personas[P_COUNT] = {
-    [P_TYPICAL] = {40, 40, 25, 18, 17, GAP_TYPICAL, 1, 4, 6, 40, {10, 12, 15, 18, 15, 30}, 12,
-                   70},
+    /* the bulk: a bit of everything, heavy-tailed gaps, sometimes back later */
+    [P_TYPICAL] = {40, 40, 25, 18, 17, GAP_TYPICAL, 1, 4, 6, 40, {10, 12, 15, 18, 15, 30}, 12, 70},
+    /* tries many features in quick succession */
     [P_EXPLORER] = {12, 70, 12, 10, 8, GAP_BURST, 2, 5, 25, 80, {5, 10, 10, 15, 15, 45}, 10, 80},
+    /* all five steps and Onboarding Completed within about two minutes */
     [P_QUICK] = {10, 22, 6, 72, 0, GAP_QUICK, 1, 2, 8, 14, {0, 0, 0, 0, 0, 1}, 5, 60},
+    /* pages and steps, long gaps, no features, short sessions */
     [P_HESITANT] = {12, 0, 55, 27, 18, GAP_SLOW, 2, 6, 4, 12, {20, 35, 30, 15, 0, 0}, 0, 50},
+    /* reaches step 3 or 4, goes idle, never completes */
     [P_DROPOFF] = {14, 35, 20, 35, 10, GAP_STEADY, 1, 4, 20, 45, {0, 0, 0, 1, 1, 0}, 0, 80},
-    [P_RETURNER] = {8, 40, 25, 20, 15, GAP_TYPICAL, 1, 4, 5, 15, {0, 30, 40, 30, 0, 0}, 100,
-                    75},
+    /* two sessions more than 30 minutes apart */
+    [P_RETURNER] = {8, 40, 25, 20, 15, GAP_TYPICAL, 1, 4, 5, 15, {0, 30, 40, 30, 0, 0}, 100, 75},
+    /* a teammate invited in: already known, no Signed Up, no onboarding */
     [P_INVITEE] = {4, 55, 25, 0, 20, GAP_TYPICAL, 0, 0, 6, 30, {1, 0, 0, 0, 0, 0}, 10, 70},
 };
 
@@ -569,7 +580,7 @@ static bool user_next(sim_user *u)
             u->phase = PH_IDENTIFY;
             return true;
         case PH_IDENTIFY: {
-            int64_t g = u->ev.kind == K_ALIAS        ? between(s, 20, 150)
+            int64_t g = u->ev.kind == K_ALIAS    ? between(s, 20, 150)
                         : (u->flags & F_BROWSED) ? gap(s, GAP_FORM)
                                                  : between(s, 200, 2000);
             u->flags |= F_IDENTIFIED;
@@ -939,8 +950,8 @@ static char *put_context(char *p, const sim_event *e)
                    "\"version\":\"4.11.3\"},");
         PUT(p, "\"app\":{\"build\":\"3120\",\"name\":\"Example\",\"namespace\":"
                "\"com.example.app\",\"version\":\"3.12.0\"},");
-        p = put_s(p, e->platform == PL_IOS ? ios_devices[variant % 3]
-                                           : android_devices[variant % 3]);
+        p = put_s(p,
+                  e->platform == PL_IOS ? ios_devices[variant % 3] : android_devices[variant % 3]);
         PUT(p, ",\"locale\":");
         p = put_q(p, locales[locale]);
         PUT(p, ",\"network\":{\"wifi\":true},\"timezone\":");
@@ -999,6 +1010,7 @@ static void render(sim_writer *w, const sim_event *e)
 
 static int flush(sim_writer *w)
 {
+    errno = 0;
     if (w->buf.len > 0 && fwrite(w->buf.data, 1, w->buf.len, w->out) != w->buf.len)
         w->err = errno ? -errno : -EIO;
     w->buf.len = 0;
@@ -1332,10 +1344,10 @@ int sim_write(FILE *out, const sim_opts *o)
         }
     }
     onr_buf_reserve(&w.buf, FLUSH_AT + LINE_MAX_BYTES);
-    errno = 0;
     int rc = o->shuffle ? write_shuffled(&w, o) : write_by_user(&w, o);
     if (rc == 0)
         rc = flush(&w);
+    errno = 0;
     if (rc == 0 && fflush(out) != 0)
         rc = errno ? -errno : -EIO;
     onr_buf_free(&w.buf);

@@ -12,9 +12,9 @@
 #include "base/base.h"
 
 typedef struct sim_opts {
-    uint64_t users;   /* number of users */
+    uint64_t users; /* number of users */
     uint64_t seed;
-    int64_t start_ms; /* first user's sign-up time; default 2026-11-18T09:00:00Z */
+    int64_t start_ms;  /* first user's sign-up time; default 2026-11-18T09:00:00Z */
     int64_t spread_ms; /* users' sign-ups are spread over this span (default 8h) */
     /* Interleave users by time (default true): output sorted by event time, with a small
      * fraction (~0.5%) of events late by up to 20 s, as real pipelines deliver. When false,
