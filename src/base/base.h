@@ -91,7 +91,8 @@ uint64_t onr_hash64(const void *p, size_t n, uint64_t seed);
 int onr_time_parse(const char *s, size_t n, int64_t *out_ms);
 /* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 chars + NUL) into out. */
 void onr_time_format(int64_t ms, char out[32]);
-/* Writes a duration for people: "90s", "2m", "1h30m", "3d", "1.5s", "250ms". */
+/* Writes a duration for people, largest units first: "1m30s", "2m", "1h30m", "3d1s",
+ * "1.5s", "250ms". */
 void onr_duration_format(int64_t ms, char *out, size_t cap);
 
 /* ---- UTF-8 */

@@ -56,7 +56,7 @@ void jw_num(onr_buf *b, double v)
 {
     if (!isfinite(v)) {
         onr_buf_puts(b, "null");
-    } else if (v == (double)(int64_t)v && fabs(v) < 9007199254740992.0) {
+    } else if (fabs(v) < 9007199254740992.0 && v == (double)(int64_t)v) {
         onr_buf_printf(b, "%lld", (long long)v);
     } else {
         char tmp[40];

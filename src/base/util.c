@@ -145,32 +145,36 @@ void onr_time_format(int64_t ms, char out[32])
 
 void onr_duration_format(int64_t ms, char *out, size_t cap)
 {
-    const char *sign = "";
+    char buf[96];
+    size_t n = 0;
     if (ms < 0) {
-        sign = "-";
-        ms = -ms;
+        buf[n++] = '-';
+        ms = ms == INT64_MIN ? INT64_MAX : -ms;
     }
     if (ms == 0) {
-        snprintf(out, cap, "0s");
-    } else if (ms % ONR_DAY_MS == 0) {
-        snprintf(out, cap, "%s%lldd", sign, (long long)(ms / ONR_DAY_MS));
-    } else if (ms % ONR_HOUR_MS == 0) {
-        snprintf(out, cap, "%s%lldh", sign, (long long)(ms / ONR_HOUR_MS));
-    } else if (ms % ONR_MINUTE_MS == 0) {
-        snprintf(out, cap, "%s%lldm", sign, (long long)(ms / ONR_MINUTE_MS));
-    } else if (ms >= ONR_MINUTE_MS) {
-        long long m = ms / ONR_MINUTE_MS, rest = ms % ONR_MINUTE_MS;
-        if (rest % 1000 == 0)
-            snprintf(out, cap, "%s%lldm%llds", sign, m, rest / 1000);
-        else
-            snprintf(out, cap, "%s%lldm%lld.%03llds", sign, m, rest / 1000, rest % 1000);
-    } else if (ms % 1000 == 0) {
-        snprintf(out, cap, "%s%llds", sign, (long long)(ms / 1000));
+        snprintf(buf + n, sizeof(buf) - n, "0s");
     } else if (ms < 1000) {
-        snprintf(out, cap, "%s%lldms", sign, (long long)ms);
+        snprintf(buf + n, sizeof(buf) - n, "%lldms", (long long)ms);
     } else {
-        snprintf(out, cap, "%s%lld.%03llds", sign, (long long)(ms / 1000), (long long)(ms % 1000));
+        long long d = ms / ONR_DAY_MS, h = ms / ONR_HOUR_MS % 24, m = ms / ONR_MINUTE_MS % 60;
+        long long sec = ms / 1000 % 60, frac = ms % 1000;
+        if (d)
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%lldd", d);
+        if (h)
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%lldh", h);
+        if (m)
+            n += (size_t)snprintf(buf + n, sizeof(buf) - n, "%lldm", m);
+        if (frac) {
+            char f[8];
+            snprintf(f, sizeof(f), "%03lld", frac);
+            for (int i = 2; i > 0 && f[i] == '0'; i--)
+                f[i] = 0;
+            snprintf(buf + n, sizeof(buf) - n, "%lld.%ss", sec, f);
+        } else if (sec) {
+            snprintf(buf + n, sizeof(buf) - n, "%llds", sec);
+        }
     }
+    snprintf(out, cap, "%s", buf);
 }
 
 /* ---- UTF-8 */

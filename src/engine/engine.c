@@ -26,11 +26,53 @@ static inline rule_hdr *hdr(user *u)
     return (rule_hdr *)(void *)u->prof;
 }
 
-/* ---- the user index */
+/* ---- users and their keys */
 
 static uint64_t key_hash(const char *s, size_t n)
 {
     return onr_hash64(s, n, 0x75736572);
+}
+
+const char *eng_user_key(const user *u, size_t *len)
+{
+    if (u->klen != KEY_OUTLINE) {
+        *len = u->klen;
+        return u->key;
+    }
+    const char *p;
+    uint32_t n;
+    memcpy(&p, u->key, sizeof(p));
+    memcpy(&n, u->key + sizeof(p), sizeof(n));
+    *len = n;
+    return p;
+}
+
+static void set_user_key(eng *e, user *u, trk_str key)
+{
+    if (u->klen == KEY_OUTLINE) {
+        size_t n;
+        char *old = (char *)eng_user_key(u, &n);
+        e->key_bytes -= n;
+        onr_free(old);
+    }
+    if (key.n <= KEY_INLINE) {
+        u->klen = (uint8_t)key.n;
+        memcpy(u->key, key.p, key.n);
+        return;
+    }
+    char *p = onr_malloc(key.n);
+    memcpy(p, key.p, key.n);
+    e->key_bytes += key.n;
+    u->klen = KEY_OUTLINE;
+    memcpy(u->key, &p, sizeof(p));
+    memcpy(u->key + sizeof(p), &key.n, sizeof(key.n));
+}
+
+static bool key_is(const user *u, const char *s, size_t n)
+{
+    size_t len;
+    const char *k = eng_user_key(u, &len);
+    return len == n && memcmp(k, s, n) == 0;
 }
 
 static user *forwarded(user *u)
@@ -43,67 +85,134 @@ static user *forwarded(user *u)
     return u;
 }
 
-static keyrec *index_find(eng *e, const char *s, size_t n, uint64_t h)
+static void note_explain(eng *e, user *u, trk_str key)
+{
+    if (e->xkey && !e->xu && strlen(e->xkey) == key.n && memcmp(e->xkey, key.p, key.n) == 0)
+        e->xu = u;
+}
+
+/* Open addressing with linear probing, at most 70% full; deletion shifts back. */
+#define GROW(e, tab, mask, count, type, used)                                                  \
+    do {                                                                                       \
+        if (((count) + 1) * 10 > ((mask) + 1) * 7) {                                           \
+            size_t oldcap_ = (mask) + 1, cap_ = oldcap_ * 2;                                   \
+            type *old_ = (tab);                                                                \
+            (tab) = onr_calloc(cap_, sizeof(type));                                            \
+            (mask) = cap_ - 1;                                                                 \
+            for (size_t i_ = 0; i_ < oldcap_; i_++) {                                          \
+                if (!old_[i_].used)                                                            \
+                    continue;                                                                  \
+                size_t j_ = old_[i_].hash & (mask);                                            \
+                while ((tab)[j_].used)                                                         \
+                    j_ = (j_ + 1) & (mask);                                                    \
+                (tab)[j_] = old_[i_];                                                          \
+            }                                                                                  \
+            onr_free(old_);                                                                    \
+        }                                                                                      \
+    } while (0)
+
+static void index_put(eng *e, user *u, trk_str key)
+{
+    GROW(e, e->index, e->index_mask, e->index_count, islot, u);
+    uint64_t h = key_hash(key.p, key.n);
+    size_t i = h & e->index_mask;
+    while (e->index[i].u)
+        i = (i + 1) & e->index_mask;
+    e->index[i].hash = h;
+    e->index[i].u = u;
+    e->index_count++;
+    note_explain(e, u, key);
+}
+
+static size_t index_slot(const eng *e, const char *s, size_t n, uint64_t h)
 {
     size_t i = h & e->index_mask;
     for (;;) {
-        islot *sl = &e->index[i];
-        if (!sl->k)
-            return NULL;
-        if (sl->hash == h && sl->k->len == n && memcmp(sl->k->s, s, n) == 0)
-            return sl->k;
+        const islot *sl = &e->index[i];
+        if (!sl->u)
+            return SIZE_MAX;
+        if (sl->hash == h && key_is(sl->u, s, n))
+            return i;
         i = (i + 1) & e->index_mask;
     }
 }
 
-static void index_put(eng *e, keyrec *k, uint64_t h)
+static void index_del(eng *e, trk_str key)
 {
-    if ((e->index_count + 1) * 10 > (e->index_mask + 1) * 7) {
-        size_t cap = (e->index_mask + 1) * 2;
-        islot *old = e->index;
-        size_t oldcap = e->index_mask + 1;
-        e->index = onr_calloc(cap, sizeof(islot));
-        e->index_mask = cap - 1;
-        for (size_t i = 0; i < oldcap; i++) {
-            if (!old[i].k)
-                continue;
-            size_t j = old[i].hash & e->index_mask;
-            while (e->index[j].k)
-                j = (j + 1) & e->index_mask;
-            e->index[j] = old[i];
+    size_t i = index_slot(e, key.p, key.n, key_hash(key.p, key.n));
+    if (i == SIZE_MAX)
+        return;
+    size_t mask = e->index_mask;
+    for (size_t j = (i + 1) & mask; e->index[j].u; j = (j + 1) & mask) {
+        size_t home = e->index[j].hash & mask;
+        /* move j back into the hole unless its home lies cyclically in (i, j] */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            e->index[i] = e->index[j];
+            i = j;
         }
-        onr_free(old);
     }
-    size_t i = h & e->index_mask;
-    while (e->index[i].k)
-        i = (i + 1) & e->index_mask;
-    e->index[i].hash = h;
-    e->index[i].k = k;
-    e->index_count++;
+    e->index[i].u = NULL;
+    e->index[i].hash = 0;
+    e->index_count--;
+}
+
+static void alias_put(eng *e, user *u, trk_str key)
+{
+    if (!e->aliases) {
+        e->aliases = onr_calloc(64, sizeof(aslot));
+        e->alias_mask = 63;
+    }
+    GROW(e, e->aliases, e->alias_mask, e->alias_count, aslot, k);
+    uint64_t h = key_hash(key.p, key.n);
+    size_t i = h & e->alias_mask;
+    while (e->aliases[i].k) {
+        keyrec *k = e->aliases[i].k;
+        if (e->aliases[i].hash == h && k->len == key.n && memcmp(k->s, key.p, key.n) == 0) {
+            k->u = u; /* the key moves to its new owner */
+            return;
+        }
+        i = (i + 1) & e->alias_mask;
+    }
+    keyrec *k = onr_malloc(sizeof(keyrec) + key.n);
+    k->u = u;
+    k->len = (uint16_t)key.n;
+    memcpy(k->s, key.p, key.n);
+    e->key_bytes += sizeof(keyrec) + key.n;
+    e->aliases[i].hash = h;
+    e->aliases[i].k = k;
+    e->alias_count++;
+    note_explain(e, u, key);
 }
 
 static user *lookup(eng *e, trk_str key)
 {
     if (!key.n)
         return NULL;
-    keyrec *k = index_find(e, key.p, key.n, key_hash(key.p, key.n));
-    if (!k)
+    uint64_t h = key_hash(key.p, key.n);
+    size_t i = index_slot(e, key.p, key.n, h);
+    if (i != SIZE_MAX)
+        return e->index[i].u;
+    if (!e->alias_count)
         return NULL;
-    if (hdr(k->u)->flags & RH_MERGED)
-        k->u = forwarded(k->u);
-    return k->u;
+    for (size_t j = h & e->alias_mask; e->aliases[j].k; j = (j + 1) & e->alias_mask) {
+        keyrec *k = e->aliases[j].k;
+        if (e->aliases[j].hash == h && k->len == key.n && memcmp(k->s, key.p, key.n) == 0) {
+            k->u = forwarded(k->u);
+            return k->u;
+        }
+    }
+    return NULL;
 }
 
-static keyrec *add_key(eng *e, user *u, trk_str key)
+/* Makes key the user's canonical key; the old one is dropped from the index. */
+static void rekey(eng *e, user *u, trk_str key)
 {
-    keyrec *k = onr_arena_alloc(&e->keys, sizeof(keyrec) + key.n + 1);
-    k->u = u;
-    k->len = (uint16_t)key.n;
-    memcpy(k->s, key.p, key.n);
-    index_put(e, k, key_hash(key.p, key.n));
-    if (e->xkey && !e->xu && strlen(e->xkey) == key.n && memcmp(e->xkey, key.p, key.n) == 0)
-        e->xu = u;
-    return k;
+    size_t n;
+    const char *old = eng_user_key(u, &n);
+    index_del(e, (trk_str){old, (uint32_t)n});
+    set_user_key(e, u, key);
+    index_put(e, u, key);
 }
 
 static user *new_user(eng *e, trk_str key, int64_t ts)
@@ -119,7 +228,10 @@ static user *new_user(eng *e, trk_str key, int64_t ts)
     user *u = (user *)(void *)(e->chunks[e->nchunks - 1] + e->user_size * e->chunk_used++);
     memset(u, 0, e->user_size);
     hdr(u)->start_ms = ts;
-    u->key = add_key(e, u, key);
+    /* the holdout group is drawn once, from the first key, and kept through identify */
+    hdr(u)->seed = (uint32_t)key_hash(key.p, key.n);
+    set_user_key(e, u, key);
+    index_put(e, u, key);
     e->st.users++;
     return u;
 }
@@ -129,11 +241,10 @@ static user *new_user(eng *e, trk_str key, int64_t ts)
 static void emit_segment(eng *e, user *u, int seg, bool entered, int64_t at)
 {
     eng_out o = {.kind = entered ? EO_SEGMENT_ENTERED : EO_SEGMENT_EXITED,
-                 .user = u->key->s,
-                 .user_len = u->key->len,
                  .at_ms = at,
                  .segment = seg,
                  .trigger = -1};
+    o.user = eng_user_key(u, &o.user_len);
     e->st.segment_changes++;
     if (entered)
         e->seg_sizes[seg]++;
@@ -175,7 +286,7 @@ static void run_segment_triggers(eng *e, user *u, const rule_segment *s, bool en
     e->xcause = saved;
 }
 
-static void set_member(eng *e, user *u, int seg, bool in, int64_t at)
+static void set_member(eng *e, user *u, int seg, bool in, int64_t at, bool triggers)
 {
     const rule_set *rs = e->rs;
     rp_set_bit(u->prof, rs->layout.off_segments, seg, in);
@@ -184,7 +295,8 @@ static void set_member(eng *e, user *u, int seg, bool in, int64_t at)
     for (int j = seg + 1; j < rs->nsegments; j++)
         if (rs->segments[j].deps_segments & (UINT64_C(1) << seg))
             e->seg_dirty |= UINT64_C(1) << j;
-    run_segment_triggers(e, u, &rs->segments[seg], in, at);
+    if (triggers)
+        run_segment_triggers(e, u, &rs->segments[seg], in, at);
 }
 
 /*
@@ -204,7 +316,7 @@ static void eval_segment(eng *e, user *u, int si, const trk_event *ev, int ancho
         if (x)
             xp_end(e, &e->xseg[si * XSEG_SLOTS], now_in, "when");
         if (now_in != member)
-            set_member(e, u, si, now_in, e->clock);
+            set_member(e, u, si, now_in, e->clock, true);
         return;
     }
     for (int k = 0; k < s->nclauses; k++) {
@@ -227,7 +339,7 @@ static void eval_segment(eng *e, user *u, int si, const trk_event *ev, int ancho
             xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], true, "the clause");
         }
         if (ok) {
-            set_member(e, u, si, c->enter, e->clock);
+            set_member(e, u, si, c->enter, e->clock, true);
             return;
         }
     }
@@ -247,8 +359,10 @@ static void eval_segments(eng *e, user *u, const trk_event *ev, int anchor, int6
 
 static uint64_t fire_id(const rule_trigger *t, const user *u, int64_t at, uint32_t nth)
 {
+    size_t n;
+    const char *key = eng_user_key(u, &n);
     uint64_t h = onr_hash64(t->name, strlen(t->name), 0x66697265);
-    h = onr_hash64(u->key->s, u->key->len, h);
+    h = onr_hash64(key, n, h);
     uint64_t tail[2] = {(uint64_t)at, nth};
     return onr_hash64(tail, sizeof(tail), h);
 }
@@ -303,18 +417,18 @@ static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t a
         rp_set_i64(p, t->off_last_fire, at);
     bool held = false;
     if (t->holdout_bp > 0) {
-        uint64_t h = onr_hash64(u->key->s, u->key->len, onr_hash64(t->name, strlen(t->name), 7));
+        uint32_t seed = hdr(u)->seed;
+        uint64_t h = onr_hash64(&seed, sizeof(seed), onr_hash64(t->name, strlen(t->name), 7));
         held = (int)(h % 10000) < t->holdout_bp;
     }
     rule_hdr *H = hdr(u);
     eng_out o = {.kind = EO_TRIGGER_FIRED,
-                 .user = u->key->s,
-                 .user_len = u->key->len,
                  .at_ms = at,
                  .segment = -1,
                  .trigger = ti,
                  .id = fire_id(t, u, at, H->nfires++),
                  .held_out = held};
+    o.user = eng_user_key(u, &o.user_len);
     e->st.fires++;
     e->trig_fires[ti]++;
     if (held) {
@@ -387,7 +501,7 @@ static int64_t earliest(eng *e, user *u)
         d = h->last_ms + e->o.session_timeout_ms;
     for (int i = 0; i < rs->nidle; i++) {
         const rule_trigger *t = &rs->triggers[rs->idle_triggers[i]];
-        if (h->last_ms && !rp_bit(u->prof, rs->layout.off_bits, t->bit_fired))
+        if (h->last_ms && !rp_bit(u->prof, rs->layout.off_bits, t->bit_idle))
             d = ONR_MIN(d, h->last_ms + t->dur_ms);
     }
     for (int i = 0; i < rs->nabsence; i++) {
@@ -400,16 +514,20 @@ static int64_t earliest(eng *e, user *u)
     return d;
 }
 
+/*
+ * Lazily: a timer already due at or before the new earliest deadline stays where it is; when
+ * it fires early, on_timer finds nothing due and sets it again. Most events only push
+ * deadlines later (the session end moves with every event), so most events touch no timer
+ * list, and no other user's memory.
+ */
 static void schedule(eng *e, user *u)
 {
     int64_t d = earliest(e, u);
-    if (d == INT64_MAX) {
-        tmr_cancel(e->wheel, &u->timer);
-        return;
-    }
+    if (d == INT64_MAX)
+        return; /* a pending timer fires early and finds nothing due */
     if (d < e->clock)
         d = e->clock;
-    if (tmr_pending(&u->timer) && u->timer.deadline_ms == d)
+    if (tmr_pending(&u->timer) && u->timer.deadline_ms <= d)
         return;
     tmr_reschedule(e->wheel, &u->timer, d);
 }
@@ -430,9 +548,9 @@ static void on_timer(tmr_node *n, void *ctx)
     for (int i = 0; i < rs->nidle; i++) {
         int ti = rs->idle_triggers[i];
         const rule_trigger *t = &rs->triggers[ti];
-        if (h->last_ms && !rp_bit(u->prof, rs->layout.off_bits, t->bit_fired) &&
+        if (h->last_ms && !rp_bit(u->prof, rs->layout.off_bits, t->bit_idle) &&
             h->last_ms + t->dur_ms <= e->clock) {
-            rp_set_bit(u->prof, rs->layout.off_bits, t->bit_fired, true);
+            rp_set_bit(u->prof, rs->layout.off_bits, t->bit_idle, true);
             char cause[48];
             if (u == e->xu) {
                 onr_duration_format(t->dur_ms, cause + 5, sizeof(cause) - 5);
@@ -580,15 +698,20 @@ static void merge(eng *e, user *from, user *to)
         if ((sa >> si & 1) && !(sb >> si & 1)) {
             e->seg_sizes[si]--; /* counted again by set_member */
             rp_set_bit(pb, L->off_segments, si, false);
-            set_member(e, to, si, true, e->clock);
+            set_member(e, to, si, true, e->clock, false); /* the person was cued already */
         } else if ((sa >> si & 1) && (sb >> si & 1)) {
             e->seg_sizes[si]--;
         }
 
     tmr_cancel(e->wheel, &from->timer);
+    /* from's key now names `to`; from stays as a forwarding stub for older aliases */
+    size_t kn;
+    const char *kp = eng_user_key(from, &kn);
+    trk_str fkey = {kp, (uint32_t)kn};
+    index_del(e, fkey);
+    alias_put(e, to, fkey);
     a->flags |= RH_MERGED;
     memcpy(pa + sizeof(rule_hdr), &to, sizeof(to));
-    from->key->u = to;
     if (e->xu == from)
         e->xu = to;
     e->st.users--;
@@ -602,12 +725,13 @@ static user *resolve(eng *e, const trk_event *ev)
         user *to = lookup(e, uid), *from = lookup(e, ev->previous_id);
         if (!to && !from) {
             to = new_user(e, uid, ev->ts_ms);
-            add_key(e, to, ev->previous_id);
+            alias_put(e, to, ev->previous_id);
         } else if (!to) {
-            from->key = add_key(e, from, uid);
+            rekey(e, from, uid);
+            alias_put(e, from, ev->previous_id);
             to = from;
         } else if (!from) {
-            add_key(e, to, ev->previous_id);
+            alias_put(e, to, ev->previous_id);
         } else if (from != to) {
             merge(e, from, to);
         }
@@ -619,8 +743,10 @@ static user *resolve(eng *e, const trk_event *ev)
             user *a = lookup(e, aid);
             if (a && a != u) {
                 if (!u) {
-                    /* the anonymous profile becomes this user's */
-                    a->key = add_key(e, a, uid);
+                    /* the anonymous profile becomes this user's; the anonymousId is retired
+                     * (later messages carry the userId, and any that do not start a profile
+                     * that the next message with both ids merges) */
+                    rekey(e, a, uid);
                     return a;
                 }
                 merge(e, a, u);
@@ -765,12 +891,12 @@ void eng_process(eng *e, const trk_event *ev)
         h->last_ms + e->o.session_timeout_ms <= e->clock)
         end_session(e, u, h->last_ms + e->o.session_timeout_ms, &next);
     bool first_event = h->last_ms == 0;
-    if (!(h->flags & RH_IN_SESSION))
+    /* match first: a "Session Ended" after the session timed out starts nothing */
+    match_event(e, ev);
+    if (!(h->flags & RH_IN_SESSION) && !(e->mark[RM_SESSION_ENDED] && h->sess_number > 0))
         start_session(e, u, ts, &next);
     if (x)
         e->xcause = cause;
-
-    match_event(e, ev);
 
     /* the profile */
     if (ts > h->last_ms)
@@ -821,7 +947,7 @@ void eng_process(eng *e, const trk_event *ev)
     if (e->mark[RM_ONBOARDING_COMPLETED])
         h->flags |= RH_COMPLETED;
     for (int i = 0; i < rs->nidle; i++)
-        rp_set_bit(p, rs->layout.off_bits, rs->triggers[rs->idle_triggers[i]].bit_fired, false);
+        rp_set_bit(p, rs->layout.off_bits, rs->triggers[rs->idle_triggers[i]].bit_idle, false);
 
     /* triggers on this event; absences it satisfies, then those it starts */
     for (int i = 0; i < e->nmatched; i++) {
@@ -916,7 +1042,6 @@ eng *eng_new(const rule_set *rs, const eng_opts *o, eng_sink sink, void *ctx)
     e->user_size = (sizeof(user) + rs->layout.size + 7) & ~(size_t)7;
     e->index = onr_calloc(INDEX_MIN, sizeof(islot));
     e->index_mask = INDEX_MIN - 1;
-    onr_arena_init(&e->keys, 256 * 1024);
     e->seg_sizes = onr_calloc((size_t)rs->nsegments + 1, sizeof(uint64_t));
     e->trig_fires = onr_calloc((size_t)rs->ntriggers + 1, sizeof(uint64_t));
     e->trig_held = onr_calloc((size_t)rs->ntriggers + 1, sizeof(uint64_t));
@@ -934,11 +1059,24 @@ void eng_free(eng *e)
 {
     if (!e)
         return;
+    for (size_t c = 0; c < e->nchunks; c++) {
+        size_t used = c + 1 == e->nchunks ? e->chunk_used : USERS_PER_CHUNK;
+        for (size_t i = 0; i < used; i++) {
+            user *u = (user *)(void *)(e->chunks[c] + e->user_size * i);
+            if (u->klen == KEY_OUTLINE) {
+                size_t n;
+                onr_free((void *)eng_user_key(u, &n));
+            }
+        }
+    }
+    if (e->aliases)
+        for (size_t i = 0; i <= e->alias_mask; i++)
+            onr_free(e->aliases[i].k);
+    onr_free(e->aliases);
     for (size_t i = 0; i < e->nchunks; i++)
         onr_free(e->chunks[i]);
     onr_free(e->chunks);
     onr_free(e->index);
-    onr_arena_free(&e->keys);
     onr_free(e->seg_sizes);
     onr_free(e->trig_fires);
     onr_free(e->trig_held);
@@ -955,7 +1093,8 @@ void eng_get_stats(const eng *e, eng_stats *s)
     s->profile_bytes = e->user_size;
     s->bytes = e->nchunks * USERS_PER_CHUNK * e->user_size -
                (e->nchunks ? (USERS_PER_CHUNK - e->chunk_used) * e->user_size : 0) +
-               (e->index_mask + 1) * sizeof(islot) + e->keys.total;
+               (e->index_mask + 1) * sizeof(islot) +
+               (e->aliases ? (e->alias_mask + 1) * sizeof(aslot) : 0) + e->key_bytes;
 }
 
 void eng_segment_sizes(const eng *e, uint64_t *sizes)

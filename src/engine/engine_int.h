@@ -10,23 +10,34 @@
 
 typedef struct user user;
 
-/* A user key (userId or anonymousId) and the profile it names. */
+/* Keys up to this many bytes live inside the user; longer ones on the heap. */
+#define KEY_INLINE 39
+#define KEY_OUTLINE 0xff
+
+struct user {
+    tmr_node timer; /* the user's one timer: at or before its earliest deadline */
+    uint8_t klen;   /* canonical key length, or KEY_OUTLINE */
+    char key[KEY_INLINE]; /* the canonical key: userId once known, else anonymousId */
+    _Alignas(8) uint8_t prof[]; /* rule_layout bytes; rule_hdr first */
+};
+
+/* The index maps canonical keys to users; verified against the user's own key. */
+typedef struct islot {
+    uint64_t hash;
+    user *u;
+} islot;
+
+/* Other keys of a user (alias previousIds, merged profiles' keys). */
 typedef struct keyrec {
     user *u;
     uint16_t len;
     char s[];
 } keyrec;
 
-struct user {
-    tmr_node timer; /* the user's one timer: its earliest deadline */
-    keyrec *key;    /* the canonical key: userId once known, else anonymousId */
-    _Alignas(8) uint8_t prof[]; /* rule_layout bytes; rule_hdr first */
-};
-
-typedef struct islot {
+typedef struct aslot {
     uint64_t hash;
     keyrec *k;
-} islot;
+} aslot;
 
 /* Why a rule did or did not fire, kept for the explain user only. */
 typedef struct xrec {
@@ -54,7 +65,9 @@ struct eng {
     size_t nchunks, capchunks, chunk_used;
     islot *index;
     size_t index_mask, index_count;
-    onr_arena keys;
+    aslot *aliases;
+    size_t alias_mask, alias_count;
+    size_t key_bytes; /* heap bytes of long keys and aliases */
 
     eng_stats st;
     uint64_t *seg_sizes, *trig_fires, *trig_held;
@@ -75,6 +88,9 @@ struct eng {
     const char *xcause; /* what the current evaluation happens on */
     uint64_t xevents;
 };
+
+/* engine.c */
+const char *eng_user_key(const user *u, size_t *len);
 
 /* explain.c */
 void xp_leaf(void *ctx, int node, bool result, const rval *l, const rval *r);

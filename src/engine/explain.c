@@ -78,8 +78,10 @@ void eng_explain(const eng *e, onr_buf *out)
     }
     const user *u = e->xu;
     const rule_hdr *h = (const rule_hdr *)(const void *)u->prof;
-    onr_buf_printf(out, "user %.*s", (int)u->key->len, u->key->s);
-    if (strcmp(e->xkey, u->key->s) != 0)
+    size_t klen;
+    const char *key = eng_user_key(u, &klen);
+    onr_buf_printf(out, "user %.*s", (int)klen, key);
+    if (strlen(e->xkey) != klen || memcmp(e->xkey, key, klen) != 0)
         onr_buf_printf(out, " (also known as %s)", e->xkey);
     onr_time_format(h->start_ms, t);
     onr_buf_printf(out, ": %llu event%s, %u session%s, started %s\n",

@@ -796,7 +796,10 @@ static uint8_t check_expr(checker *c, node *n, ctx_kind cx)
             node_error(c, n->a, "the path keeps the last %d features; this list has %d",
                        RULE_PATH_LEN, n->a->nitems);
         c->need_path = true;
-        if (n->a->nitems > c->path_len)
+        /* ends needs only as many features as its list; contains looks at all it can */
+        if (!n->path_ends)
+            c->path_len = RULE_PATH_LEN;
+        else if (n->a->nitems > c->path_len)
             c->path_len = n->a->nitems;
         dep_matcher(c, RM_FEATURE_USED, 0);
         t = RT_BOOL;
@@ -833,15 +836,19 @@ static void check_duplicates(checker *c)
         d[k++] = (decl){"trigger", f->triggers[i].name, f->triggers[i].line, f->triggers[i].col};
     for (int i = 0; i < f->ndests; i++)
         d[k++] = (decl){"destination", f->dests[i].name, f->dests[i].line, f->dests[i].col};
-    for (int i = 0; i < k; i++)
-        for (int j = 0; j < i; j++)
-            if (strcmp(d[i].name, d[j].name) == 0 &&
-                (strcmp(d[i].kind, d[j].kind) == 0 || strcmp(d[i].kind, "trigger") != 0)) {
-                rdiag_error(c->diag, d[i].line, d[i].col, (int)strlen(d[i].name),
-                            "%s \"%s\" is already declared as a %s at line %d", d[i].kind,
-                            d[i].name, d[j].kind, d[j].line);
-                break;
-            }
+    /* one namespace for all declarations; the later one is the error */
+    for (int i = 0; i < k; i++) {
+        int first = -1;
+        for (int j = 0; j < k; j++)
+            if (j != i && strcmp(d[i].name, d[j].name) == 0 &&
+                (d[j].line < d[i].line || (d[j].line == d[i].line && d[j].col < d[i].col)) &&
+                (first < 0 || d[j].line < d[first].line))
+                first = j;
+        if (first >= 0)
+            rdiag_error(c->diag, d[i].line, d[i].col, (int)strlen(d[i].name),
+                        "%s \"%s\" is already declared as a %s at line %d", d[i].kind,
+                        d[i].name, d[first].kind, d[first].line);
+    }
     onr_free(d);
 }
 
@@ -951,7 +958,7 @@ static void check_triggers(checker *c)
         t->limit_ms = a->limit_ms;
         t->holdout_bp = a->holdout_bp;
         t->off_last_fire = t->off_pending = -1;
-        t->bit_fired = -1;
+        t->bit_fired = t->bit_idle = -1;
         c->cur_segment = -1;
         switch (a->on) {
         case ON_EVENT:
@@ -1155,8 +1162,10 @@ static void plan_layout(checker *c)
             t->off_last_fire = place(&at, 8, 8);
         if (t->on == ON_ABSENCE)
             t->off_pending = place(&at, 8, 8);
-        if (t->limit == LIMIT_ONCE || t->on == ON_IDLE)
+        if (t->limit == LIMIT_ONCE)
             t->bit_fired = nbits++;
+        if (t->on == ON_IDLE)
+            t->bit_idle = nbits++;
     }
     for (int i = 0; i < rs->nseqs; i++)
         rs->seqs[i].off = place(&at, 8 * (size_t)rs->seqs[i].nsteps, 8);

@@ -277,7 +277,9 @@ static void emit_value(emitter *e, const node *n)
         [B_ENDS_WITH] = OP_ENDS_WITH,       [B_CONTAINS] = OP_CONTAINS,
     };
     int node_idx = is_condition_node(n) ? add_node(e, n, n->a, n->b2) : 0;
-    emit(e, ops[n->op], 0, node_idx);
+    /* a = 1 on != marks a comparison with the literal null: "is it there?" */
+    int null_test = n->op == B_NE && (n->a->kind == N_NULL || n->b2->kind == N_NULL);
+    emit(e, ops[n->op], null_test, node_idx);
     push(e, -1);
 }
 

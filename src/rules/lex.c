@@ -86,6 +86,20 @@ static int hexval(int c)
     return -1;
 }
 
+static int read_hex4(lexer *lx, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = hexval(peekc(lx, 0));
+        if (h < 0)
+            return -1;
+        v = v * 16 + (unsigned)h;
+        advance(lx);
+    }
+    *out = v;
+    return 0;
+}
+
 static token lex_string(lexer *lx, token t)
 {
     advance(lx); /* opening quote */
@@ -120,18 +134,39 @@ static token lex_string(lexer *lx, token t)
                 break;
             case 'u': {
                 unsigned v = 0;
-                for (int i = 0; i < 4; i++) {
-                    int h = hexval(peekc(lx, 0));
-                    if (h < 0) {
+                if (read_hex4(lx, &v) < 0) {
+                    rdiag_error(lx->diag, lx->line, ecol, 2,
+                                "bad \\u escape: expected 4 hex digits");
+                    onr_buf_free(&b);
+                    return error_tok(lx, t);
+                }
+                if (v >= 0xd800 && v <= 0xdbff && peekc(lx, 0) == '\\' && peekc(lx, 1) == 'u') {
+                    /* a UTF-16 surrogate pair, as JSON writes characters beyond U+FFFF */
+                    advance(lx);
+                    advance(lx);
+                    unsigned lo = 0;
+                    if (read_hex4(lx, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff) {
                         rdiag_error(lx->diag, lx->line, ecol, 2,
-                                    "bad \\u escape: expected 4 hex digits");
+                                    "bad \\u escape: a high surrogate must be followed by a "
+                                    "low surrogate");
                         onr_buf_free(&b);
                         return error_tok(lx, t);
                     }
-                    v = v * 16 + (unsigned)h;
-                    advance(lx);
+                    v = 0x10000 + ((v - 0xd800) << 10) + (lo - 0xdc00);
                 }
-                if (v < 0x80) {
+                if (v == 0 || (v >= 0xd800 && v <= 0xdfff)) {
+                    rdiag_error(lx->diag, lx->line, ecol, 6,
+                                v ? "bad \\u escape: a lone surrogate is not a character"
+                                  : "strings cannot contain NUL (\\u0000)");
+                    onr_buf_free(&b);
+                    return error_tok(lx, t);
+                }
+                if (v >= 0x10000) {
+                    onr_buf_putc(&b, (char)(0xf0 | (v >> 18)));
+                    onr_buf_putc(&b, (char)(0x80 | ((v >> 12) & 0x3f)));
+                    onr_buf_putc(&b, (char)(0x80 | ((v >> 6) & 0x3f)));
+                    onr_buf_putc(&b, (char)(0x80 | (v & 0x3f)));
+                } else if (v < 0x80) {
                     onr_buf_putc(&b, (char)v);
                 } else if (v < 0x800) {
                     onr_buf_putc(&b, (char)(0xc0 | (v >> 6)));

@@ -22,6 +22,7 @@ typedef struct parser {
 } parser;
 
 #define MAX_DEPTH 48
+#define MAX_TREE_DEPTH 256
 
 static void next(parser *p)
 {
@@ -324,9 +325,13 @@ static node *parse_unary(parser *p)
     if (p->tok.kind == T_MINUS) {
         token t = p->tok;
         next(p);
+        if (++p->depth > MAX_DEPTH)
+            fail_at(p, &t, "expression is nested more than %d levels deep", MAX_DEPTH);
         node *n = new_node(p, N_NEG, &t);
         n->a = parse_unary(p);
         n->end = n->a->end;
+        n->depth = n->a->depth + 1;
+        p->depth--;
         return n;
     }
     return parse_primary(p);
@@ -338,6 +343,10 @@ static node *binary(parser *p, bin_op op, node *l, node *r, const token *at)
     n->op = op;
     n->a = l;
     n->b2 = r;
+    n->depth = ONR_MAX(l->depth, r->depth) + 1;
+    if (n->depth > MAX_TREE_DEPTH)
+        fail_at(p, at, "expression is too long: more than %d operators in a row",
+                MAX_TREE_DEPTH);
     n->line = l->line;
     n->col = l->col;
     n->start = l->start;
@@ -480,6 +489,7 @@ static node *parse_not(parser *p)
         node *n = new_node(p, N_NOT, &t);
         n->a = parse_not(p);
         n->end = n->a->end;
+        n->depth = n->a->depth + 1;
         p->depth--;
         return n;
     }
@@ -806,13 +816,8 @@ int rule_parse(const char *src, size_t len, onr_arena *arena, rdiag *diag, ast_f
         if (setjmp(p->fail)) {
             /* resynchronise: skip to the next declaration keyword at the start of a line */
             p->depth = 0;
-            for (;;) {
-                if (p->tok.kind == T_EOF)
-                    break;
+            while (p->tok.kind != T_EOF && !(at_decl_start(p) && p->tok.col == 1))
                 next(p);
-                if (at_decl_start(p) && p->tok.col == 1)
-                    break;
-            }
             if (diag->errors >= RULE_MAX_ERRORS)
                 break;
             continue;

@@ -165,7 +165,8 @@ typedef struct rule_trigger {
     const char *when_text; /* the `when` condition's source, or NULL */
     /* profile fields (byte offsets, -1 when unneeded) */
     int off_last_fire;  /* int64: cooldown / once per */
-    int bit_fired;      /* bit index: once per user, idle fired this quiet spell */
+    int bit_fired;      /* bit index: once per user has fired */
+    int bit_idle;       /* bit index: on idle has fired in this quiet spell */
     int off_pending;    /* int64: absence deadline */
 } rule_trigger;
 
@@ -224,8 +225,9 @@ typedef struct rule_hdr {
     uint32_t sess_number;
     uint32_t nfires;       /* fires so far: part of each fire's stable id */
     float step;            /* max properties.step of Onboarding Step Completed */
+    uint32_t seed;         /* fixed at creation: draws the user's holdout group */
     uint8_t flags;         /* RH_* */
-    uint8_t pad[7];
+    uint8_t pad[3];
 } rule_hdr;
 
 enum { RH_COMPLETED = 1, RH_SIGNED_UP = 2, RH_IN_SESSION = 4, RH_MERGED = 8 };

@@ -163,6 +163,7 @@ struct node {
     bool has_within;
     bool path_ends;   /* N_PATH: ends (true) or contains */
     int slot;         /* set by the checker: builtin id / field id / segment / spec index */
+    int depth;        /* height of the tree below, bounded by the parser */
 };
 
 typedef struct ast_label {

@@ -339,8 +339,17 @@ bool rule_eval_bool(const rule_env *env, int chunk, int64_t *next_ms)
         case OP_GE: {
             rval r = st[--sp], l = st[--sp];
             bool res;
-            if (in->op == OP_EQ || in->op == OP_NE) {
-                res = equal(&l, &r) == (in->op == OP_EQ);
+            if (in->op == OP_EQ) {
+                res = equal(&l, &r);
+            } else if (in->op == OP_NE) {
+                /* "x != null" asks whether x is there; otherwise null or a type mismatch
+                 * makes the comparison false, like every other comparison */
+                if (in->a)
+                    res = (l.t == RT_NULL) != (r.t == RT_NULL);
+                else {
+                    int c = compare(&l, &r);
+                    res = c == 1 || c == -1 || (c == 2 && l.t == RT_BOOL && r.t == RT_BOOL);
+                }
             } else {
                 int c = compare(&l, &r);
                 switch (in->op) {

@@ -264,8 +264,8 @@ Test(utf8, rejects_overlong_encodings)
 
 Test(utf8, rejects_surrogates)
 {
-    expect_utf8_bad("\xed\xa0\x80", 3, 0);       /* U+D800 */
-    expect_utf8_bad("ok\xed\xbf\xbf", 5, 2);     /* U+DFFF */
+    expect_utf8_bad("\xed\xa0\x80", 3, 0);              /* U+D800 */
+    expect_utf8_bad("ok\xed\xbf\xbf", 5, 2);            /* U+DFFF */
     cr_assert(onr_utf8_valid("\xed\x9f\xbf", 3, NULL)); /* U+D7FF is fine */
 }
 
@@ -539,8 +539,8 @@ Test(json_read, rejects_trailing_garbage)
 Test(json_read, rejects_malformed_documents)
 {
     static const char *const bad[] = {
-        "{", "[1,]", "{\"a\":}", "{'a':1}", "{\"a\":1,}", "nul", "\"unterminated",
-        "{\"a\" 1}", "[01]", "\"bad \\x escape\"",
+        "{",   "[1,]",           "{\"a\":}",  "{'a':1}", "{\"a\":1,}",
+        "nul", "\"unterminated", "{\"a\" 1}", "[01]",    "\"bad \\x escape\"",
     };
     doc_fixture f = {.d = jdoc_new(4096)};
     for (size_t i = 0; i < ONR_ARRAY_LEN(bad); i++) {
@@ -580,8 +580,7 @@ Test(json_read, reparsing_replaces_the_document)
     for (int i = 0; i < 10000; i++)
         onr_buf_putc(&big, 'x');
     onr_buf_puts(&big, "\",\"v\":2}");
-    cr_assert_eq(jdoc_parse(f.d, big.data, big.len, &f.root, f.err, sizeof(f.err)), 0, "%s",
-                 f.err);
+    cr_assert_eq(jdoc_parse(f.d, big.data, big.len, &f.root, f.err, sizeof(f.err)), 0, "%s", f.err);
     cr_assert_eq(jval_number(jval_getz(f.root, "v")), 2);
     size_t n;
     jval_str(jval_getz(f.root, "pad"), &n);

@@ -224,8 +224,8 @@ Test(lex, reads_two_character_operators)
 
 Test(lex, two_character_operators_need_no_spaces)
 {
-    static const tok_kind k[] = {T_IDENT, T_LE, T_NUMBER, T_IDENT, T_COALESCE, T_IDENT,
-                                 T_GE,    T_DURATION, T_NE, T_STRING};
+    static const tok_kind k[] = {T_IDENT, T_LE, T_NUMBER,   T_IDENT, T_COALESCE,
+                                 T_IDENT, T_GE, T_DURATION, T_NE,    T_STRING};
     expect_kinds("a<=1 b??c>=5m!=\"x\"", k, ONR_ARRAY_LEN(k));
 }
 
@@ -267,8 +267,8 @@ Test(lex, tracks_lines_and_columns)
         tok_kind k;
         int line, col;
     } want[] = {
-        {T_IDENT, 1, 1},  {T_IDENT, 1, 9},  {T_LBRACE, 1, 11}, {T_IDENT, 2, 5},
-        {T_STRING, 2, 8}, {T_IDENT, 3, 2},  {T_IDENT, 3, 7},   {T_GE, 3, 9},
+        {T_IDENT, 1, 1},     {T_IDENT, 1, 9},  {T_LBRACE, 1, 11}, {T_IDENT, 2, 5},
+        {T_STRING, 2, 8},    {T_IDENT, 3, 2},  {T_IDENT, 3, 7},   {T_GE, 3, 9},
         {T_DURATION, 3, 12}, {T_RBRACE, 4, 1}, {T_EOF, 4, 2},
     };
     for (size_t i = 0; i < ONR_ARRAY_LEN(want); i++) {
@@ -341,8 +341,8 @@ Test(lex, reports_a_short_unicode_escape)
 {
     lx_open("\"\\u12G4\"");
     cr_assert_eq(next_tok().kind, T_ERROR);
-    cr_assert(strstr(errors(), "t.rules:1:2: error: bad \\u escape: expected 4 hex digits"),
-              "%s", errors());
+    cr_assert(strstr(errors(), "t.rules:1:2: error: bad \\u escape: expected 4 hex digits"), "%s",
+              errors());
     lx_close();
 }
 
