@@ -997,6 +997,30 @@ void eng_process(eng *e, const trk_event *ev)
     schedule(e, u);
 }
 
+static void prefetch_key(const eng *e, trk_str key, int stage)
+{
+    if (!key.n)
+        return;
+    uint64_t h = key_hash(key.p, key.n);
+    const islot *sl = &e->index[h & e->index_mask];
+    if (stage == 0) {
+        __builtin_prefetch(sl);
+        return;
+    }
+    if (sl->u && sl->hash == h) {
+        __builtin_prefetch(sl->u);
+        __builtin_prefetch((const char *)sl->u + 64);
+        __builtin_prefetch((const char *)sl->u + 128);
+    }
+}
+
+void eng_prefetch(const eng *e, const trk_event *ev, int stage)
+{
+    prefetch_key(e, ev->user_id.n ? ev->user_id : ev->anon_id, stage);
+    if (stage == 0 && ev->user_id.n && ev->anon_id.n)
+        prefetch_key(e, ev->anon_id, 0);
+}
+
 void eng_advance(eng *e, int64_t now_ms)
 {
     if (now_ms <= e->clock && e->wheel->now_ms >= now_ms)

@@ -46,6 +46,14 @@ void eng_free(eng *e);
 /* Processes one event. First moves the clock to the event's time (firing timers due before
  * it). An event older than the clock is processed at once, at the clock's time. */
 void eng_process(eng *e, const trk_event *ev);
+/*
+ * Optional: hints that ev will be processed soon, so that the memory it needs is fetched
+ * while earlier events are processed. Stage 0 (a dozen events ahead) fetches the index
+ * slots of its keys; stage 1 (a few events ahead) fetches the user's profile. Purely a
+ * speed hint: it changes nothing.
+ */
+void eng_prefetch(const eng *e, const trk_event *ev, int stage);
+
 /* Moves the clock to now_ms, firing every timer due by then. */
 void eng_advance(eng *e, int64_t now_ms);
 /* Fires every pending timer, in deadline order, moving the clock as it goes. */
