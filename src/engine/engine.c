@@ -299,6 +299,34 @@ static void set_member(eng *e, user *u, int seg, bool in, int64_t at, bool trigg
         run_segment_triggers(e, u, &rs->segments[seg], in, at);
 }
 
+/* Tests segment si's enter (or exit) clauses that apply now; true at the first that holds. */
+static bool any_clause(eng *e, user *u, int si, bool enter, const trk_event *ev, int anchor,
+                       int64_t *next)
+{
+    const rule_segment *s = &e->rs->segments[si];
+    bool x = u == e->xu;
+    for (int k = 0; k < s->nclauses; k++) {
+        const rule_clause *c = &s->clauses[k];
+        if (c->enter != enter)
+            continue;
+        bool applies = c->on == -1 || (anchor != -1 && c->on == anchor) ||
+                       (anchor == -1 && c->on >= 0 && ev && e->mark[c->on]);
+        if (!applies)
+            continue;
+        bool ok = true;
+        if (x)
+            xp_begin(e);
+        if (c->when >= 0)
+            ok = eval(e, u, c->when, ev, c->on == -1 && s->timed ? next : NULL);
+        if (x)
+            xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], ok,
+                  c->when >= 0 ? "the condition" : "the clause");
+        if (ok)
+            return true;
+    }
+    return false;
+}
+
 /*
  * Re-evaluates segment s. anchor is the matcher (or RULE_ON_SESSION_*) that happened, or
  * -1 when only unanchored conditions apply (a timer, or an event s does not anchor on).
@@ -319,30 +347,18 @@ static void eval_segment(eng *e, user *u, int si, const trk_event *ev, int ancho
             set_member(e, u, si, now_in, e->clock, true);
         return;
     }
-    for (int k = 0; k < s->nclauses; k++) {
-        const rule_clause *c = &s->clauses[k];
-        if (c->enter == member)
-            continue;
-        bool applies = c->on == -1 || (anchor != -1 && c->on == anchor) ||
-                       (anchor == -1 && c->on >= 0 && ev && e->mark[c->on]);
-        if (!applies)
-            continue;
-        bool ok = true;
-        if (c->when >= 0) {
-            if (x)
-                xp_begin(e);
-            ok = eval(e, u, c->when, ev, c->on == -1 && s->timed ? next : NULL);
-            if (x)
-                xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], ok, "the condition");
-        } else if (x) {
-            xp_begin(e);
-            xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], true, "the clause");
-        }
-        if (ok) {
-            set_member(e, u, si, c->enter, e->clock, true);
+    if (!member) {
+        /* an exit that already holds keeps the user out: no enter-then-exit flapping */
+        if (!any_clause(e, u, si, true, ev, anchor, next) ||
+            any_clause(e, u, si, false, ev, anchor, next))
             return;
-        }
+    } else if (!any_clause(e, u, si, false, ev, anchor, next)) {
+        return;
     }
+    set_member(e, u, si, !member, e->clock, true);
+    /* the clauses of the new state may depend on time: look again a moment later */
+    if (s->timed && next && e->clock + 1 < *next)
+        *next = e->clock + 1;
 }
 
 /* Evaluates dirty segments in declaration order (in_segment reads earlier ones only). */
@@ -716,6 +732,7 @@ static void merge(eng *e, user *from, user *to)
         e->xu = to;
     e->st.users--;
     e->st.merges++;
+    e->merged = true;
 }
 
 static user *resolve(eng *e, const trk_event *ev)
@@ -868,9 +885,14 @@ static void set_traits(eng *e, user *u, const trk_event *ev)
 void eng_process(eng *e, const trk_event *ev)
 {
     const rule_set *rs = e->rs;
-    if (ev->ts_ms > e->clock)
-        eng_advance(e, ev->ts_ms);
+    /* timers due before the event fire first; those due at its very time fire after it,
+     * so "unless B within 10m" counts a B exactly 10 minutes later as in time */
+    if (ev->ts_ms > e->clock) {
+        eng_advance(e, ev->ts_ms - 1);
+        e->clock = ev->ts_ms;
+    }
     e->st.events++;
+    e->merged = false;
     user *u = resolve(e, ev);
     rule_hdr *h = hdr(u);
     int64_t ts = ev->ts_ms;
@@ -975,7 +997,7 @@ void eng_process(eng *e, const trk_event *ev)
     }
 
     /* segments */
-    if (first_event) /* a new user: every segment gets its first look */
+    if (first_event || e->merged) /* a new or merged profile: every segment looks again */
         e->seg_dirty |= rs->nsegments == 64 ? ~UINT64_C(0) : (UINT64_C(1) << rs->nsegments) - 1;
     else
         e->seg_dirty |= rs->every_event_segments;

@@ -77,6 +77,7 @@ struct eng {
     int nmatched;
     uint8_t *mark; /* by matcher: matched by the current event */
     uint64_t seg_dirty;
+    bool merged; /* the current event merged two profiles */
 
     /* explain */
     user *xu;

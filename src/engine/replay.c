@@ -427,9 +427,9 @@ int replay_run(const replay_opts *o, FILE *out, FILE *err)
         fprintf(err, "onramp replay: %llu bad line%s skipped\n", (unsigned long long)c.bad,
                 c.bad == 1 ? "" : "s");
     if (c.late)
-        fprintf(err, "onramp replay: %llu event%s arrived later than --lateness allows and were "
+        fprintf(err, "onramp replay: %llu event%s arrived later than --lateness allows and %s "
                      "processed at once\n",
-                (unsigned long long)c.late, c.late == 1 ? "" : "s");
+                (unsigned long long)c.late, c.late == 1 ? "" : "s", c.late == 1 ? "was" : "were");
     if (c.forced)
         fprintf(err, "onramp replay: the reorder buffer was full %llu time%s (--max-buffer)\n",
                 (unsigned long long)c.forced, c.forced == 1 ? "" : "s");
@@ -465,6 +465,8 @@ int replay_run(const replay_opts *o, FILE *out, FILE *err)
         onr_free(held);
     }
 done:
+    flush_out(&c); /* what was processed before a --strict stop is still written */
+    fflush(out);
     onr_free(buf);
     onr_free(ev);
     jdoc_free(doc);

@@ -368,7 +368,12 @@ static uint8_t check_call(checker *c, node *n, ctx_kind cx)
             unknown_segment(c, a->line, a->col, (int)(a->end - a->start), a->str);
             return RT_BOOL;
         }
-        if (c->cur_segment >= 0 && s >= c->cur_segment) {
+        if (c->cur_segment >= 0 && s == c->cur_segment) {
+            node_error(c, a, "segment \"%s\" cannot read its own membership with in_segment()",
+                       a->str);
+            return RT_BOOL;
+        }
+        if (c->cur_segment >= 0 && s > c->cur_segment) {
             node_error(c, a,
                        "segment \"%s\" must be declared before segment \"%s\" to be used in "
                        "it",
@@ -758,7 +763,7 @@ static uint8_t check_expr(checker *c, node *n, ctx_kind cx)
         break;
     case N_LIST:
         node_error(c, n, "a list is only allowed after \"in\" or in \"path ends/contains\"");
-        t = RT_LIST;
+        t = RT_NULL; /* reported: the expression around it stays quiet */
         break;
     case N_NAME:
         t = check_name(c, n, cx);
@@ -836,7 +841,15 @@ static void check_duplicates(checker *c)
         d[k++] = (decl){"trigger", f->triggers[i].name, f->triggers[i].line, f->triggers[i].col};
     for (int i = 0; i < f->ndests; i++)
         d[k++] = (decl){"destination", f->dests[i].name, f->dests[i].line, f->dests[i].col};
-    /* one namespace for all declarations; the later one is the error */
+    /* one namespace for all declarations; the later one is the error, in source order */
+    for (int i = 1; i < k; i++)
+        for (int j = i; j > 0 && (d[j].line < d[j - 1].line ||
+                                  (d[j].line == d[j - 1].line && d[j].col < d[j - 1].col));
+             j--) {
+            decl tmp = d[j];
+            d[j] = d[j - 1];
+            d[j - 1] = tmp;
+        }
     for (int i = 0; i < k; i++) {
         int first = -1;
         for (int j = 0; j < k; j++)
@@ -881,7 +894,8 @@ static void check_segments(checker *c)
     ast_file *f = c->f;
     if (f->nsegments > RULE_MAX_SEGMENTS) {
         rdiag_error(c->diag, f->segments[RULE_MAX_SEGMENTS].line,
-                    f->segments[RULE_MAX_SEGMENTS].col, 7,
+                    f->segments[RULE_MAX_SEGMENTS].col,
+                    (int)strlen(f->segments[RULE_MAX_SEGMENTS].name),
                     "too many segments (the limit is %d)", RULE_MAX_SEGMENTS);
         return;
     }
@@ -939,7 +953,8 @@ static void check_triggers(checker *c)
     ast_file *f = c->f;
     if (f->ntriggers > RULE_MAX_TRIGGERS) {
         rdiag_error(c->diag, f->triggers[RULE_MAX_TRIGGERS].line,
-                    f->triggers[RULE_MAX_TRIGGERS].col, 7,
+                    f->triggers[RULE_MAX_TRIGGERS].col,
+                    (int)strlen(f->triggers[RULE_MAX_TRIGGERS].name),
                     "too many triggers (the limit is %d)", RULE_MAX_TRIGGERS);
         return;
     }
@@ -977,14 +992,14 @@ static void check_triggers(checker *c)
                     add_int(&rs->matchers[t->unless_matcher].unlesses,
                             &rs->matchers[t->unless_matcher].nunlesses, i);
                 if (a->dur_ms <= 0)
-                    rdiag_error(c->diag, a->line, a->col, 7,
+                    rdiag_error(c->diag, a->line, a->col, (int)strlen(a->name),
                                 "the \"within\" of trigger \"%s\" must be longer than 0",
                                 a->name);
             }
             break;
         case ON_IDLE:
             if (a->dur_ms <= 0)
-                rdiag_error(c->diag, a->line, a->col, 7,
+                rdiag_error(c->diag, a->line, a->col, (int)strlen(a->name),
                             "the idle time of trigger \"%s\" must be longer than 0", a->name);
             add_int(&rs->idle_triggers, &rs->nidle, i);
             break;
@@ -1057,7 +1072,8 @@ static void check_labels(checker *c)
             continue; /* duplicate: reported by check_duplicates */
         int id = add_matcher(c, l->name);
         if (id < 0) {
-            rdiag_error(c->diag, l->line, l->col, 5, "too many labels (the limit is %d)",
+            rdiag_error(c->diag, l->line, l->col, (int)strlen(l->name),
+                        "too many labels (the limit is %d)",
                         RULE_MAX_MATCHERS);
             return;
         }

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define IN_NEGATE (1 << 24)
 
@@ -436,6 +437,18 @@ int rule_compile_file(const char *path, rule_set **out, onr_buf *errors)
     FILE *fp = fopen(path, "rb");
     if (!fp) {
         onr_buf_printf(errors, "%s: error: cannot open: %s\n", path, strerror(errno));
+        return 1;
+    }
+    struct stat st;
+    if (fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode)) {
+        onr_buf_printf(errors, "%s: error: is a directory, not a rules file\n", path);
+        fclose(fp);
+        return 1;
+    }
+    if (fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > RULE_MAX_SOURCE_BYTES) {
+        onr_buf_printf(errors, "%s: error: file is %lld bytes; the limit is %d\n", path,
+                       (long long)st.st_size, RULE_MAX_SOURCE_BYTES);
+        fclose(fp);
         return 1;
     }
     onr_buf b = {0};

@@ -36,7 +36,10 @@ void rdiag_error(rdiag *d, int line, int col, int width, const char *fmt, ...)
         onr_buf_printf(d->out, "%s: error: too many errors, stopping\n", d->path);
         return;
     }
-    onr_buf_printf(d->out, "%s:%d:%d: error: ", d->path, line, col);
+    if (line > 0)
+        onr_buf_printf(d->out, "%s:%d:%d: error: ", d->path, line, col);
+    else
+        onr_buf_printf(d->out, "%s: error: ", d->path);
     va_list ap;
     va_start(ap, fmt);
     onr_buf_vprintf(d->out, fmt, ap);

@@ -100,6 +100,21 @@ static int read_hex4(lexer *lx, unsigned *out)
     return 0;
 }
 
+/* After a bad escape: skip the rest of the string, so its closing quote does not start
+ * another one. */
+static token bad_string(lexer *lx, token t, onr_buf *b)
+{
+    onr_buf_free(b);
+    for (int c = peekc(lx, 0); c != -1 && c != '\n'; c = peekc(lx, 0)) {
+        advance(lx);
+        if (c == '\\')
+            advance(lx);
+        else if (c == '"')
+            break;
+    }
+    return error_tok(lx, t);
+}
+
 static token lex_string(lexer *lx, token t)
 {
     advance(lx); /* opening quote */
@@ -135,10 +150,9 @@ static token lex_string(lexer *lx, token t)
             case 'u': {
                 unsigned v = 0;
                 if (read_hex4(lx, &v) < 0) {
-                    rdiag_error(lx->diag, lx->line, ecol, 2,
+                    rdiag_error(lx->diag, lx->line, ecol, 6,
                                 "bad \\u escape: expected 4 hex digits");
-                    onr_buf_free(&b);
-                    return error_tok(lx, t);
+                    return bad_string(lx, t, &b);
                 }
                 if (v >= 0xd800 && v <= 0xdbff && peekc(lx, 0) == '\\' && peekc(lx, 1) == 'u') {
                     /* a UTF-16 surrogate pair, as JSON writes characters beyond U+FFFF */
@@ -146,11 +160,10 @@ static token lex_string(lexer *lx, token t)
                     advance(lx);
                     unsigned lo = 0;
                     if (read_hex4(lx, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff) {
-                        rdiag_error(lx->diag, lx->line, ecol, 2,
+                        rdiag_error(lx->diag, lx->line, ecol, 12,
                                     "bad \\u escape: a high surrogate must be followed by a "
                                     "low surrogate");
-                        onr_buf_free(&b);
-                        return error_tok(lx, t);
+                        return bad_string(lx, t, &b);
                     }
                     v = 0x10000 + ((v - 0xd800) << 10) + (lo - 0xdc00);
                 }
@@ -158,8 +171,7 @@ static token lex_string(lexer *lx, token t)
                     rdiag_error(lx->diag, lx->line, ecol, 6,
                                 v ? "bad \\u escape: a lone surrogate is not a character"
                                   : "strings cannot contain NUL (\\u0000)");
-                    onr_buf_free(&b);
-                    return error_tok(lx, t);
+                    return bad_string(lx, t, &b);
                 }
                 if (v >= 0x10000) {
                     onr_buf_putc(&b, (char)(0xf0 | (v >> 18)));
@@ -181,8 +193,7 @@ static token lex_string(lexer *lx, token t)
             default:
                 rdiag_error(lx->diag, lx->line, ecol, 2, "unknown escape \"\\%c\" in string",
                             e > 32 && e < 127 ? e : '?');
-                onr_buf_free(&b);
-                return error_tok(lx, t);
+                return bad_string(lx, t, &b);
             }
             continue;
         }

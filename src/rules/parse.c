@@ -59,7 +59,10 @@ static void describe_tok(const parser *p, const token *t, char *out, size_t cap)
     int n = (int)(t->end - t->start);
     if (n > 40)
         n = 40;
-    snprintf(out, cap, "\"%.*s\"", n, p->lx.src + t->start);
+    if (t->kind == T_STRING) /* already in quotes */
+        snprintf(out, cap, "%.*s%s", n, p->lx.src + t->start, n < (int)(t->end - t->start) ? "...\"" : "");
+    else
+        snprintf(out, cap, "\"%.*s\"", n, p->lx.src + t->start);
 }
 
 static _Noreturn void fail_at(parser *p, const token *t, const char *fmt, ...)
@@ -626,17 +629,17 @@ static void parse_segment(parser *p, ast_file *f)
         }
     }
     if (!s.live && s.nclauses == 0)
-        rdiag_error(p->diag, s.line, s.col, 7, "segment \"%s\" has no \"when\" or \"enter\"",
+        rdiag_error(p->diag, s.line, s.col, (int)strlen(s.name), "segment \"%s\" has no \"when\" or \"enter\"",
                     s.name);
     if (s.live && s.nclauses > 0)
-        rdiag_error(p->diag, s.line, s.col, 7,
+        rdiag_error(p->diag, s.line, s.col, (int)strlen(s.name),
                     "segment \"%s\" mixes \"when\" with \"enter\"/\"exit\": use one or the other",
                     s.name);
     bool any_enter = false;
     for (int i = 0; i < s.nclauses; i++)
         any_enter |= s.clauses[i].enter;
     if (!s.live && s.nclauses > 0 && !any_enter)
-        rdiag_error(p->diag, s.line, s.col, 7, "segment \"%s\" has \"exit\" but no \"enter\"",
+        rdiag_error(p->diag, s.line, s.col, (int)strlen(s.name), "segment \"%s\" has \"exit\" but no \"enter\"",
                     s.name);
     PUSH(p, f->segments, f->nsegments, s);
 }
@@ -769,7 +772,8 @@ static void parse_trigger(parser *p, ast_file *f)
         }
     }
     if (!tr.has_on)
-        rdiag_error(p->diag, tr.line, tr.col, 7, "trigger \"%s\" has no \"on\" clause", tr.name);
+        rdiag_error(p->diag, tr.line, tr.col, (int)strlen(tr.name),
+                    "trigger \"%s\" has no \"on\" clause", tr.name);
     PUSH(p, f->triggers, f->ntriggers, tr);
 }
 

@@ -195,18 +195,18 @@ static rval count_within(const rule_set *rs, const uint8_t *prof, int id, int64_
         return v_num(0);
     uint32_t len = rp_u32(prof, w->off);
     const int64_t *ts = (const int64_t *)(const void *)(prof + w->off + 8);
-    int64_t from = now - w->within_ms;
+    int64_t from = now - w->within_ms; /* within is inclusive: an event W old counts */
     uint32_t n = 0;
     int64_t oldest = INT64_MAX;
     for (uint32_t i = 0; i < len; i++) {
-        if (ts[i] > from && ts[i] <= now) {
+        if (ts[i] >= from && ts[i] <= now) {
             n++;
             if (ts[i] < oldest)
                 oldest = ts[i];
         }
     }
-    if (oldest != INT64_MAX && oldest + w->within_ms < *next)
-        *next = oldest + w->within_ms;
+    if (oldest != INT64_MAX && oldest + w->within_ms + 1 < *next)
+        *next = oldest + w->within_ms + 1;
     return v_num(n);
 }
 

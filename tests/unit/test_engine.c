@@ -847,12 +847,12 @@ Test(engine, timed_segment_on_a_windowed_count)
     track(T0, "u1", "A");
     track(T0 + 3 * MIN, "u1", "A");
     cr_assert_eq(entered("active", "u1"), 1);
-    eng_advance(E, T0 + 10 * MIN - 1);
-    cr_assert_eq(exited("active", NULL), 0);
+    eng_advance(E, T0 + 10 * MIN);
+    cr_assert_eq(exited("active", NULL), 0, "within is inclusive: 10m old still counts");
     eng_advance(E, T0 + 11 * MIN);
     const outrec *r[1];
     cr_assert_eq(find(EO_SEGMENT_EXITED, "active", "u1", r, 1), 1);
-    cr_assert_eq(r[0]->at, T0 + 10 * MIN);
+    cr_assert_eq(r[0]->at, T0 + 10 * MIN + 1);
 }
 
 /* ---- clock and ids */

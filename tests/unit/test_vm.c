@@ -691,9 +691,10 @@ Test(vm, windowed_count_expires_when_the_oldest_leaves_the_window)
     ts[1] = T0 + 3 * MIN;
     rp_set_u32(PROF, w->off, 2);
     cr_assert(eval(T0 + 4 * MIN));
-    cr_assert_eq(NEXT, T0 + 6 * MIN, "next %lld", (long long)(NEXT - T0));
-    cr_assert_not(eval(T0 + 6 * MIN), "the oldest has left the window");
-    cr_assert_eq(NEXT, T0 + 8 * MIN);
+    cr_assert_eq(NEXT, T0 + 6 * MIN + 1, "next %lld", (long long)(NEXT - T0));
+    cr_assert(eval(T0 + 6 * MIN), "within is inclusive: an event exactly 5m old counts");
+    cr_assert_not(eval(T0 + 6 * MIN + 1), "the oldest has left the window");
+    cr_assert_eq(NEXT, T0 + 8 * MIN + 1);
     cr_assert_not(eval(T0 + 9 * MIN));
     cr_assert_eq(NEXT, INT64_MAX, "an empty window never changes by itself");
 }
@@ -708,7 +709,7 @@ Test(vm, windowed_count_ignores_events_outside_the_window)
     ts[2] = T0 + 11 * MIN;
     rp_set_u32(PROF, w->off, 3);
     cr_assert(eval(T0 + 12 * MIN));
-    cr_assert_eq(NEXT, T0 + 15 * MIN);
+    cr_assert_eq(NEXT, T0 + 15 * MIN + 1);
 }
 
 Test(vm, conditions_without_time_never_have_a_deadline)
