@@ -332,8 +332,8 @@ Test(check, in_segment_of_a_later_segment)
 Test(check, in_segment_of_itself)
 {
     expect_error("segment a { when not in_segment(a) }",
-                 "t.rules:1:33: error: segment \"a\" must be declared before segment \"a\" to be "
-                 "used in it");
+                 "t.rules:1:33: error: segment \"a\" cannot read its own membership with "
+                 "in_segment()");
 }
 
 Test(check, reports_every_semantic_error)
