@@ -1029,11 +1029,9 @@ static void prefetch_key(const eng *e, trk_str key, int stage)
         __builtin_prefetch(sl);
         return;
     }
-    if (sl->u && sl->hash == h) {
-        __builtin_prefetch(sl->u);
-        __builtin_prefetch((const char *)sl->u + 64);
-        __builtin_prefetch((const char *)sl->u + 128);
-    }
+    if (sl->u && sl->hash == h)
+        for (size_t off = 0; off < e->user_size; off += 64)
+            __builtin_prefetch((const char *)sl->u + off);
 }
 
 void eng_prefetch(const eng *e, const trk_event *ev, int stage)

@@ -31,7 +31,8 @@ void replay_opts_default(replay_opts *o)
 /* ---- packed events: what the reorder buffer holds (only the fields the rules read) */
 
 typedef struct pchunk {
-    struct pchunk *next;
+    struct pchunk *next; /* on the free list */
+    struct pchunk *all;  /* every chunk, for freeing */
     size_t used;
     size_t refs;
     _Alignas(8) char data[POOL_CHUNK];
@@ -40,6 +41,7 @@ typedef struct pchunk {
 typedef struct pool {
     pchunk *cur;
     pchunk *free;
+    pchunk *all;
     size_t nchunks;
 } pool;
 
@@ -58,6 +60,8 @@ static char *pool_alloc(pool *pl, size_t n, pchunk **owner)
             pl->free = c->next;
         } else {
             c = onr_malloc(sizeof(*c));
+            c->all = pl->all;
+            pl->all = c;
             pl->nchunks++;
         }
         c->used = 0;
@@ -86,16 +90,13 @@ static void pool_release(pool *pl, pchunk *c)
 
 static void pool_free(pool *pl)
 {
-    if (pl->cur && --pl->cur->refs == 0) {
-        pl->cur->next = pl->free;
-        pl->free = pl->cur;
-    }
-    pchunk *c = pl->free;
+    pchunk *c = pl->all;
     while (c) {
-        pchunk *n = c->next;
+        pchunk *n = c->all;
         onr_free(c);
         c = n;
     }
+    memset(pl, 0, sizeof(*pl));
 }
 
 /* ---- the reorder heap (min by time, then arrival) */

@@ -303,21 +303,25 @@ static node *parse_primary(parser *p)
     }
     next(p);
     n = new_node(p, N_NAME, &t);
-    /* dotted names: props.plan.name, trait.plan, session.duration */
-    onr_buf name = {0};
-    onr_buf_puts(&name, t.str);
+    /* dotted names: props.plan.name, trait.plan, session.duration (built on the stack:
+     * a syntax error unwinds with longjmp, so nothing here may own heap memory) */
+    char name[RULE_MAX_NAME * 4 + 1];
+    size_t len = strlen(t.str);
+    memcpy(name, t.str, len);
     while (p->tok.kind == T_DOT) {
         next(p);
         if (p->tok.kind != T_IDENT && p->tok.kind != T_STRING)
             expected(p, "a name after \".\"");
-        onr_buf_putc(&name, '.');
-        onr_buf_put(&name, p->tok.str, p->tok.str_len);
+        if (len + 1 + p->tok.str_len >= sizeof(name))
+            fail_at(p, &p->tok, "name is longer than %d characters", (int)sizeof(name) - 1);
+        name[len++] = '.';
+        memcpy(name + len, p->tok.str, p->tok.str_len);
+        len += p->tok.str_len;
         next(p);
         n->end = p->prev.end;
     }
-    n->str = onr_arena_strndup(p->arena, name.data, name.len);
-    n->str_len = (uint32_t)name.len;
-    onr_buf_free(&name);
+    n->str = onr_arena_strndup(p->arena, name, len);
+    n->str_len = (uint32_t)len;
     if (p->tok.kind == T_LPAREN)
         return parse_call(p, n);
     return n;
