@@ -176,20 +176,19 @@ int main(int argc, char **argv)
     unsigned long long a0 = n_alloc;
     double t0 = now_s();
     /* as a shard consuming its log would: a window of upcoming events is prefetched */
-    trk_event *ahead = calloc(1, sizeof(*ahead));
+    trk_str uid, aid;
     for (size_t i = 0; i < count; i++) {
         if (i + 12 < count) {
-            trk_unpack(packed.data + offs[i + 12], ahead, &rs->schema);
-            eng_prefetch(e, ahead, 0);
+            trk_packed_ids(packed.data + offs[i + 12], &uid, &aid);
+            eng_prefetch(e, uid, aid, 0);
         }
         if (i + 4 < count) {
-            trk_unpack(packed.data + offs[i + 4], ahead, &rs->schema);
-            eng_prefetch(e, ahead, 1);
+            trk_packed_ids(packed.data + offs[i + 4], &uid, &aid);
+            eng_prefetch(e, uid, aid, 1);
         }
         trk_unpack(packed.data + offs[i], ev, &rs->schema);
         eng_process(e, ev);
     }
-    free(ahead);
     eng_drain(e);
     double secs = now_s() - t0;
     unsigned long long allocs = n_alloc - a0;

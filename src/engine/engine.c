@@ -391,10 +391,8 @@ static bool limit_allows(const rule_set *rs, const rule_trigger *t, const uint8_
         return true;
     case LIMIT_ONCE:
         return !rp_bit(p, rs->layout.off_bits, t->bit_fired);
-    case LIMIT_ONCE_PER: {
-        int64_t last = rp_i64(p, t->off_last_fire);
-        return !last || last / t->limit_ms != at / t->limit_ms;
-    }
+    case LIMIT_ONCE_PER:
+        return rp_u32(p, t->off_last_fire) != (uint32_t)(at / t->limit_ms + 1);
     case LIMIT_COOLDOWN: {
         int64_t last = rp_i64(p, t->off_last_fire);
         return !last || at - last >= t->limit_ms;
@@ -429,7 +427,9 @@ static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t a
     }
     if (t->limit == LIMIT_ONCE)
         rp_set_bit(p, rs->layout.off_bits, t->bit_fired, true);
-    else if (t->limit != LIMIT_NONE)
+    else if (t->limit == LIMIT_ONCE_PER)
+        rp_set_u32(p, t->off_last_fire, (uint32_t)(at / t->limit_ms + 1));
+    else if (t->limit == LIMIT_COOLDOWN)
         rp_set_i64(p, t->off_last_fire, at);
     bool held = false;
     if (t->holdout_bp > 0) {
@@ -599,7 +599,6 @@ static void on_timer(tmr_node *n, void *ctx)
         h->recheck_ms = 0;
         if (u == e->xu)
             e->xcause = "time passing";
-        e->seg_dirty = 0;
         e->seg_dirty = rs->timed_segments;
         eval_segments(e, u, NULL, -1, &next);
         e->xcause = NULL;
@@ -698,9 +697,12 @@ static void merge(eng *e, user *from, user *to)
             rp_set_bit(pb, L->off_bits, i, true);
     for (int i = 0; i < rs->ntriggers; i++) {
         const rule_trigger *t = &rs->triggers[i];
-        if (t->off_last_fire >= 0)
+        if (t->limit == LIMIT_COOLDOWN)
             rp_set_i64(pb, t->off_last_fire,
                        ONR_MAX(rp_i64(pa, t->off_last_fire), rp_i64(pb, t->off_last_fire)));
+        else if (t->limit == LIMIT_ONCE_PER)
+            rp_set_u32(pb, t->off_last_fire,
+                       ONR_MAX(rp_u32(pa, t->off_last_fire), rp_u32(pb, t->off_last_fire)));
         if (t->off_pending >= 0)
             rp_set_i64(pb, t->off_pending,
                        min_nonzero(rp_i64(pa, t->off_pending), rp_i64(pb, t->off_pending)));
@@ -1001,10 +1003,8 @@ void eng_process(eng *e, const trk_event *ev)
         e->seg_dirty |= rs->nsegments == 64 ? ~UINT64_C(0) : (UINT64_C(1) << rs->nsegments) - 1;
     else
         e->seg_dirty |= rs->every_event_segments;
-    if (e->seg_dirty) {
-        /* one pass per anchor kind: each segment sees the event once */
+    if (e->seg_dirty)
         eval_segments(e, u, ev, -1, &next);
-    }
     if (e->mark[RM_SESSION_ENDED])
         end_session(e, u, e->clock, &next);
 
@@ -1034,11 +1034,11 @@ static void prefetch_key(const eng *e, trk_str key, int stage)
             __builtin_prefetch((const char *)sl->u + off);
 }
 
-void eng_prefetch(const eng *e, const trk_event *ev, int stage)
+void eng_prefetch(const eng *e, trk_str user_id, trk_str anon_id, int stage)
 {
-    prefetch_key(e, ev->user_id.n ? ev->user_id : ev->anon_id, stage);
-    if (stage == 0 && ev->user_id.n && ev->anon_id.n)
-        prefetch_key(e, ev->anon_id, 0);
+    prefetch_key(e, user_id.n ? user_id : anon_id, stage);
+    if (stage == 0 && user_id.n && anon_id.n)
+        prefetch_key(e, anon_id, 0);
 }
 
 void eng_advance(eng *e, int64_t now_ms)

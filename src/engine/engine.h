@@ -52,7 +52,7 @@ void eng_process(eng *e, const trk_event *ev);
  * slots of its keys; stage 1 (a few events ahead) fetches the user's profile. Purely a
  * speed hint: it changes nothing.
  */
-void eng_prefetch(const eng *e, const trk_event *ev, int stage);
+void eng_prefetch(const eng *e, trk_str user_id, trk_str anon_id, int stage);
 
 /* Moves the clock to now_ms, firing every timer due by then. */
 void eng_advance(eng *e, int64_t now_ms);

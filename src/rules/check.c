@@ -26,7 +26,6 @@ typedef struct checker {
     bool need_path;
     int path_len;
     /* what the expression being checked depends on */
-    uint64_t dep_matchers_small; /* unused when nmatchers > 64: see deps */
     int *deps;
     int ndeps, capdeps;
     bool dep_every_event, dep_timed;
@@ -433,10 +432,18 @@ static uint8_t check_call(checker *c, node *n, ctx_kind cx)
             return RT_NUM;
         }
         rule_set *rs = c->rs;
-        rs->windows = onr_realloc(rs->windows, sizeof(*rs->windows) * (size_t)(rs->nwindows + 1));
-        rule_window w = {.matcher = m, .within_ms = n->within_ms, .cap = 64, .off = -1};
-        n->slot = rs->nwindows;
-        rs->windows[rs->nwindows++] = w;
+        /* the same count(X, within: W) anywhere in the file shares one window */
+        n->slot = -1;
+        for (int i = 0; i < rs->nwindows; i++)
+            if (rs->windows[i].matcher == m && rs->windows[i].within_ms == n->within_ms)
+                n->slot = i;
+        if (n->slot < 0) {
+            rs->windows =
+                onr_realloc(rs->windows, sizeof(*rs->windows) * (size_t)(rs->nwindows + 1));
+            rule_window w = {.matcher = m, .within_ms = n->within_ms, .cap = 0, .off = -1};
+            n->slot = rs->nwindows;
+            rs->windows[rs->nwindows++] = w;
+        }
         dep_matcher(c, m, 0);
         c->dep_timed = true;
         return RT_NUM;
@@ -865,11 +872,6 @@ static void check_duplicates(checker *c)
     onr_free(d);
 }
 
-static char *span_text(checker *c, const node *n)
-{
-    return onr_arena_strndup(&c->rs->arena, c->diag->src + n->start, n->end - n->start);
-}
-
 static void add_int(int **arr, int *n, int v)
 {
     *arr = onr_realloc(*arr, sizeof(int) * (size_t)(*n + 1));
@@ -1174,7 +1176,7 @@ static void plan_layout(checker *c)
     int nbits = 0;
     for (int i = 0; i < rs->ntriggers; i++) {
         rule_trigger *t = &rs->triggers[i];
-        if (t->limit == LIMIT_COOLDOWN || t->limit == LIMIT_ONCE_PER)
+        if (t->limit == LIMIT_COOLDOWN)
             t->off_last_fire = place(&at, 8, 8);
         if (t->on == ON_ABSENCE)
             t->off_pending = place(&at, 8, 8);
@@ -1208,6 +1210,9 @@ static void plan_layout(checker *c)
     for (int i = 0; i < rs->nmatchers; i++)
         if (c->need[i] & NEED_COUNT)
             rs->matchers[i].off_count = place(&at, 4, 4);
+    for (int i = 0; i < rs->ntriggers; i++) /* once per D: the number of the last window */
+        if (rs->triggers[i].limit == LIMIT_ONCE_PER)
+            rs->triggers[i].off_last_fire = place(&at, 4, 4);
     L->off_path = c->need_path ? place(&at, 4 + 4 * (size_t)c->path_len, 4) : -1;
     L->path_len = c->path_len;
     L->nbits = nbits;
@@ -1283,14 +1288,19 @@ static void size_windows(checker *c, node *n)
         else if (n->b2->kind == N_CALL && n->b2->has_within && strcmp(n->b2->str, "count") == 0)
             w = n->b2, k = n->a;
         if (w && k->kind == N_NUM && w->slot >= 0) {
+            rule_window *rw = &c->rs->windows[w->slot];
+            int need = k->num < 1 ? 1 : (int)k->num + 1;
             if (k->num + 1 > RULE_MAX_WINDOW_CAP)
                 node_error(c, k, "a windowed count is exact up to %d events; this compares with "
                                  "%g", RULE_MAX_WINDOW_CAP - 1, k->num);
-            else
-                c->rs->windows[w->slot].cap = k->num < 1 ? 1 : (int)k->num + 1;
+            else if (need > rw->cap)
+                rw->cap = need;
             return;
         }
     }
+    if (n->kind == N_CALL && n->has_within && n->slot >= 0 && strcmp(n->str, "count") == 0 &&
+        c->rs->windows[n->slot].cap < RULE_DEFAULT_WINDOW_CAP)
+        c->rs->windows[n->slot].cap = RULE_DEFAULT_WINDOW_CAP; /* not compared with a constant */
     size_windows(c, n->a);
     size_windows(c, n->b2);
     for (int i = 0; i < n->nitems; i++)
@@ -1313,7 +1323,6 @@ int rule_check(ast_file *f, rule_set *rs, rdiag *diag)
     };
     for (int i = 0; i < RM_BUILTIN_COUNT; i++)
         name_matcher(&c, builtin_names[i]);
-    c.need[RM_SIGNED_UP] |= 0;
     rs->prop_feature = schema_prop(&c, NULL, "feature");
     rs->prop_step = schema_prop(&c, NULL, "step");
 
@@ -1335,12 +1344,14 @@ int rule_check(ast_file *f, rule_set *rs, rdiag *diag)
         if (rs->segments[i].timed)
             rs->timed_segments |= UINT64_C(1) << i;
     }
+    for (int i = 0; i < rs->nwindows; i++)
+        if (rs->windows[i].cap == 0)
+            rs->windows[i].cap = RULE_DEFAULT_WINDOW_CAP;
     if (diag->errors == before) {
         plan_layout(&c);
         build_name_table(rs);
     }
     onr_free(c.need);
     onr_free(c.deps);
-    (void)span_text;
     return diag->errors - before;
 }

@@ -720,6 +720,9 @@ static void parse_trigger(parser *p, ast_file *f)
                 } else if (p->tok.kind == T_DURATION) {
                     tr.limit = LIMIT_ONCE_PER;
                     tr.limit_ms = p->tok.ms;
+                    if (tr.limit_ms < RULE_MIN_ONCE_PER_MS)
+                        fail_at(p, &p->tok, "\"once per\" needs a window of at least 1s; for "
+                                            "shorter gaps use \"cooldown\"");
                     next(p);
                 } else {
                     expected(p, "\"user\" or a duration after \"once per\"");

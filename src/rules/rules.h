@@ -23,6 +23,8 @@ typedef struct rule_set rule_set;
 #define RULE_MAX_STACK 64
 #define RULE_PATH_LEN 8        /* features remembered for path ends / contains */
 #define RULE_MAX_WINDOW_CAP 256 /* events a windowed count can count exactly */
+#define RULE_DEFAULT_WINDOW_CAP 64 /* ... when it is not compared with a constant */
+#define RULE_MIN_ONCE_PER_MS 1000  /* shortest `limit once per` window */
 #define RULE_MAX_SEQ_STEPS 8
 #define RULE_MAX_ACTIONS 8
 #define RULE_MAX_NAME 128
@@ -164,7 +166,7 @@ typedef struct rule_trigger {
     const char *describe; /* the `on` clause, for explain: "on \"Feature Used\"" */
     const char *when_text; /* the `when` condition's source, or NULL */
     /* profile fields (byte offsets, -1 when unneeded) */
-    int off_last_fire;  /* int64: cooldown / once per */
+    int off_last_fire;  /* cooldown: int64 time; once per: uint32 window number + 1 */
     int bit_fired;      /* bit index: once per user has fired */
     int bit_idle;       /* bit index: on idle has fired in this quiet spell */
     int off_pending;    /* int64: absence deadline */

@@ -98,3 +98,10 @@ void trk_unpack(const char *p, trk_event *ev, const trk_schema *sc)
         get_value(&p, &ev->traits[i]);
 }
 
+
+void trk_packed_ids(const char *in, trk_str *user_id, trk_str *anon_id)
+{
+    const char *p = in + 9;
+    *user_id = get_str(&p);
+    *anon_id = get_str(&p);
+}

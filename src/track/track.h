@@ -90,5 +90,7 @@ const char *trk_kind_name(trk_kind k);
 size_t trk_packed_size(const trk_event *ev, const trk_schema *schema);
 void trk_pack(char *out, const trk_event *ev, const trk_schema *schema);
 void trk_unpack(const char *in, trk_event *ev, const trk_schema *schema);
+/* Reads just the ids of a packed event (for prefetching). */
+void trk_packed_ids(const char *in, trk_str *user_id, trk_str *anon_id);
 
 #endif

@@ -566,9 +566,10 @@ Test(check, windowed_count_capacity_comes_from_the_compared_constant)
     compile_ok("segment a { when count(\"A\", within: 5m) >= 3 }\n"
                "segment b { when 10 < count(\"A\", within: 1h) }\n"
                "segment c { when count(\"A\", within: 1m) == 0 }\n"
-               "segment d { when count(\"A\", within: 1m) > count(\"B\") }\n");
-    cr_assert_eq(RS->nwindows, 4);
-    cr_assert_eq(RS->windows[0].cap, 4);
+               "segment d { when count(\"A\", within: 2m) > count(\"B\") }\n"
+               "segment e { when count(\"A\", within: 5m) >= 7 }\n");
+    cr_assert_eq(RS->nwindows, 4, "the same count(X, within: W) shares one window");
+    cr_assert_eq(RS->windows[0].cap, 8, "the largest constant it is compared with, plus one");
     cr_assert_eq(RS->windows[0].within_ms, 5 * ONR_MINUTE_MS);
     cr_assert_eq(RS->windows[1].cap, 11);
     cr_assert_eq(RS->windows[2].cap, 1);
@@ -577,7 +578,7 @@ Test(check, windowed_count_capacity_comes_from_the_compared_constant)
     cr_assert_eq(RS->matchers[a].nwindows, 4);
     cr_assert_eq(RS->recent_window_ms, ONR_HOUR_MS);
     cr_assert_gt(RS->windows[1].off, RS->windows[0].off);
-    cr_assert_geq(RS->windows[1].off - RS->windows[0].off, 8 + 8 * 4);
+    cr_assert_geq(RS->windows[1].off - RS->windows[0].off, 8 + 8 * 8);
 }
 
 Test(check, path_length_is_the_longest_list)
