@@ -377,8 +377,7 @@ static uint64_t fire_id(const rule_trigger *t, const user *u, int64_t at, uint32
 {
     size_t n;
     const char *key = eng_user_key(u, &n);
-    uint64_t h = onr_hash64(t->name, strlen(t->name), 0x66697265);
-    h = onr_hash64(key, n, h);
+    uint64_t h = onr_hash64(key, n, t->name_hash);
     uint64_t tail[2] = {(uint64_t)at, nth};
     return onr_hash64(tail, sizeof(tail), h);
 }
@@ -434,7 +433,7 @@ static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t a
     bool held = false;
     if (t->holdout_bp > 0) {
         uint32_t seed = hdr(u)->seed;
-        uint64_t h = onr_hash64(&seed, sizeof(seed), onr_hash64(t->name, strlen(t->name), 7));
+        uint64_t h = onr_hash64(&seed, sizeof(seed), t->name_hash ^ 7);
         held = (int)(h % 10000) < t->holdout_bp;
     }
     rule_hdr *H = hdr(u);
@@ -475,11 +474,7 @@ static void end_session(eng *e, user *u, int64_t at, int64_t *next)
         e->xcause = "session end";
     for (int i = 0; i < rs->nsession_end; i++)
         fire_trigger(e, u, rs->session_end_triggers[i], NULL, at);
-    e->seg_dirty = 0;
-    for (int si = 0; si < rs->nsegments; si++)
-        for (int k = 0; k < rs->segments[si].nclauses; k++)
-            if (rs->segments[si].clauses[k].on == RULE_ON_SESSION_END)
-                e->seg_dirty |= UINT64_C(1) << si;
+    e->seg_dirty = rs->session_end_segments;
     eval_segments(e, u, NULL, RULE_ON_SESSION_END, next);
     e->xcause = saved;
 }
@@ -497,11 +492,7 @@ static void start_session(eng *e, user *u, int64_t ts, int64_t *next)
         e->xcause = "session start";
     for (int i = 0; i < rs->nsession_start; i++)
         fire_trigger(e, u, rs->session_start_triggers[i], NULL, ts);
-    e->seg_dirty = 0;
-    for (int si = 0; si < rs->nsegments; si++)
-        for (int k = 0; k < rs->segments[si].nclauses; k++)
-            if (rs->segments[si].clauses[k].on == RULE_ON_SESSION_START)
-                e->seg_dirty |= UINT64_C(1) << si;
+    e->seg_dirty = rs->session_start_segments;
     eval_segments(e, u, NULL, RULE_ON_SESSION_START, next);
     e->xcause = saved;
 }
@@ -987,8 +978,18 @@ void eng_process(eng *e, const trk_event *ev)
             if (t->where < 0 || rule_eval_bool(&env, t->where, NULL))
                 rp_set_i64(p, t->off_pending, ts + t->dur_ms);
         }
+        int cached_prop = -1;
+        uint64_t cached_hash = 0;
         for (int k = 0; k < m->ntriggers; k++) {
             const rule_trigger *t = &rs->triggers[m->triggers[k]];
+            if (t->key_prop >= 0 && !x) {
+                if (t->key_prop != cached_prop) {
+                    cached_prop = t->key_prop;
+                    cached_hash = rule_value_hash(&ev->props[cached_prop]);
+                }
+                if (cached_hash != t->key_hash)
+                    continue; /* its filter cannot hold */
+            }
             if (t->where >= 0) {
                 rule_env env = {.rs = rs, .ev = ev, .now_ms = e->clock};
                 if (!rule_eval_bool(&env, t->where, NULL))

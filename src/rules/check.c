@@ -949,6 +949,35 @@ static void check_segments(checker *c)
     c->cur_segment = -1;
 }
 
+/* A filter that starts with props.P == literal (alone or as the first of an `and` chain)
+ * is indexed by that literal: see rule_trigger.key_prop. */
+static void index_where(rule_trigger *t, const node *w)
+{
+    while (w->kind == N_BINARY && w->op == B_AND)
+        w = w->a;
+    if (w->kind != N_BINARY || w->op != B_EQ)
+        return;
+    const node *prop = w->a, *lit = w->b2;
+    if (prop->kind != N_NAME)
+        prop = w->b2, lit = w->a;
+    if (prop->kind != N_NAME || prop->slot < 0 || strchr(prop->str, '.') == NULL ||
+        strncmp(prop->str, "prop", 4) != 0)
+        return;
+    trk_value v = {0};
+    if (lit->kind == N_STR) {
+        v.type = TV_STR;
+        v.str.p = lit->str;
+        v.str.n = lit->str_len;
+    } else if (lit->kind == N_NUM) {
+        v.type = TV_NUM;
+        v.num = lit->num;
+    } else {
+        return;
+    }
+    t->key_prop = prop->slot;
+    t->key_hash = rule_value_hash(&v);
+}
+
 static void check_triggers(checker *c)
 {
     rule_set *rs = c->rs;
@@ -976,6 +1005,8 @@ static void check_triggers(checker *c)
         t->holdout_bp = a->holdout_bp;
         t->off_last_fire = t->off_pending = -1;
         t->bit_fired = t->bit_idle = -1;
+        t->key_prop = -1;
+        t->name_hash = onr_hash64(a->name, strlen(a->name), 0x66697265);
         c->cur_segment = -1;
         switch (a->on) {
         case ON_EVENT:
@@ -1028,6 +1059,7 @@ static void check_triggers(checker *c)
         if (a->where) {
             deps_reset(c);
             check_condition(c, a->where, CX_EVENT, "a `where` condition");
+            index_where(t, a->where);
         }
         if (a->when) {
             deps_reset(c);
@@ -1343,6 +1375,12 @@ int rule_check(ast_file *f, rule_set *rs, rdiag *diag)
             rs->every_event_segments |= UINT64_C(1) << i;
         if (rs->segments[i].timed)
             rs->timed_segments |= UINT64_C(1) << i;
+        for (int k = 0; k < rs->segments[i].nclauses; k++) {
+            if (rs->segments[i].clauses[k].on == RULE_ON_SESSION_START)
+                rs->session_start_segments |= UINT64_C(1) << i;
+            if (rs->segments[i].clauses[k].on == RULE_ON_SESSION_END)
+                rs->session_end_segments |= UINT64_C(1) << i;
+        }
     }
     for (int i = 0; i < rs->nwindows; i++)
         if (rs->windows[i].cap == 0)

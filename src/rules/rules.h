@@ -163,6 +163,11 @@ typedef struct rule_trigger {
     int holdout_bp; /* basis points: 10% = 1000 */
     rule_action actions[RULE_MAX_ACTIONS];
     int nactions;
+    /* a `where props.P == literal` filter, indexed: events whose P hashes differently
+     * skip the trigger without running its filter */
+    int key_prop;      /* schema prop id, or -1 */
+    uint64_t key_hash; /* rule_value_hash of the literal */
+    uint64_t name_hash; /* of the trigger's name: holdout groups and fire ids */
     const char *describe; /* the `on` clause, for explain: "on \"Feature Used\"" */
     const char *when_text; /* the `when` condition's source, or NULL */
     /* profile fields (byte offsets, -1 when unneeded) */
@@ -279,6 +284,8 @@ struct rule_set {
     int *absence_triggers, nabsence; /* triggers with a pending deadline */
     uint64_t every_event_segments;   /* segments re-evaluated on every event */
     uint64_t timed_segments;         /* segments that can change with time alone */
+    uint64_t session_start_segments; /* segments with a clause on session start */
+    uint64_t session_end_segments;   /* segments with a clause on session end */
     int *session_start_triggers, nsession_start;
     int *session_end_triggers, nsession_end;
     int *kind_matchers[TRK_KIND_COUNT]; /* matchers that match a kind regardless of name */
@@ -337,6 +344,10 @@ bool rule_eval_bool(const rule_env *env, int chunk, int64_t *next_ms);
 
 /* Formats a value for people: 3m12s, "settings", 2026-11-18T11:45:02.000Z, null. */
 void rval_format(const rule_set *rs, const rval *v, onr_buf *out);
+
+/* Hash of a property value for indexed filters: strings and numbers (1 and 1.0 alike);
+ * 0 for anything else, which no key has. */
+uint64_t rule_value_hash(const trk_value *v);
 
 /* Stable 32-bit hash of a feature name, as stored in the path. */
 uint32_t rule_feature_hash(const char *s, size_t n);

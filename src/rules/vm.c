@@ -13,6 +13,17 @@
 
 #define IN_NEGATE (1 << 24)
 
+uint64_t rule_value_hash(const trk_value *v)
+{
+    if (v->type == TV_STR)
+        return onr_hash64(v->str.p, v->str.n, 0x737472) | 1;
+    if (v->type == TV_NUM) {
+        double d = v->num == 0 ? 0.0 : v->num; /* -0 and 0 are equal */
+        return onr_hash64(&d, sizeof(d), 0x6e756d) | 1;
+    }
+    return 0;
+}
+
 uint32_t rule_feature_hash(const char *s, size_t n)
 {
     uint32_t h = (uint32_t)onr_hash64(s, n, 0x70617468);
