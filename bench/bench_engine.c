@@ -3,7 +3,7 @@
  * timed through eng_process on one core. Prints events/s, bytes per user and allocator
  * calls per event (malloc/calloc/realloc are wrapped by the linker for this binary).
  *
- *   bench_engine --rules FILE [--extra N] EVENTS.jsonl|-
+ *   bench_engine --rules FILE [--extra N] [--no-prefetch] EVENTS.jsonl|-
  *
  * --extra N appends N generated rules (triggers and segments over a mix of event names)
  * to FILE, to show that rules are indexed by event rather than scanned.
@@ -108,16 +108,20 @@ int main(int argc, char **argv)
 {
     const char *rules = NULL, *input = NULL;
     int extra = 0;
+    bool prefetch = true;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--rules") == 0 && i + 1 < argc)
             rules = argv[++i];
         else if (strcmp(argv[i], "--extra") == 0 && i + 1 < argc)
             extra = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-prefetch") == 0)
+            prefetch = false;
         else
             input = argv[i];
     }
     if (!rules || !input) {
-        fprintf(stderr, "usage: bench_engine --rules FILE [--extra N] EVENTS.jsonl\n");
+        fprintf(stderr, "usage: bench_engine --rules FILE [--extra N] [--no-prefetch] "
+                        "EVENTS.jsonl|-\n");
         return 2;
     }
     onr_buf src = {0}, errs = {0};
@@ -178,11 +182,11 @@ int main(int argc, char **argv)
     /* as a shard consuming its log would: a window of upcoming events is prefetched */
     trk_str uid, aid;
     for (size_t i = 0; i < count; i++) {
-        if (i + 12 < count) {
+        if (prefetch && i + 12 < count) {
             trk_packed_ids(packed.data + offs[i + 12], &uid, &aid);
             eng_prefetch(e, uid, aid, 0);
         }
-        if (i + 4 < count) {
+        if (prefetch && i + 4 < count) {
             trk_packed_ids(packed.data + offs[i + 4], &uid, &aid);
             eng_prefetch(e, uid, aid, 1);
         }
