@@ -391,7 +391,8 @@ static bool limit_allows(const rule_set *rs, const rule_trigger *t, const uint8_
     case LIMIT_ONCE:
         return !rp_bit(p, rs->layout.off_bits, t->bit_fired);
     case LIMIT_ONCE_PER:
-        return rp_u32(p, t->off_last_fire) != (uint32_t)(at / t->limit_ms + 1);
+        return rp_u32(p, t->off_last_fire) != (uint32_t)(at / t->limit_ms + 1) ||
+               !rp_bit(p, t->off_last_fire + 4, t->bit_once);
     case LIMIT_COOLDOWN: {
         int64_t last = rp_i64(p, t->off_last_fire);
         return !last || at - last >= t->limit_ms;
@@ -426,8 +427,14 @@ static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t a
     }
     if (t->limit == LIMIT_ONCE)
         rp_set_bit(p, rs->layout.off_bits, t->bit_fired, true);
-    else if (t->limit == LIMIT_ONCE_PER)
-        rp_set_u32(p, t->off_last_fire, (uint32_t)(at / t->limit_ms + 1));
+    else if (t->limit == LIMIT_ONCE_PER) {
+        uint32_t window = (uint32_t)(at / t->limit_ms + 1);
+        if (rp_u32(p, t->off_last_fire) != window) { /* a new window: every bit starts clear */
+            rp_set_u32(p, t->off_last_fire, window);
+            memset(p + t->off_last_fire + 4, 0, (size_t)t->once_group_bytes);
+        }
+        rp_set_bit(p, t->off_last_fire + 4, t->bit_once, true);
+    }
     else if (t->limit == LIMIT_COOLDOWN)
         rp_set_i64(p, t->off_last_fire, at);
     bool held = false;
@@ -691,9 +698,15 @@ static void merge(eng *e, user *from, user *to)
         if (t->limit == LIMIT_COOLDOWN)
             rp_set_i64(pb, t->off_last_fire,
                        ONR_MAX(rp_i64(pa, t->off_last_fire), rp_i64(pb, t->off_last_fire)));
-        else if (t->limit == LIMIT_ONCE_PER)
-            rp_set_u32(pb, t->off_last_fire,
-                       ONR_MAX(rp_u32(pa, t->off_last_fire), rp_u32(pb, t->off_last_fire)));
+        else if (t->limit == LIMIT_ONCE_PER && t->bit_once == 0) { /* once per group */
+            uint32_t wa = rp_u32(pa, t->off_last_fire), wb = rp_u32(pb, t->off_last_fire);
+            if (wa > wb)
+                memcpy(pb + t->off_last_fire, pa + t->off_last_fire,
+                       4 + (size_t)t->once_group_bytes);
+            else if (wa == wb)
+                for (int k = 0; k < t->once_group_bytes; k++)
+                    pb[t->off_last_fire + 4 + k] |= pa[t->off_last_fire + 4 + k];
+        }
         if (t->off_pending >= 0)
             rp_set_i64(pb, t->off_pending,
                        min_nonzero(rp_i64(pa, t->off_pending), rp_i64(pb, t->off_pending)));

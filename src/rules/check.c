@@ -1242,9 +1242,28 @@ static void plan_layout(checker *c)
     for (int i = 0; i < rs->nmatchers; i++)
         if (c->need[i] & NEED_COUNT)
             rs->matchers[i].off_count = place(&at, 4, 4);
-    for (int i = 0; i < rs->ntriggers; i++) /* once per D: the number of the last window */
-        if (rs->triggers[i].limit == LIMIT_ONCE_PER)
-            rs->triggers[i].off_last_fire = place(&at, 4, 4);
+    /* once per D: triggers with the same D share the number of the current window, and
+     * keep a bit each: fired in it */
+    for (int i = 0; i < rs->ntriggers; i++) {
+        rule_trigger *t = &rs->triggers[i];
+        if (t->limit != LIMIT_ONCE_PER || t->off_last_fire >= 0)
+            continue;
+        int n = 0;
+        for (int j = i; j < rs->ntriggers; j++)
+            if (rs->triggers[j].limit == LIMIT_ONCE_PER && rs->triggers[j].limit_ms == t->limit_ms)
+                n++;
+        int bytes = (n + 7) / 8;
+        int off = place(&at, 4 + (size_t)bytes, 4);
+        int bit = 0;
+        for (int j = i; j < rs->ntriggers; j++) {
+            rule_trigger *u = &rs->triggers[j];
+            if (u->limit == LIMIT_ONCE_PER && u->limit_ms == t->limit_ms) {
+                u->off_last_fire = off;
+                u->bit_once = bit++;
+                u->once_group_bytes = bytes;
+            }
+        }
+    }
     L->off_path = c->need_path ? place(&at, 4 + 4 * (size_t)c->path_len, 4) : -1;
     L->path_len = c->path_len;
     L->nbits = nbits;

@@ -46,9 +46,9 @@ typedef enum rv_type {
 const char *rv_type_name(rv_type t);
 
 typedef struct rval {
-    uint8_t t;   /* rv_type */
+    uint8_t t;  /* rv_type */
     bool b;
-    double rate; /* RT_DUR/RT_TIME: d(value)/d(now), for deadline planning; else 0 */
+    float rate; /* RT_DUR/RT_TIME: d(value)/d(now), for deadline planning; else 0 */
     union {
         double n;
         int64_t ms;
@@ -171,7 +171,11 @@ typedef struct rule_trigger {
     const char *describe; /* the `on` clause, for explain: "on \"Feature Used\"" */
     const char *when_text; /* the `when` condition's source, or NULL */
     /* profile fields (byte offsets, -1 when unneeded) */
-    int off_last_fire;  /* cooldown: int64 time; once per: uint32 window number + 1 */
+    int off_last_fire;  /* cooldown: int64 time of the last fire. once per: the offset of
+                         * its window group (uint32 window number + 1, then one bit per
+                         * trigger of that length: fired in that window) */
+    int bit_once;       /* once per: its bit in the group */
+    int once_group_bytes; /* once per: bytes of the group's bits */
     int bit_fired;      /* bit index: once per user has fired */
     int bit_idle;       /* bit index: on idle has fired in this quiet spell */
     int off_pending;    /* int64: absence deadline */

@@ -30,10 +30,14 @@ uint32_t rule_feature_hash(const char *s, size_t n)
     return h ? h : 1; /* 0 marks an empty slot */
 }
 
+/* Value constructors: each sets every field it reads later, and nothing more. */
 static inline rval v_null(void)
 {
     rval v;
-    memset(&v, 0, sizeof(v));
+    v.t = RT_NULL;
+    v.b = false;
+    v.rate = 0;
+    v.u.ms = 0;
     return v;
 }
 
@@ -47,18 +51,21 @@ static inline rval v_bool(bool b)
 
 static inline rval v_num(double n)
 {
-    rval v = v_null();
+    rval v;
     v.t = RT_NUM;
+    v.b = false;
+    v.rate = 0;
     v.u.n = n;
     return v;
 }
 
 static inline rval v_ms(uint8_t t, int64_t ms, double rate)
 {
-    rval v = v_null();
+    rval v;
     v.t = t;
+    v.b = false;
+    v.rate = (float)rate;
     v.u.ms = ms;
-    v.rate = rate;
     return v;
 }
 
@@ -362,7 +369,9 @@ bool rule_eval_bool(const rule_env *env, int chunk, int64_t *next_ms)
                     res = c == 1 || c == -1 || (c == 2 && l.t == RT_BOOL && r.t == RT_BOOL);
                 }
             } else {
-                int c = compare(&l, &r);
+                int c = l.t == RT_NUM && r.t == RT_NUM && !isnan(l.u.n) && !isnan(r.u.n)
+                            ? (l.u.n < r.u.n ? -1 : l.u.n > r.u.n)
+                            : compare(&l, &r);
                 switch (in->op) {
                 case OP_LT:
                     res = c == -1;
@@ -378,7 +387,8 @@ bool rule_eval_bool(const rule_env *env, int chunk, int64_t *next_ms)
                     break;
                 }
             }
-            plan(now, &l, &r, &next);
+            if (l.rate != r.rate)
+                plan(now, &l, &r, &next);
             LEAF(in->b, res, &l, &r);
             PUSH(v_bool(res));
             break;

@@ -948,3 +948,25 @@ Test(engine, stats_count_fires_and_timers)
     cr_assert_eq(s.events, 2);
     cr_assert_geq(s.timers_fired, 2);
 }
+
+Test(engine, once_per_limits_of_the_same_length_are_kept_per_trigger)
+{
+    /* a and b share a window group (1d), c has its own (1h); T0 is midnight UTC */
+    start("trigger a { on \"A\" limit once per 1d }\n"
+          "trigger b { on \"B\" limit once per 1d }\n"
+          "trigger c { on \"A\" limit once per 1h }\n");
+    track(T0, "u1", "A");
+    track(T0 + MIN, "u1", "B");
+    cr_assert_eq(fires("a", "u1"), 1);
+    cr_assert_eq(fires("b", "u1"), 1, "a's fire must not block b");
+    track(T0 + 2 * MIN, "u1", "A");
+    cr_assert_eq(fires("a", "u1"), 1);
+    cr_assert_eq(fires("c", "u1"), 1);
+    track(T0 + 2 * HOUR, "u1", "A");
+    cr_assert_eq(fires("a", "u1"), 1, "still the same day");
+    cr_assert_eq(fires("c", "u1"), 2, "a new hour");
+    track(T0 + 24 * HOUR + MIN, "u1", "B");
+    cr_assert_eq(fires("b", "u1"), 2, "a new day");
+    track(T0 + 24 * HOUR + 2 * MIN, "u1", "A");
+    cr_assert_eq(fires("a", "u1"), 2, "the new day's window cleared a's bit too");
+}
