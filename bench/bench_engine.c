@@ -53,17 +53,33 @@ static double now_s(void)
 /* Event names the generated rules use: the simulated stream's own, and product events a
  * real rule set also tracks that are rare or absent in it. */
 static const char *const names[] = {
-    "Feature Used",          "Onboarding Step Completed", "Button Clicked",
-    "Search Performed",      "API Error",                 "Signed Up",
-    "Invite Sent",           "Report Exported",           "Project Created",
-    "Billing Viewed",        "Integration Connected",     "Comment Added",
-    "Workspace Renamed",     "Plan Upgraded",             "Plan Downgraded",
-    "Teammate Removed",      "Export Failed",             "Template Applied",
-    "Dashboard Shared",      "Alert Configured",          "Token Created",
-    "Webhook Added",         "File Uploaded",             "Trial Extended",
+    "Feature Used",
+    "Onboarding Step Completed",
+    "Button Clicked",
+    "Search Performed",
+    "API Error",
+    "Signed Up",
+    "Invite Sent",
+    "Report Exported",
+    "Project Created",
+    "Billing Viewed",
+    "Integration Connected",
+    "Comment Added",
+    "Workspace Renamed",
+    "Plan Upgraded",
+    "Plan Downgraded",
+    "Teammate Removed",
+    "Export Failed",
+    "Template Applied",
+    "Dashboard Shared",
+    "Alert Configured",
+    "Token Created",
+    "Webhook Added",
+    "File Uploaded",
+    "Trial Extended",
 };
-static const char *const features[] = {"settings", "dashboard", "projects", "invite", "billing",
-                                       "reports",  "integrations", "search", "editor", "export"};
+static const char *const features[] = {"settings", "dashboard",    "projects", "invite", "billing",
+                                       "reports",  "integrations", "search",   "editor", "export"};
 
 /* Generated rules: 80 triggers and 20 segments over a spread of events and conditions. */
 static void extra_rules(onr_buf *b, int n)
@@ -158,8 +174,8 @@ int main(int argc, char **argv)
     ssize_t len;
     char err[256];
     while ((len = getline(&line, &linecap, in)) > 0) {
-        if (trk_decode(doc, line, (size_t)len - (line[len - 1] == '\n'), &rs->schema, -1, ev,
-                       err, sizeof(err)))
+        if (trk_decode(doc, line, (size_t)len - (line[len - 1] == '\n'), &rs->schema, -1, ev, err,
+                       sizeof(err)))
             continue;
         size_t sz = trk_packed_size(ev, &rs->schema);
         onr_buf_reserve(&packed, sz);
@@ -202,8 +218,8 @@ int main(int argc, char **argv)
            "bytes_per_user=%.0f profile_bytes=%zu outputs=%llu allocs=%llu "
            "allocs_per_event=%.6f\n",
            rules, extra, count, (unsigned long long)st.users, secs, (double)count / secs,
-           st.users ? (double)st.bytes / (double)st.users : 0.0, st.profile_bytes, outputs,
-           allocs, count ? (double)allocs / (double)count : 0.0);
+           st.users ? (double)st.bytes / (double)st.users : 0.0, st.profile_bytes, outputs, allocs,
+           count ? (double)allocs / (double)count : 0.0);
     eng_free(e);
     rule_free(rs);
     jdoc_free(doc);

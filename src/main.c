@@ -120,8 +120,7 @@ static int cmd_simulate(int argc, char **argv)
         } else if (strcmp(a, "--start") == 0) {
             const char *v = argv[++i];
             if (onr_time_parse(v, strlen(v), &o.start_ms)) {
-                fprintf(stderr, "onramp simulate: --start needs an ISO-8601 time, got \"%s\"\n",
-                        v);
+                fprintf(stderr, "onramp simulate: --start needs an ISO-8601 time, got \"%s\"\n", v);
                 return 2;
             }
         } else if (strcmp(a, "--spread") == 0) {

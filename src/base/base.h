@@ -18,8 +18,8 @@ extern "C" {
 /* Errors are negative codes, 0 is success (like libuv); -errno values pass through. */
 enum {
     ONR_OK = 0,
-    ONR_E_PARSE = -10001,  /* malformed input */
-    ONR_E_LIMIT = -10002,  /* a documented limit was exceeded */
+    ONR_E_PARSE = -10001,   /* malformed input */
+    ONR_E_LIMIT = -10002,   /* a documented limit was exceeded */
     ONR_E_INVALID = -10003, /* well-formed but not acceptable */
     ONR_E_NOTFOUND = -10004,
 };

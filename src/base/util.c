@@ -58,8 +58,8 @@ int onr_time_parse(const char *s, size_t n, int64_t *out_ms)
 {
     int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0;
     static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (digits(s, n, 0, 4, &y) || n < 10 || s[4] != '-' || digits(s, n, 5, 2, &mo) ||
-        s[7] != '-' || digits(s, n, 8, 2, &d))
+    if (digits(s, n, 0, 4, &y) || n < 10 || s[4] != '-' || digits(s, n, 5, 2, &mo) || s[7] != '-' ||
+        digits(s, n, 8, 2, &d))
         return ONR_E_PARSE;
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
@@ -70,8 +70,7 @@ int onr_time_parse(const char *s, size_t n, int64_t *out_ms)
         if (s[i] != 'T' && s[i] != 't' && s[i] != ' ')
             return ONR_E_PARSE;
         i++;
-        if (digits(s, n, i, 2, &h) || i + 2 >= n || s[i + 2] != ':' ||
-            digits(s, n, i + 3, 2, &mi))
+        if (digits(s, n, i, 2, &h) || i + 2 >= n || s[i + 2] != ':' || digits(s, n, i + 3, 2, &mi))
             return ONR_E_PARSE;
         i += 5;
         if (i < n && s[i] == ':') {
@@ -139,8 +138,8 @@ void onr_time_format(int64_t ms, char out[32])
     int f = (int)(rem % 1000);
     if (y < 0 || y > 9999)
         y = y < 0 ? 0 : 9999;
-    snprintf(out, 32, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", (int)y % 10000, m % 13, d % 32,
-             h % 24, mi % 60, s % 60, f % 1000);
+    snprintf(out, 32, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", (int)y % 10000, m % 13, d % 32, h % 24,
+             mi % 60, s % 60, f % 1000);
 }
 
 void onr_duration_format(int64_t ms, char *out, size_t cap)

@@ -92,23 +92,23 @@ static void note_explain(eng *e, user *u, trk_str key)
 }
 
 /* Open addressing with linear probing, at most 70% full; deletion shifts back. */
-#define GROW(e, tab, mask, count, type, used)                                                  \
-    do {                                                                                       \
-        if (((count) + 1) * 10 > ((mask) + 1) * 7) {                                           \
-            size_t oldcap_ = (mask) + 1, cap_ = oldcap_ * 2;                                   \
-            type *old_ = (tab);                                                                \
-            (tab) = onr_calloc(cap_, sizeof(type));                                            \
-            (mask) = cap_ - 1;                                                                 \
-            for (size_t i_ = 0; i_ < oldcap_; i_++) {                                          \
-                if (!old_[i_].used)                                                            \
-                    continue;                                                                  \
-                size_t j_ = old_[i_].hash & (mask);                                            \
-                while ((tab)[j_].used)                                                         \
-                    j_ = (j_ + 1) & (mask);                                                    \
-                (tab)[j_] = old_[i_];                                                          \
-            }                                                                                  \
-            onr_free(old_);                                                                    \
-        }                                                                                      \
+#define GROW(e, tab, mask, count, type, used)                                                      \
+    do {                                                                                           \
+        if (((count) + 1) * 10 > ((mask) + 1) * 7) {                                               \
+            size_t oldcap_ = (mask) + 1, cap_ = oldcap_ * 2;                                       \
+            type *old_ = (tab);                                                                    \
+            (tab) = onr_calloc(cap_, sizeof(type));                                                \
+            (mask) = cap_ - 1;                                                                     \
+            for (size_t i_ = 0; i_ < oldcap_; i_++) {                                              \
+                if (!old_[i_].used)                                                                \
+                    continue;                                                                      \
+                size_t j_ = old_[i_].hash & (mask);                                                \
+                while ((tab)[j_].used)                                                             \
+                    j_ = (j_ + 1) & (mask);                                                        \
+                (tab)[j_] = old_[i_];                                                              \
+            }                                                                                      \
+            onr_free(old_);                                                                        \
+        }                                                                                          \
     } while (0)
 
 static void index_put(eng *e, user *u, trk_str key)
@@ -320,7 +320,7 @@ static bool any_clause(eng *e, user *u, int si, bool enter, const trk_event *ev,
             ok = eval(e, u, c->when, ev, c->on == -1 && s->timed ? next : NULL);
         if (x)
             xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], ok,
-                  c->when >= 0 ? "the condition" : "the clause");
+                   c->when >= 0 ? "the condition" : "the clause");
         if (ok)
             return true;
     }
@@ -434,8 +434,7 @@ static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t a
             memset(p + t->off_last_fire + 4, 0, (size_t)t->once_group_bytes);
         }
         rp_set_bit(p, t->off_last_fire + 4, t->bit_once, true);
-    }
-    else if (t->limit == LIMIT_COOLDOWN)
+    } else if (t->limit == LIMIT_COOLDOWN)
         rp_set_i64(p, t->off_last_fire, at);
     bool held = false;
     if (t->holdout_bp > 0) {
@@ -650,8 +649,8 @@ static void merge(eng *e, user *from, user *to)
         if (m->off_count >= 0)
             rp_set_u32(pb, m->off_count, rp_u32(pa, m->off_count) + rp_u32(pb, m->off_count));
         if (m->off_first >= 0)
-            rp_set_i64(pb, m->off_first, min_nonzero(rp_i64(pa, m->off_first),
-                                                     rp_i64(pb, m->off_first)));
+            rp_set_i64(pb, m->off_first,
+                       min_nonzero(rp_i64(pa, m->off_first), rp_i64(pb, m->off_first)));
         if (m->off_last >= 0)
             rp_set_i64(pb, m->off_last, ONR_MAX(rp_i64(pa, m->off_last), rp_i64(pb, m->off_last)));
     }

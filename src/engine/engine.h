@@ -16,7 +16,11 @@
 
 typedef struct eng eng;
 
-typedef enum eng_out_kind { EO_SEGMENT_ENTERED = 0, EO_SEGMENT_EXITED, EO_TRIGGER_FIRED } eng_out_kind;
+typedef enum eng_out_kind {
+    EO_SEGMENT_ENTERED = 0,
+    EO_SEGMENT_EXITED,
+    EO_TRIGGER_FIRED
+} eng_out_kind;
 
 /* One output: a segment change or a fire. Strings are valid during the sink call only. */
 typedef struct eng_out {
@@ -62,11 +66,11 @@ int64_t eng_clock(const eng *e);
 
 typedef struct eng_stats {
     uint64_t events;
-    uint64_t users;    /* profiles, merged ones excluded */
-    uint64_t merges;   /* identity merges */
+    uint64_t users;  /* profiles, merged ones excluded */
+    uint64_t merges; /* identity merges */
     uint64_t fires, held_out, segment_changes;
     uint64_t timers_fired;
-    size_t bytes;      /* memory for users: profiles, index, keys */
+    size_t bytes;         /* memory for users: profiles, index, keys */
     size_t profile_bytes; /* bytes of one profile (the rules' layout + engine header) */
 } eng_stats;
 

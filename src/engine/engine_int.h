@@ -15,9 +15,9 @@ typedef struct user user;
 #define KEY_OUTLINE 0xff
 
 struct user {
-    tmr_node timer; /* the user's one timer: at or before its earliest deadline */
-    uint8_t klen;   /* canonical key length, or KEY_OUTLINE */
-    char key[KEY_INLINE]; /* the canonical key: userId once known, else anonymousId */
+    tmr_node timer;             /* the user's one timer: at or before its earliest deadline */
+    uint8_t klen;               /* canonical key length, or KEY_OUTLINE */
+    char key[KEY_INLINE];       /* the canonical key: userId once known, else anonymousId */
     _Alignas(8) uint8_t prof[]; /* rule_layout bytes; rule_hdr first */
 };
 
@@ -44,9 +44,9 @@ typedef struct xrec {
     uint64_t evals, passes;
     uint64_t fires, held_out, limited;
     int64_t first_fire_ms, last_fire_ms;
-    int64_t last_ms;  /* last evaluation */
+    int64_t last_ms; /* last evaluation */
     bool last_result;
-    onr_buf last;     /* the last evaluation: cause, conditions, values */
+    onr_buf last; /* the last evaluation: cause, conditions, values */
 } xrec;
 
 #define XSEG_SLOTS 17 /* per segment: live condition + up to 16 clauses */

@@ -109,8 +109,9 @@ void eng_explain(const eng *e, onr_buf *out)
             if (r->evals) {
                 onr_buf_put(out, r->last.data, r->last.len);
             } else if (c->enter == member) {
-                onr_buf_printf(out, "    not evaluated: it applies only while the user is %s "
-                                    "the segment\n",
+                onr_buf_printf(out,
+                               "    not evaluated: it applies only while the user is %s "
+                               "the segment\n",
                                c->enter ? "outside" : "in");
             } else if (c->on >= 0) {
                 never_seen(e, out, rs->matchers[c->on].display);

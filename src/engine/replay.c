@@ -17,6 +17,7 @@
 
 #define READ_CHUNK (4 * 1024 * 1024)
 #define POOL_CHUNK (1024 * 1024)
+#define READY_MAX 32
 
 void replay_opts_default(replay_opts *o)
 {
@@ -163,6 +164,9 @@ typedef struct rctx {
     uint64_t seq;
     int64_t max_ts;
     trk_event *ev;
+    hent ready[READY_MAX]; /* left the buffer, not yet run */
+    int nready;
+    int64_t released_ts; /* time of the last event that left the buffer */
     uint64_t lines, bad, late, forced;
     const char *name;
     int io_error;
@@ -194,15 +198,17 @@ static void sink(void *ctx, const eng_out *o)
         for (int i = 0; i < t->nactions; i++) {
             if (i)
                 onr_buf_putc(b, ',');
-            onr_buf_puts(b, t->actions[i].kind == ACT_WEBHOOK ? "{\"type\":\"webhook\",\"destination\":"
-                                                              : "{\"type\":\"cue\",\"name\":");
+            onr_buf_puts(b, t->actions[i].kind == ACT_WEBHOOK
+                                ? "{\"type\":\"webhook\",\"destination\":"
+                                : "{\"type\":\"cue\",\"name\":");
             jw_strz(b, t->actions[i].name);
             onr_buf_putc(b, '}');
         }
         onr_buf_printf(b, "],\"held_out\":%s}\n", o->held_out ? "true" : "false");
     } else {
-        onr_buf_puts(b, o->kind == EO_SEGMENT_ENTERED ? "{\"type\":\"segment.entered\",\"segment\":"
-                                                       : "{\"type\":\"segment.exited\",\"segment\":");
+        onr_buf_puts(b, o->kind == EO_SEGMENT_ENTERED
+                            ? "{\"type\":\"segment.entered\",\"segment\":"
+                            : "{\"type\":\"segment.exited\",\"segment\":");
         jw_strz(b, rs->segments[o->segment].name);
         onr_buf_puts(b, ",\"user\":");
         jw_str(b, o->user, o->user_len);
@@ -214,20 +220,42 @@ static void sink(void *ctx, const eng_out *o)
         flush_out(c);
 }
 
+/* Events leave the reorder buffer in order into a small batch; a batch is run with its
+ * users' memory prefetched first, so that their cache misses overlap. The engine sees the
+ * same events in the same order either way. */
+static void run_ready(rctx *c)
+{
+    trk_str uid, aid;
+    for (int stage = 0; stage < 2; stage++)
+        for (int i = 0; i < c->nready; i++) {
+            trk_packed_ids(c->ready[i].data, &uid, &aid);
+            eng_prefetch(c->e, uid, aid, stage);
+        }
+    for (int i = 0; i < c->nready; i++) {
+        trk_unpack(c->ready[i].data, c->ev, &c->rs->schema);
+        eng_process(c->e, c->ev);
+        pool_release(&c->pl, c->ready[i].chunk);
+    }
+    c->nready = 0;
+}
+
 static void release(rctx *c)
 {
     hent h = heap_pop(&c->hp);
-    trk_unpack(h.data, c->ev, &c->rs->schema);
-    eng_process(c->e, c->ev);
-    pool_release(&c->pl, h.chunk);
+    c->released_ts = h.ts;
+    c->ready[c->nready++] = h;
+    if (c->nready == READY_MAX)
+        run_ready(c);
 }
 
 static void offer(rctx *c, const trk_event *ev)
 {
-    int64_t clock = eng_clock(c->e);
+    int64_t clock = ONR_MAX(eng_clock(c->e), c->released_ts);
     if (ev->ts_ms < clock) {
-        /* a straggler: later than the reorder window allows; processed at once */
+        /* a straggler: later than the reorder window allows; processed at once, after
+         * everything that left the buffer before it */
         c->late++;
+        run_ready(c);
         eng_process(c->e, ev);
         return;
     }
@@ -319,6 +347,7 @@ int replay_run(const replay_opts *o, FILE *out, FILE *err)
         eo.session_timeout_ms = o->session_timeout_ms;
     c.e = eng_new(rs, &eo, sink, &c);
     c.max_ts = INT64_MIN;
+    c.released_ts = INT64_MIN;
     jdoc *doc = jdoc_new(TRK_MAX_MESSAGE_BYTES);
     trk_event *ev = onr_calloc(1, sizeof(trk_event));
 
@@ -381,8 +410,10 @@ int replay_run(const replay_opts *o, FILE *out, FILE *err)
             if (!skipping) {
                 lineno++;
                 c.lines++;
-                snprintf(msg, sizeof(msg), "line is longer than %d bytes; a message may have "
-                                           "at most %d bytes", READ_CHUNK, TRK_MAX_MESSAGE_BYTES);
+                snprintf(msg, sizeof(msg),
+                         "line is longer than %d bytes; a message may have "
+                         "at most %d bytes",
+                         READ_CHUNK, TRK_MAX_MESSAGE_BYTES);
                 if (line_error(&c, lineno, msg)) {
                     rc = 1;
                     goto done;
@@ -405,6 +436,7 @@ int replay_run(const replay_opts *o, FILE *out, FILE *err)
     }
     while (c.hp.n)
         release(&c);
+    run_ready(&c);
     if (o->drain)
         eng_drain(c.e);
     flush_out(&c);
@@ -428,8 +460,9 @@ int replay_run(const replay_opts *o, FILE *out, FILE *err)
         fprintf(err, "onramp replay: %llu bad line%s skipped\n", (unsigned long long)c.bad,
                 c.bad == 1 ? "" : "s");
     if (c.late)
-        fprintf(err, "onramp replay: %llu event%s arrived later than --lateness allows and %s "
-                     "processed at once\n",
+        fprintf(err,
+                "onramp replay: %llu event%s arrived later than --lateness allows and %s "
+                "processed at once\n",
                 (unsigned long long)c.late, c.late == 1 ? "" : "s", c.late == 1 ? "was" : "were");
     if (c.forced)
         fprintf(err, "onramp replay: the reorder buffer was full %llu time%s (--max-buffer)\n",
@@ -459,13 +492,15 @@ int replay_run(const replay_opts *o, FILE *out, FILE *err)
                     st.users ? 100.0 * (double)sizes[i] / (double)st.users : 0.0);
         fprintf(err, "\ntrigger                fires  held out\n");
         for (int i = 0; i < rs->ntriggers; i++)
-            fprintf(err, "%-20s %7llu  %8llu\n", rs->triggers[i].name,
-                    (unsigned long long)fires[i], (unsigned long long)held[i]);
+            fprintf(err, "%-20s %7llu  %8llu\n", rs->triggers[i].name, (unsigned long long)fires[i],
+                    (unsigned long long)held[i]);
         onr_free(sizes);
         onr_free(fires);
         onr_free(held);
     }
 done:
+    if (c.nready) /* they left the buffer before the stop: as if run one by one */
+        run_ready(&c);
     flush_out(&c); /* what was processed before a --strict stop is still written */
     fflush(out);
     onr_free(buf);
@@ -570,8 +605,10 @@ int replay_main(int argc, char **argv)
         } else if (strcmp(a, "--lateness") == 0 || strcmp(a, "--session-timeout") == 0) {
             int64_t ms;
             if (replay_parse_duration(argv[i + 1], &ms)) {
-                fprintf(stderr, "onramp replay: %s needs a duration like 90s, 2m or 1h, got "
-                                "\"%s\"\n", a, argv[i + 1]);
+                fprintf(stderr,
+                        "onramp replay: %s needs a duration like 90s, 2m or 1h, got "
+                        "\"%s\"\n",
+                        a, argv[i + 1]);
                 return 2;
             }
             if (a[2] == 'l')
@@ -586,8 +623,10 @@ int replay_main(int argc, char **argv)
             char *end;
             unsigned long long v = strtoull(argv[++i], &end, 10);
             if (*end || v == 0 || argv[i][0] == '-') {
-                fprintf(stderr, "onramp replay: --max-buffer needs a positive number, got "
-                                "\"%s\"\n", argv[i]);
+                fprintf(stderr,
+                        "onramp replay: --max-buffer needs a positive number, got "
+                        "\"%s\"\n",
+                        argv[i]);
                 return 2;
             }
             o.max_buffer = v;
@@ -606,8 +645,7 @@ int replay_main(int argc, char **argv)
         } else if (strcmp(a, "--no-progress") == 0) {
             o.progress = 0;
         } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "onramp replay: unknown option \"%s\" (see onramp replay --help)\n",
-                    a);
+            fprintf(stderr, "onramp replay: unknown option \"%s\" (see onramp replay --help)\n", a);
             return 2;
         } else if (!o.input_path) {
             o.input_path = a;

@@ -37,8 +37,18 @@ enum { NEED_COUNT = 1, NEED_FIRST = 2, NEED_LAST = 4 };
 
 static const char *const functions[] = {"count", "first", "last", "since", "seq", "in_segment"};
 static const char *const builtins[] = {
-    "idle", "age", "start", "now", "step", "completed", "time_to_first_action",
-    "session.duration", "session.events", "session.number", "path", "event",
+    "idle",
+    "age",
+    "start",
+    "now",
+    "step",
+    "completed",
+    "time_to_first_action",
+    "session.duration",
+    "session.events",
+    "session.number",
+    "path",
+    "event",
 };
 static const char *const namespaces[] = {"props", "properties", "trait", "traits", "session"};
 static const char *const kinds[] = {"track", "identify", "page", "screen", "group", "alias"};
@@ -248,8 +258,7 @@ static int resolve_ref(checker *c, ref *r)
         return -1;
     }
     if (r->matcher < 0)
-        ref_error(c, r, "too many distinct events and labels (the limit is %d)",
-                  RULE_MAX_MATCHERS);
+        ref_error(c, r, "too many distinct events and labels (the limit is %d)", RULE_MAX_MATCHERS);
     return r->matcher;
 }
 
@@ -347,13 +356,16 @@ static uint8_t check_call(checker *c, node *n, ctx_kind cx)
 {
     const char *f = n->str;
     if (cx == CX_EVENT && strcmp(f, "in_segment") != 0) {
-        node_error(c, n, "%s() reads the user's history, but this condition sees only the "
-                         "event (label and `where` conditions)", f);
+        node_error(c, n,
+                   "%s() reads the user's history, but this condition sees only the "
+                   "event (label and `where` conditions)",
+                   f);
         return RT_NULL;
     }
     if (cx == CX_EVENT) {
-        node_error(c, n, "in_segment() reads the user's profile, but this condition sees only "
-                         "the event");
+        node_error(c, n,
+                   "in_segment() reads the user's profile, but this condition sees only "
+                   "the event");
         return RT_NULL;
     }
     if (strcmp(f, "in_segment") == 0) {
@@ -391,8 +403,10 @@ static uint8_t check_call(checker *c, node *n, ctx_kind cx)
         if (hint)
             node_error(c, n, "unknown function \"%s\" (did you mean \"%s\"?)", f, hint);
         else
-            node_error(c, n, "unknown function \"%s\": the functions are count, first, last, "
-                             "since, seq and in_segment", f);
+            node_error(c, n,
+                       "unknown function \"%s\": the functions are count, first, last, "
+                       "since, seq and in_segment",
+                       f);
         return RT_NULL;
     }
     if (is_seq) {
@@ -473,9 +487,11 @@ static uint8_t check_name(checker *c, node *n, ctx_kind cx)
         if ((ns == 5 && memcmp(s, "props", 5) == 0) ||
             (ns == 10 && memcmp(s, "properties", 10) == 0)) {
             if (cx == CX_PROFILE) {
-                node_error(c, n, "%s is a property of an event, but this condition is not "
-                                 "evaluated at an event: anchor it (\"enter on \\\"Event\\\" "
-                                 "when ...\")", s);
+                node_error(c, n,
+                           "%s is a property of an event, but this condition is not "
+                           "evaluated at an event: anchor it (\"enter on \\\"Event\\\" "
+                           "when ...\")",
+                           s);
                 return RT_ANY;
             }
             n->slot = schema_prop(c, n, rest);
@@ -483,8 +499,9 @@ static uint8_t check_name(checker *c, node *n, ctx_kind cx)
         }
         if ((ns == 5 && memcmp(s, "trait", 5) == 0) || (ns == 6 && memcmp(s, "traits", 6) == 0)) {
             if (cx == CX_EVENT) {
-                node_error(c, n, "traits belong to the user's profile, but this condition sees "
-                                 "only the event");
+                node_error(c, n,
+                           "traits belong to the user's profile, but this condition sees "
+                           "only the event");
                 return RT_ANY;
             }
             if (strchr(rest, '.')) {
@@ -497,8 +514,10 @@ static uint8_t check_name(checker *c, node *n, ctx_kind cx)
         }
         if (ns == 7 && memcmp(s, "session", 7) == 0) {
             if (cx == CX_EVENT) {
-                node_error(c, n, "%s reads the user's profile, but this condition sees only "
-                                 "the event", s);
+                node_error(c, n,
+                           "%s reads the user's profile, but this condition sees only "
+                           "the event",
+                           s);
                 return RT_NULL;
             }
             c->dep_every_event = true;
@@ -509,11 +528,12 @@ static uint8_t check_name(checker *c, node *n, ctx_kind cx)
             static const char *const fields[] = {"duration", "events", "number"};
             const char *hint = rule_suggest(rest, fields, 3);
             if (hint)
-                node_error(c, n, "unknown session field \"%s\" (did you mean \"%s\"?)", rest,
-                           hint);
+                node_error(c, n, "unknown session field \"%s\" (did you mean \"%s\"?)", rest, hint);
             else
-                node_error(c, n, "unknown session field \"%s\": session has duration, events "
-                                 "and number", rest);
+                node_error(c, n,
+                           "unknown session field \"%s\": session has duration, events "
+                           "and number",
+                           rest);
             return RT_NULL;
         }
         char nsname[64];
@@ -523,22 +543,27 @@ static uint8_t check_name(checker *c, node *n, ctx_kind cx)
             node_error(c, n, "unknown property namespace \"%s\" (did you mean \"%s\"?)", nsname,
                        hint);
         else
-            node_error(c, n, "unknown property namespace \"%s\": use props.NAME, trait.NAME or "
-                             "session.FIELD", nsname);
+            node_error(c, n,
+                       "unknown property namespace \"%s\": use props.NAME, trait.NAME or "
+                       "session.FIELD",
+                       nsname);
         return RT_NULL;
     }
     if (strcmp(s, "event") == 0) {
         if (cx == CX_PROFILE) {
-            node_error(c, n, "\"event\" is the current event's name, but this condition is not "
-                             "evaluated at an event");
+            node_error(c, n,
+                       "\"event\" is the current event's name, but this condition is not "
+                       "evaluated at an event");
         }
         return RT_STR;
     }
     if (cx == CX_EVENT) {
         for (size_t i = 0; i < ONR_ARRAY_LEN(builtins); i++)
             if (strcmp(builtins[i], s) == 0) {
-                node_error(c, n, "\"%s\" reads the user's profile, but this condition sees only "
-                                 "the event (label and `where` conditions)", s);
+                node_error(c, n,
+                           "\"%s\" reads the user's profile, but this condition sees only "
+                           "the event (label and `where` conditions)",
+                           s);
                 return RT_NULL;
             }
     }
@@ -583,8 +608,10 @@ static uint8_t check_name(checker *c, node *n, ctx_kind cx)
             return RT_NULL;
         }
     if (label_index(c, s) >= 0 || kind_of(s) >= 0) {
-        node_error(c, n, "\"%s\" is an event label; use it inside count(), first(), last() or "
-                         "since()", s);
+        node_error(c, n,
+                   "\"%s\" is an event label; use it inside count(), first(), last() or "
+                   "since()",
+                   s);
         return RT_NULL;
     }
     if (segment_index(c, s) >= 0) {
@@ -653,11 +680,24 @@ static bool comparable(uint8_t a, uint8_t b, bool ordered)
 static uint8_t check_binary(checker *c, node *n, ctx_kind cx)
 {
     static const char *const opname[] = {
-        [B_AND] = "and",   [B_OR] = "or", [B_EQ] = "==",   [B_NE] = "!=",  [B_LT] = "<",
-        [B_LE] = "<=",     [B_GT] = ">",  [B_GE] = ">=",   [B_ADD] = "+",  [B_SUB] = "-",
-        [B_MUL] = "*",     [B_DIV] = "/", [B_IN] = "in",   [B_NOT_IN] = "not in",
-        [B_STARTS_WITH] = "starts_with",  [B_ENDS_WITH] = "ends_with",
-        [B_CONTAINS] = "contains",        [B_COALESCE] = "??",
+        [B_AND] = "and",
+        [B_OR] = "or",
+        [B_EQ] = "==",
+        [B_NE] = "!=",
+        [B_LT] = "<",
+        [B_LE] = "<=",
+        [B_GT] = ">",
+        [B_GE] = ">=",
+        [B_ADD] = "+",
+        [B_SUB] = "-",
+        [B_MUL] = "*",
+        [B_DIV] = "/",
+        [B_IN] = "in",
+        [B_NOT_IN] = "not in",
+        [B_STARTS_WITH] = "starts_with",
+        [B_ENDS_WITH] = "ends_with",
+        [B_CONTAINS] = "contains",
+        [B_COALESCE] = "??",
     };
     uint8_t l = check_expr(c, n->a, cx);
     if (n->op == B_IN || n->op == B_NOT_IN) {
@@ -699,15 +739,17 @@ static uint8_t check_binary(checker *c, node *n, ctx_kind cx)
     case B_ENDS_WITH:
     case B_CONTAINS:
         if ((l != RT_STR && l != RT_ANY) || (r != RT_STR && r != RT_ANY))
-            node_error(c, n, "type mismatch: \"%s\" needs strings, got %s and %s",
-                       opname[n->op], rv_type_name(l), rv_type_name(r));
+            node_error(c, n, "type mismatch: \"%s\" needs strings, got %s and %s", opname[n->op],
+                       rv_type_name(l), rv_type_name(r));
         return RT_BOOL;
     case B_COALESCE:
         if (l == RT_ANY || l == RT_NULL)
             return r;
         if (r != RT_ANY && r != RT_NULL && r != l)
-            node_error(c, n, "type mismatch: \"??\" needs the same type on both sides, got %s "
-                             "and %s", rv_type_name(l), rv_type_name(r));
+            node_error(c, n,
+                       "type mismatch: \"??\" needs the same type on both sides, got %s "
+                       "and %s",
+                       rv_type_name(l), rv_type_name(r));
         return l;
     case B_ADD:
         if (is_numeric_like(l) && is_numeric_like(r))
@@ -797,8 +839,9 @@ static uint8_t check_expr(checker *c, node *n, ctx_kind cx)
         break;
     case N_PATH:
         if (cx == CX_EVENT) {
-            node_error(c, n, "path reads the user's profile, but this condition sees only the "
-                             "event");
+            node_error(c, n,
+                       "path reads the user's profile, but this condition sees only the "
+                       "event");
             break;
         }
         check_list(c, n->a, true);
@@ -866,8 +909,8 @@ static void check_duplicates(checker *c)
                 first = j;
         if (first >= 0)
             rdiag_error(c->diag, d[i].line, d[i].col, (int)strlen(d[i].name),
-                        "%s \"%s\" is already declared as a %s at line %d", d[i].kind,
-                        d[i].name, d[first].kind, d[first].line);
+                        "%s \"%s\" is already declared as a %s at line %d", d[i].kind, d[i].name,
+                        d[first].kind, d[first].line);
     }
     onr_free(d);
 }
@@ -931,8 +974,8 @@ static void check_segments(checker *c)
                 if (rc->on == -1)
                     rc->on = -4; /* unresolved; an error was reported */
                 if (rc->on >= 0)
-                    add_int(&rs->matchers[rc->on].seg_clauses,
-                            &rs->matchers[rc->on].nseg_clauses, i << 8 | k);
+                    add_int(&rs->matchers[rc->on].seg_clauses, &rs->matchers[rc->on].nseg_clauses,
+                            i << 8 | k);
             }
             if (ac->when) {
                 deps_reset(c);
@@ -1013,21 +1056,19 @@ static void check_triggers(checker *c)
         case ON_ABSENCE:
             t->matcher = resolve_ref(c, a->ev);
             if (t->matcher >= 0 && a->on == ON_EVENT)
-                add_int(&rs->matchers[t->matcher].triggers, &rs->matchers[t->matcher].ntriggers,
-                        i);
+                add_int(&rs->matchers[t->matcher].triggers, &rs->matchers[t->matcher].ntriggers, i);
             if (a->on == ON_ABSENCE) {
                 add_int(&rs->absence_triggers, &rs->nabsence, i);
                 t->unless_matcher = resolve_ref(c, a->unless);
                 if (t->matcher >= 0)
-                    add_int(&rs->matchers[t->matcher].absences,
-                            &rs->matchers[t->matcher].nabsences, i);
+                    add_int(&rs->matchers[t->matcher].absences, &rs->matchers[t->matcher].nabsences,
+                            i);
                 if (t->unless_matcher >= 0)
                     add_int(&rs->matchers[t->unless_matcher].unlesses,
                             &rs->matchers[t->unless_matcher].nunlesses, i);
                 if (a->dur_ms <= 0)
                     rdiag_error(c->diag, a->line, a->col, (int)strlen(a->name),
-                                "the \"within\" of trigger \"%s\" must be longer than 0",
-                                a->name);
+                                "the \"within\" of trigger \"%s\" must be longer than 0", a->name);
             }
             break;
         case ON_IDLE:
@@ -1107,8 +1148,7 @@ static void check_labels(checker *c)
         int id = add_matcher(c, l->name);
         if (id < 0) {
             rdiag_error(c->diag, l->line, l->col, (int)strlen(l->name),
-                        "too many labels (the limit is %d)",
-                        RULE_MAX_MATCHERS);
+                        "too many labels (the limit is %d)", RULE_MAX_MATCHERS);
             return;
         }
         for (int k = 0; k < l->npats; k++) {
@@ -1123,9 +1163,11 @@ static void check_labels(checker *c)
                         ref_error(c, r, "unknown message kind \"%s\" (did you mean \"%s\"?)",
                                   r->name, hint);
                     else
-                        ref_error(c, r, "a label matches event names in quotes or the kinds "
-                                        "track, page, screen, identify, group, alias, any; "
-                                        "found \"%s\"", r->name);
+                        ref_error(c, r,
+                                  "a label matches event names in quotes or the kinds "
+                                  "track, page, screen, identify, group, alias, any; "
+                                  "found \"%s\"",
+                                  r->name);
                     continue;
                 }
                 rs->matchers[id].kinds |=
@@ -1152,7 +1194,8 @@ static void check_dests(checker *c)
         d->name = a->name;
         d->line = a->line;
         d->nsettings = a->nsettings;
-        d->settings = onr_arena_alloc(&rs->arena, sizeof(rule_setting) * (size_t)(a->nsettings + 1));
+        d->settings =
+            onr_arena_alloc(&rs->arena, sizeof(rule_setting) * (size_t)(a->nsettings + 1));
         for (int k = 0; k < a->nsettings; k++) {
             ast_setting *s = &a->settings[k];
             rule_setting *o = &d->settings[k];
@@ -1292,8 +1335,8 @@ static void build_name_table(rule_set *rs)
             size_t len = strlen(m->names[k]);
             uint64_t h = name_hash(m->names[k], len);
             uint32_t j = (uint32_t)h & rs->name_mask;
-            while (rs->name_table[j].name &&
-                   !(rs->name_table[j].hash == h && strcmp(rs->name_table[j].name, m->names[k]) == 0))
+            while (rs->name_table[j].name && !(rs->name_table[j].hash == h &&
+                                               strcmp(rs->name_table[j].name, m->names[k]) == 0))
                 j = (j + 1) & rs->name_mask;
             struct rule_name_slot *s = &rs->name_table[j];
             s->hash = h;
@@ -1342,8 +1385,10 @@ static void size_windows(checker *c, node *n)
             rule_window *rw = &c->rs->windows[w->slot];
             int need = k->num < 1 ? 1 : (int)k->num + 1;
             if (k->num + 1 > RULE_MAX_WINDOW_CAP)
-                node_error(c, k, "a windowed count is exact up to %d events; this compares with "
-                                 "%g", RULE_MAX_WINDOW_CAP - 1, k->num);
+                node_error(c, k,
+                           "a windowed count is exact up to %d events; this compares with "
+                           "%g",
+                           RULE_MAX_WINDOW_CAP - 1, k->num);
             else if (need > rw->cap)
                 rw->cap = need;
             return;
@@ -1369,7 +1414,7 @@ int rule_check(ast_file *f, rule_set *rs, rdiag *diag)
     int before = diag->errors;
 
     static const char *const builtin_names[RM_BUILTIN_COUNT] = {
-        "Signed Up", "Feature Used", "Onboarding Step Completed", "Onboarding Completed",
+        "Signed Up",     "Feature Used", "Onboarding Step Completed", "Onboarding Completed",
         "Session Ended",
     };
     for (int i = 0; i < RM_BUILTIN_COUNT; i++)

@@ -91,8 +91,8 @@ static int add_list(emitter *e, const node *n, bool path)
     rule_const_list *L = &rs->lists[rs->nlists];
     L->n = n->nitems;
     L->items = onr_arena_alloc(&rs->arena, sizeof(rval) * (size_t)(n->nitems + 1));
-    L->hashes = path ? onr_arena_alloc(&rs->arena, sizeof(uint32_t) * (size_t)(n->nitems + 1))
-                     : NULL;
+    L->hashes =
+        path ? onr_arena_alloc(&rs->arena, sizeof(uint32_t) * (size_t)(n->nitems + 1)) : NULL;
     for (int i = 0; i < n->nitems; i++) {
         const node *it = n->items[i];
         rval v = {0};
@@ -272,10 +272,19 @@ static void emit_value(emitter *e, const node *n)
     emit_value(e, n->a);
     emit_value(e, n->b2);
     static const rule_op ops[] = {
-        [B_EQ] = OP_EQ,   [B_NE] = OP_NE,   [B_LT] = OP_LT,   [B_LE] = OP_LE,
-        [B_GT] = OP_GT,   [B_GE] = OP_GE,   [B_ADD] = OP_ADD, [B_SUB] = OP_SUB,
-        [B_MUL] = OP_MUL, [B_DIV] = OP_DIV, [B_STARTS_WITH] = OP_STARTS_WITH,
-        [B_ENDS_WITH] = OP_ENDS_WITH,       [B_CONTAINS] = OP_CONTAINS,
+        [B_EQ] = OP_EQ,
+        [B_NE] = OP_NE,
+        [B_LT] = OP_LT,
+        [B_LE] = OP_LE,
+        [B_GT] = OP_GT,
+        [B_GE] = OP_GE,
+        [B_ADD] = OP_ADD,
+        [B_SUB] = OP_SUB,
+        [B_MUL] = OP_MUL,
+        [B_DIV] = OP_DIV,
+        [B_STARTS_WITH] = OP_STARTS_WITH,
+        [B_ENDS_WITH] = OP_ENDS_WITH,
+        [B_CONTAINS] = OP_CONTAINS,
     };
     int node_idx = is_condition_node(n) ? add_node(e, n, n->a, n->b2) : 0;
     /* a = 1 on != marks a comparison with the literal null: "is it there?" */

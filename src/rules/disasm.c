@@ -28,7 +28,8 @@ static const char *chunk_owner(const rule_set *rs, int chunk, char *buf, size_t 
         }
         for (int k = 0; k < s->nclauses; k++)
             if (s->clauses[k].when == chunk) {
-                snprintf(buf, cap, "segment %s %s", s->name, s->clauses[k].enter ? "enter" : "exit");
+                snprintf(buf, cap, "segment %s %s", s->name,
+                         s->clauses[k].enter ? "enter" : "exit");
                 return buf;
             }
     }
@@ -116,8 +117,8 @@ static void dump_ins(const rule_set *rs, int pc, onr_buf *out)
 
 void rule_dump(const rule_set *rs, onr_buf *out)
 {
-    onr_buf_printf(out, "; %s: %d matchers, %d segments, %d triggers, %d destinations\n",
-                   rs->path, rs->nmatchers, rs->nsegments, rs->ntriggers, rs->ndests);
+    onr_buf_printf(out, "; %s: %d matchers, %d segments, %d triggers, %d destinations\n", rs->path,
+                   rs->nmatchers, rs->nsegments, rs->ntriggers, rs->ndests);
     onr_buf_printf(out, "; profile: %zu bytes per user\n", rs->layout.size);
     onr_buf_puts(out, "\nmatchers:\n");
     for (int i = 0; i < rs->nmatchers; i++) {

@@ -285,8 +285,8 @@ static token lex_number(lexer *lx, token t)
         n = lx->pos - start;
         if (n >= sizeof(tmp) || !is_ident_start(peekc(lx, 0))) {
             rdiag_error(lx->diag, t.line, t.col, (int)(lx->pos - t.start),
-                        "bad duration \"%.*s\": each number needs a unit",
-                        (int)(lx->pos - t.start), lx->src + t.start);
+                        "bad duration \"%.*s\": each number needs a unit", (int)(lx->pos - t.start),
+                        lx->src + t.start);
             return error_tok(lx, t);
         }
         memcpy(tmp, lx->src + start, n);
@@ -434,15 +434,15 @@ token lex_next(lexer *lx)
 const char *tok_kind_name(tok_kind k)
 {
     static const char *names[] = {
-        [T_EOF] = "end of file", [T_IDENT] = "name",   [T_STRING] = "string",
-        [T_NUMBER] = "number",   [T_DURATION] = "duration", [T_PERCENT] = "percentage",
-        [T_LBRACE] = "\"{\"",    [T_RBRACE] = "\"}\"", [T_LPAREN] = "\"(\"",
-        [T_RPAREN] = "\")\"",    [T_LBRACK] = "\"[\"", [T_RBRACK] = "\"]\"",
-        [T_COMMA] = "\",\"",     [T_COLON] = "\":\"",  [T_DOT] = "\".\"",
-        [T_EQ] = "\"==\"",       [T_NE] = "\"!=\"",    [T_LT] = "\"<\"",
-        [T_LE] = "\"<=\"",       [T_GT] = "\">\"",     [T_GE] = "\">=\"",
-        [T_ASSIGN] = "\"=\"",    [T_PLUS] = "\"+\"",   [T_MINUS] = "\"-\"",
-        [T_STAR] = "\"*\"",      [T_SLASH] = "\"/\"",  [T_COALESCE] = "\"??\"",
+        [T_EOF] = "end of file",     [T_IDENT] = "name",        [T_STRING] = "string",
+        [T_NUMBER] = "number",       [T_DURATION] = "duration", [T_PERCENT] = "percentage",
+        [T_LBRACE] = "\"{\"",        [T_RBRACE] = "\"}\"",      [T_LPAREN] = "\"(\"",
+        [T_RPAREN] = "\")\"",        [T_LBRACK] = "\"[\"",      [T_RBRACK] = "\"]\"",
+        [T_COMMA] = "\",\"",         [T_COLON] = "\":\"",       [T_DOT] = "\".\"",
+        [T_EQ] = "\"==\"",           [T_NE] = "\"!=\"",         [T_LT] = "\"<\"",
+        [T_LE] = "\"<=\"",           [T_GT] = "\">\"",          [T_GE] = "\">=\"",
+        [T_ASSIGN] = "\"=\"",        [T_PLUS] = "\"+\"",        [T_MINUS] = "\"-\"",
+        [T_STAR] = "\"*\"",          [T_SLASH] = "\"/\"",       [T_COALESCE] = "\"??\"",
         [T_ERROR] = "invalid token",
     };
     return k < ONR_ARRAY_LEN(names) && names[k] ? names[k] : "token";

@@ -60,7 +60,8 @@ static void describe_tok(const parser *p, const token *t, char *out, size_t cap)
     if (n > 40)
         n = 40;
     if (t->kind == T_STRING) /* already in quotes */
-        snprintf(out, cap, "%.*s%s", n, p->lx.src + t->start, n < (int)(t->end - t->start) ? "...\"" : "");
+        snprintf(out, cap, "%.*s%s", n, p->lx.src + t->start,
+                 n < (int)(t->end - t->start) ? "...\"" : "");
     else
         snprintf(out, cap, "\"%.*s\"", n, p->lx.src + t->start);
 }
@@ -128,12 +129,12 @@ static void expect(parser *p, tok_kind k)
 
 /* Keywords that cannot name a label, segment, trigger or destination. */
 static const char *const reserved[] = {
-    "and",   "or",       "not",     "in",          "true",     "false",   "null",
-    "on",    "when",     "where",   "unless",      "within",   "label",   "segment",
-    "trigger", "destination", "do", "limit",       "once",     "per",     "cooldown",
-    "holdout", "enter",  "exit",    "idle",        "session",  "starts_with", "ends_with",
-    "contains", "ends",  "page",    "screen",      "identify", "group",   "alias",
-    "track", "any",
+    "and",      "or",          "not",   "in",     "true",     "false",       "null",
+    "on",       "when",        "where", "unless", "within",   "label",       "segment",
+    "trigger",  "destination", "do",    "limit",  "once",     "per",         "cooldown",
+    "holdout",  "enter",       "exit",  "idle",   "session",  "starts_with", "ends_with",
+    "contains", "ends",        "page",  "screen", "identify", "group",       "alias",
+    "track",    "any",
 };
 
 static bool is_reserved(const char *s)
@@ -166,13 +167,13 @@ static void *alloc(parser *p, size_t n)
 }
 
 /* Appends x to a growable arena array (copying: fine for the small sizes here). */
-#define PUSH(p, arr, n, x)                                                                    \
-    do {                                                                                      \
-        void *grown_ = alloc((p), sizeof(*(arr)) * (size_t)((n) + 1));                       \
-        if ((n) > 0)                                                                          \
-            memcpy(grown_, (arr), sizeof(*(arr)) * (size_t)(n));                              \
-        (arr) = grown_;                                                                       \
-        (arr)[(n)++] = (x);                                                                   \
+#define PUSH(p, arr, n, x)                                                                         \
+    do {                                                                                           \
+        void *grown_ = alloc((p), sizeof(*(arr)) * (size_t)((n) + 1));                             \
+        if ((n) > 0)                                                                               \
+            memcpy(grown_, (arr), sizeof(*(arr)) * (size_t)(n));                                   \
+        (arr) = grown_;                                                                            \
+        (arr)[(n)++] = (x);                                                                        \
     } while (0)
 
 static node *new_node(parser *p, node_kind k, const token *at)
@@ -219,8 +220,10 @@ static node *parse_call(parser *p, node *n)
                 next(p);
                 next(p);
                 if (strcmp(key.str, "within") != 0)
-                    fail_at(p, &key, "unknown argument \"%s\": the only named argument is "
-                                     "\"within\"", key.str);
+                    fail_at(p, &key,
+                            "unknown argument \"%s\": the only named argument is "
+                            "\"within\"",
+                            key.str);
                 if (n->has_within)
                     fail_at(p, &key, "\"within\" given twice");
                 if (p->tok.kind != T_DURATION)
@@ -352,8 +355,7 @@ static node *binary(parser *p, bin_op op, node *l, node *r, const token *at)
     n->b2 = r;
     n->depth = ONR_MAX(l->depth, r->depth) + 1;
     if (n->depth > MAX_TREE_DEPTH)
-        fail_at(p, at, "expression is too long: more than %d operators in a row",
-                MAX_TREE_DEPTH);
+        fail_at(p, at, "expression is too long: more than %d operators in a row", MAX_TREE_DEPTH);
     n->line = l->line;
     n->col = l->col;
     n->start = l->start;
@@ -448,8 +450,9 @@ static node *parse_cmp(parser *p)
             return n;
         }
         if (is_word(&t, "ends"))
-            fail_at(p, &t, "\"ends\" applies to path only: \"path ends [...]\"; for strings "
-                           "use \"ends_with\"");
+            fail_at(p, &t,
+                    "\"ends\" applies to path only: \"path ends [...]\"; for strings "
+                    "use \"ends_with\"");
         if (is_word(&t, "in")) {
             next(p);
             if (p->tok.kind != T_LBRACK)
@@ -567,10 +570,9 @@ static ref *parse_ref(parser *p, const char *ctx)
         }
         expected(p, "\"start\" or \"end\" after \"session\"");
     }
-    if (t.kind == T_IDENT && (!is_reserved(t.str) || is_word(&t, "page") ||
-                              is_word(&t, "screen") || is_word(&t, "identify") ||
-                              is_word(&t, "group") || is_word(&t, "alias") ||
-                              is_word(&t, "track") || is_word(&t, "any"))) {
+    if (t.kind == T_IDENT && (!is_reserved(t.str) || is_word(&t, "page") || is_word(&t, "screen") ||
+                              is_word(&t, "identify") || is_word(&t, "group") ||
+                              is_word(&t, "alias") || is_word(&t, "track") || is_word(&t, "any"))) {
         next(p);
         ref *r = new_ref(p, REF_IDENT, &t);
         r->name = t.str;
@@ -610,8 +612,10 @@ static void parse_segment(parser *p, ast_file *f)
         token t = p->tok;
         if (accept_word(p, "when")) {
             if (s.live)
-                fail_at(p, &t, "segment \"%s\" already has a \"when\": combine the conditions "
-                               "with \"and\" / \"or\"", s.name);
+                fail_at(p, &t,
+                        "segment \"%s\" already has a \"when\": combine the conditions "
+                        "with \"and\" / \"or\"",
+                        s.name);
             s.live = parse_expr(p);
         } else if (is_word(&t, "enter") || is_word(&t, "exit")) {
             next(p);
@@ -633,8 +637,8 @@ static void parse_segment(parser *p, ast_file *f)
         }
     }
     if (!s.live && s.nclauses == 0)
-        rdiag_error(p->diag, s.line, s.col, (int)strlen(s.name), "segment \"%s\" has no \"when\" or \"enter\"",
-                    s.name);
+        rdiag_error(p->diag, s.line, s.col, (int)strlen(s.name),
+                    "segment \"%s\" has no \"when\" or \"enter\"", s.name);
     if (s.live && s.nclauses > 0)
         rdiag_error(p->diag, s.line, s.col, (int)strlen(s.name),
                     "segment \"%s\" mixes \"when\" with \"enter\"/\"exit\": use one or the other",
@@ -643,8 +647,8 @@ static void parse_segment(parser *p, ast_file *f)
     for (int i = 0; i < s.nclauses; i++)
         any_enter |= s.clauses[i].enter;
     if (!s.live && s.nclauses > 0 && !any_enter)
-        rdiag_error(p->diag, s.line, s.col, (int)strlen(s.name), "segment \"%s\" has \"exit\" but no \"enter\"",
-                    s.name);
+        rdiag_error(p->diag, s.line, s.col, (int)strlen(s.name),
+                    "segment \"%s\" has \"exit\" but no \"enter\"", s.name);
     PUSH(p, f->segments, f->nsegments, s);
 }
 
@@ -707,8 +711,10 @@ static void parse_trigger(parser *p, ast_file *f)
             parse_on(p, &tr);
         } else if (accept_word(p, "when")) {
             if (tr.when)
-                fail_at(p, &t, "trigger \"%s\" already has a \"when\": combine the conditions "
-                               "with \"and\" / \"or\"", tr.name);
+                fail_at(p, &t,
+                        "trigger \"%s\" already has a \"when\": combine the conditions "
+                        "with \"and\" / \"or\"",
+                        tr.name);
             tr.when = parse_expr(p);
         } else if (accept_word(p, "limit")) {
             if (tr.limit != LIMIT_NONE)
@@ -721,8 +727,9 @@ static void parse_trigger(parser *p, ast_file *f)
                     tr.limit = LIMIT_ONCE_PER;
                     tr.limit_ms = p->tok.ms;
                     if (tr.limit_ms < RULE_MIN_ONCE_PER_MS)
-                        fail_at(p, &p->tok, "\"once per\" needs a window of at least 1s; for "
-                                            "shorter gaps use \"cooldown\"");
+                        fail_at(p, &p->tok,
+                                "\"once per\" needs a window of at least 1s; for "
+                                "shorter gaps use \"cooldown\"");
                     next(p);
                 } else {
                     expected(p, "\"user\" or a duration after \"once per\"");
@@ -847,8 +854,10 @@ int rule_parse(const char *src, size_t len, onr_arena *arena, rdiag *diag, ast_f
             const char *hint = rule_suggest(t.str, decls, ONR_ARRAY_LEN(decls));
             if (hint)
                 fail_at(p, &t, "unknown declaration \"%s\" (did you mean \"%s\"?)", t.str, hint);
-            fail_at(p, &t, "expected \"label\", \"segment\", \"trigger\" or \"destination\", "
-                           "found \"%s\"", t.str);
+            fail_at(p, &t,
+                    "expected \"label\", \"segment\", \"trigger\" or \"destination\", "
+                    "found \"%s\"",
+                    t.str);
         } else {
             expected(p, "\"label\", \"segment\", \"trigger\" or \"destination\"");
         }

@@ -21,8 +21,8 @@ typedef struct rule_set rule_set;
 #define RULE_MAX_TRIGGERS 1024
 #define RULE_MAX_MATCHERS 1024
 #define RULE_MAX_STACK 64
-#define RULE_PATH_LEN 8        /* features remembered for path ends / contains */
-#define RULE_MAX_WINDOW_CAP 256 /* events a windowed count can count exactly */
+#define RULE_PATH_LEN 8            /* features remembered for path ends / contains */
+#define RULE_MAX_WINDOW_CAP 256    /* events a windowed count can count exactly */
 #define RULE_DEFAULT_WINDOW_CAP 64 /* ... when it is not compared with a constant */
 #define RULE_MIN_ONCE_PER_MS 1000  /* shortest `limit once per` window */
 #define RULE_MAX_SEQ_STEPS 8
@@ -46,7 +46,7 @@ typedef enum rv_type {
 const char *rv_type_name(rv_type t);
 
 typedef struct rval {
-    uint8_t t;  /* rv_type */
+    uint8_t t; /* rv_type */
     bool b;
     float rate; /* RT_DUR/RT_TIME: d(value)/d(now), for deadline planning; else 0 */
     union {
@@ -94,20 +94,20 @@ enum {
 
 /* A set of events one reference stands for: a name, a label, a message kind. */
 typedef struct rule_matcher {
-    const char *display;  /* "\"Feature Used\"", "ERROR_500", "page" */
-    uint32_t kinds;       /* bit per trk_kind matched regardless of name */
-    const char **names;   /* track event names matched */
+    const char *display; /* "\"Feature Used\"", "ERROR_500", "page" */
+    uint32_t kinds;      /* bit per trk_kind matched regardless of name */
+    const char **names;  /* track event names matched */
     int nnames;
-    int where;            /* chunk (event filter) or -1 */
+    int where; /* chunk (event filter) or -1 */
     /* profile fields kept for it (byte offsets, -1 when unneeded) */
     int off_count, off_first, off_last;
     /* what to re-evaluate when it matches */
-    int *triggers, ntriggers;     /* ON_EVENT triggers */
-    int *absences, nabsences;     /* ON_ABSENCE triggers it starts */
-    int *unlesses, nunlesses;     /* ON_ABSENCE triggers it satisfies */
-    int *windows, nwindows;       /* windowed counts it feeds */
-    int *seqs, nseqs;             /* sequences it is a step of */
-    uint64_t segments_dep;        /* segments whose unanchored clauses read it */
+    int *triggers, ntriggers;       /* ON_EVENT triggers */
+    int *absences, nabsences;       /* ON_ABSENCE triggers it starts */
+    int *unlesses, nunlesses;       /* ON_ABSENCE triggers it satisfies */
+    int *windows, nwindows;         /* windowed counts it feeds */
+    int *seqs, nseqs;               /* sequences it is a step of */
+    uint64_t segments_dep;          /* segments whose unanchored clauses read it */
     int *seg_clauses, nseg_clauses; /* (segment << 8 | clause) anchored on it */
 } rule_matcher;
 
@@ -165,26 +165,26 @@ typedef struct rule_trigger {
     int nactions;
     /* a `where props.P == literal` filter, indexed: events whose P hashes differently
      * skip the trigger without running its filter */
-    int key_prop;      /* schema prop id, or -1 */
-    uint64_t key_hash; /* rule_value_hash of the literal */
-    uint64_t name_hash; /* of the trigger's name: holdout groups and fire ids */
-    const char *describe; /* the `on` clause, for explain: "on \"Feature Used\"" */
+    int key_prop;          /* schema prop id, or -1 */
+    uint64_t key_hash;     /* rule_value_hash of the literal */
+    uint64_t name_hash;    /* of the trigger's name: holdout groups and fire ids */
+    const char *describe;  /* the `on` clause, for explain: "on \"Feature Used\"" */
     const char *when_text; /* the `when` condition's source, or NULL */
     /* profile fields (byte offsets, -1 when unneeded) */
-    int off_last_fire;  /* cooldown: int64 time of the last fire. once per: the offset of
-                         * its window group (uint32 window number + 1, then one bit per
-                         * trigger of that length: fired in that window) */
-    int bit_once;       /* once per: its bit in the group */
+    int off_last_fire;    /* cooldown: int64 time of the last fire. once per: the offset of
+                           * its window group (uint32 window number + 1, then one bit per
+                           * trigger of that length: fired in that window) */
+    int bit_once;         /* once per: its bit in the group */
     int once_group_bytes; /* once per: bytes of the group's bits */
-    int bit_fired;      /* bit index: once per user has fired */
-    int bit_idle;       /* bit index: on idle has fired in this quiet spell */
-    int off_pending;    /* int64: absence deadline */
+    int bit_fired;        /* bit index: once per user has fired */
+    int bit_idle;         /* bit index: on idle has fired in this quiet spell */
+    int off_pending;      /* int64: absence deadline */
 } rule_trigger;
 
 typedef struct rule_clause {
     bool enter;
-    int on;          /* -1: unanchored; else RM matcher, or -2 session start, -3 session end */
-    int when;        /* chunk or -1 */
+    int on;               /* -1: unanchored; else RM matcher, or -2 session start, -3 session end */
+    int when;             /* chunk or -1 */
     const char *describe; /* "enter on session end when session.duration < 5m" */
 } rule_clause;
 
@@ -198,8 +198,8 @@ typedef struct rule_segment {
     const char *live_text;
     rule_clause clauses[16];
     int nclauses;
-    bool every_event; /* unanchored clauses read per-event state (idle, session, traits...) */
-    bool timed;       /* may change with time alone: re-checked at deadlines */
+    bool every_event;       /* unanchored clauses read per-event state (idle, session, traits...) */
+    bool timed;             /* may change with time alone: re-checked at deadlines */
     uint64_t deps_segments; /* segments it reads with in_segment() */
     int *on_enter, non_enter; /* triggers on enter */
     int *on_exit, non_exit;   /* triggers on exit */
@@ -234,23 +234,23 @@ typedef struct rule_hdr {
     int64_t recheck_ms;    /* next time a timed segment must be re-evaluated; 0 none */
     uint32_t sess_events;
     uint32_t sess_number;
-    uint32_t nfires;       /* fires so far: part of each fire's stable id */
-    float step;            /* max properties.step of Onboarding Step Completed */
-    uint32_t seed;         /* fixed at creation: draws the user's holdout group */
-    uint8_t flags;         /* RH_* */
+    uint32_t nfires; /* fires so far: part of each fire's stable id */
+    float step;      /* max properties.step of Onboarding Step Completed */
+    uint32_t seed;   /* fixed at creation: draws the user's holdout group */
+    uint8_t flags;   /* RH_* */
     uint8_t pad[3];
 } rule_hdr;
 
 enum { RH_COMPLETED = 1, RH_SIGNED_UP = 2, RH_IN_SESSION = 4, RH_MERGED = 8 };
 
 typedef struct rule_layout {
-    size_t size;        /* bytes per profile, header included, 8-aligned */
-    int off_segments;   /* uint64 membership bits */
-    int off_bits;       /* trigger bits, nbits */
+    size_t size;      /* bytes per profile, header included, 8-aligned */
+    int off_segments; /* uint64 membership bits */
+    int off_bits;     /* trigger bits, nbits */
     int nbits;
-    int off_path;       /* uint32 len, then uint32 hash[path_len]; -1 when unused */
-    int path_len;       /* features kept: the longest list the rules compare with */
-    int off_traits;     /* rval-like slots for traits: see engine; -1 when none */
+    int off_path;   /* uint32 len, then uint32 hash[path_len]; -1 when unused */
+    int path_len;   /* features kept: the longest list the rules compare with */
+    int off_traits; /* rval-like slots for traits: see engine; -1 when none */
     int ntraits;
 } rule_layout;
 
@@ -301,10 +301,10 @@ struct rule_set {
         const char *name;
         uint32_t len;
         int *matchers, nmatchers;
-    } *name_table;
+    } * name_table;
     uint32_t name_mask;
 
-    trk_schema schema; /* properties and traits the rules read */
+    trk_schema schema;           /* properties and traits the rules read */
     int prop_feature, prop_step; /* schema ids of the builtins' properties */
     rule_layout layout;
     int64_t recent_window_ms; /* longest window any rule reads */
@@ -331,8 +331,8 @@ int rule_lookup_name(const rule_set *rs, const char *name, size_t len, const int
 /* Read-only view of what an expression may look at. */
 typedef struct rule_env {
     const rule_set *rs;
-    const uint8_t *prof;    /* profile bytes (rule_layout), NULL for event-only chunks */
-    const trk_event *ev;    /* the current event, NULL on timers */
+    const uint8_t *prof; /* profile bytes (rule_layout), NULL for event-only chunks */
+    const trk_event *ev; /* the current event, NULL on timers */
     int64_t now_ms;
     /* explain: called for each condition evaluated (NULL: off) */
     void (*leaf)(void *ctx, int node, bool result, const rval *l, const rval *r);
@@ -355,7 +355,6 @@ uint64_t rule_value_hash(const trk_value *v);
 
 /* Stable 32-bit hash of a feature name, as stored in the path. */
 uint32_t rule_feature_hash(const char *s, size_t n);
-
 
 /* ---- profile field access (offsets come from the layout; fields are aligned) */
 
@@ -384,7 +383,7 @@ static inline void rp_set_bit(uint8_t *prof, int off, int bit, bool v)
     if (v)
         prof[off + bit / 8] |= (uint8_t)(1u << (bit % 8));
     else
-        prof[off + bit / 8] &= (uint8_t)~(1u << (bit % 8));
+        prof[off + bit / 8] &= (uint8_t) ~(1u << (bit % 8));
 }
 static inline const rule_hdr *rp_hdr(const uint8_t *prof)
 {

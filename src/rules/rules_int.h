@@ -46,8 +46,8 @@ typedef enum tok_kind {
     T_COMMA,
     T_COLON,
     T_DOT,
-    T_EQ,     /* == */
-    T_NE,     /* != */
+    T_EQ, /* == */
+    T_NE, /* != */
     T_LT,
     T_LE,
     T_GT,
@@ -92,9 +92,9 @@ typedef enum node_kind {
     N_DUR,
     N_BOOL,
     N_NULL,
-    N_LIST,   /* [a, b, ...] */
-    N_NAME,   /* a builtin or namespaced name: idle, props.plan, session.duration */
-    N_CALL,   /* count("X", within: 5m) */
+    N_LIST, /* [a, b, ...] */
+    N_NAME, /* a builtin or namespaced name: idle, props.plan, session.duration */
+    N_CALL, /* count("X", within: 5m) */
     N_NOT,
     N_NEG,
     N_BINARY, /* op is the token kind, or T_IDENT for and/or/in/starts_with/... */
@@ -155,15 +155,15 @@ struct node {
     bool b;
     const char *str; /* N_STR value, N_NAME/N_CALL name */
     uint32_t str_len;
-    node *a, *b2;     /* operands */
-    node **items;     /* N_LIST items, N_CALL arguments */
+    node *a, *b2; /* operands */
+    node **items; /* N_LIST items, N_CALL arguments */
     int nitems;
-    ref **refs;       /* N_CALL event arguments (parallel to items; NULL when not a ref) */
+    ref **refs;        /* N_CALL event arguments (parallel to items; NULL when not a ref) */
     int64_t within_ms; /* N_CALL within: */
     bool has_within;
-    bool path_ends;   /* N_PATH: ends (true) or contains */
-    int slot;         /* set by the checker: builtin id / field id / segment / spec index */
-    int depth;        /* height of the tree below, bounded by the parser */
+    bool path_ends; /* N_PATH: ends (true) or contains */
+    int slot;       /* set by the checker: builtin id / field id / segment / spec index */
+    int depth;      /* height of the tree below, bounded by the parser */
 };
 
 typedef struct ast_label {
@@ -175,9 +175,9 @@ typedef struct ast_label {
 } ast_label;
 
 typedef struct ast_clause {
-    bool enter;   /* enter or exit */
-    ref *on;      /* NULL: evaluated on every event and when time changes it */
-    node *when;   /* NULL: always */
+    bool enter; /* enter or exit */
+    ref *on;    /* NULL: evaluated on every event and when time changes it */
+    node *when; /* NULL: always */
     int line, col;
 } ast_clause;
 
@@ -199,7 +199,7 @@ typedef struct ast_trigger {
     const char *name;
     int line, col;
     rule_on_kind on;
-    ref *ev;        /* ON_EVENT / ON_ABSENCE: the event; ON_ENTER/EXIT: the segment */
+    ref *ev; /* ON_EVENT / ON_ABSENCE: the event; ON_ENTER/EXIT: the segment */
     node *where;
     ref *unless;    /* ON_ABSENCE */
     int64_t dur_ms; /* ON_IDLE, ON_ABSENCE */

@@ -187,8 +187,7 @@ static bool truthy(const rval *v)
     return v->t == RT_BOOL && v->b;
 }
 
-static bool path_match(const rule_set *rs, const uint8_t *prof, const rule_const_list *L,
-                       bool ends)
+static bool path_match(const rule_set *rs, const uint8_t *prof, const rule_const_list *L, bool ends)
 {
     if (!prof || rs->layout.off_path < 0)
         return false;
@@ -241,10 +240,10 @@ bool rule_eval_bool(const rule_env *env, int chunk, int64_t *next_ms)
     int pc = rs->chunks[chunk];
 
 #define PUSH(v) (st[sp++] = (v))
-#define LEAF(node, res, l, r)                                                                  \
-    do {                                                                                       \
-        if (env->leaf)                                                                         \
-            env->leaf(env->leaf_ctx, (node), (res), (l), (r));                                 \
+#define LEAF(node, res, l, r)                                                                      \
+    do {                                                                                           \
+        if (env->leaf)                                                                             \
+            env->leaf(env->leaf_ctx, (node), (res), (l), (r));                                     \
     } while (0)
 
     for (;;) {
@@ -318,8 +317,7 @@ bool rule_eval_bool(const rule_env *env, int chunk, int64_t *next_ms)
             PUSH(v_bool(h && (h->flags & RH_COMPLETED)));
             break;
         case OP_SESSION_DURATION:
-            PUSH(h && h->sess_start_ms ? v_ms(RT_DUR, h->last_ms - h->sess_start_ms, 0)
-                                       : v_null());
+            PUSH(h && h->sess_start_ms ? v_ms(RT_DUR, h->last_ms - h->sess_start_ms, 0) : v_null());
             break;
         case OP_SESSION_EVENTS:
             PUSH(v_num(h ? h->sess_events : 0));
@@ -440,8 +438,8 @@ bool rule_eval_bool(const rule_env *env, int chunk, int64_t *next_ms)
                     out = v_num(a / b);
             } else if (lt && rt && (in->op == OP_ADD || in->op == OP_SUB)) {
                 uint8_t t = in->op == OP_SUB && l.t == RT_TIME && r.t == RT_TIME ? RT_DUR
-                            : (l.t == RT_TIME || r.t == RT_TIME)                  ? RT_TIME
-                                                                                   : RT_DUR;
+                            : (l.t == RT_TIME || r.t == RT_TIME)                 ? RT_TIME
+                                                                                 : RT_DUR;
                 out = in->op == OP_ADD ? v_ms(t, l.u.ms + r.u.ms, l.rate + r.rate)
                                        : v_ms(t, l.u.ms - r.u.ms, l.rate - r.rate);
             } else if (l.t == RT_DUR && r.t == RT_NUM && (in->op == OP_MUL || in->op == OP_DIV)) {

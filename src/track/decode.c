@@ -18,8 +18,8 @@
 #define QUOTE_CAP (QUOTE_BYTES * 4 + 8)
 
 static const char *const kind_names[TRK_KIND_COUNT] = {
-    [TRK_TRACK] = "track", [TRK_IDENTIFY] = "identify", [TRK_PAGE] = "page",
-    [TRK_SCREEN] = "screen", [TRK_GROUP] = "group",     [TRK_ALIAS] = "alias",
+    [TRK_TRACK] = "track",   [TRK_IDENTIFY] = "identify", [TRK_PAGE] = "page",
+    [TRK_SCREEN] = "screen", [TRK_GROUP] = "group",       [TRK_ALIAS] = "alias",
 };
 
 const char *trk_kind_name(trk_kind k)
@@ -96,8 +96,8 @@ typedef struct fields {
 /* Maps a root key to its slot, or NULL for keys decoding does not read. */
 static jval *slot_for(fields *f, const char *k, size_t n)
 {
-#define KEY(lit, member)                                                                       \
-    if (memcmp(k, lit, sizeof(lit) - 1) == 0)                                                  \
+#define KEY(lit, member)                                                                           \
+    if (memcmp(k, lit, sizeof(lit) - 1) == 0)                                                      \
     return &f->member
     switch (n) {
     case 4:
@@ -156,8 +156,8 @@ static int opt_str(jval v, const char *field, size_t max_bytes, trk_str *out, ch
     size_t n;
     const char *s = jval_str(v, &n);
     if (n > max_bytes)
-        return fail(err, errlen, ONR_E_LIMIT, "\"%s\" is %zu bytes, over the %zu-byte limit",
-                    field, n, max_bytes);
+        return fail(err, errlen, ONR_E_LIMIT, "\"%s\" is %zu bytes, over the %zu-byte limit", field,
+                    n, max_bytes);
     if (n > 0) {
         out->p = s;
         out->n = (uint32_t)n;
@@ -209,8 +209,8 @@ static int read_time(jval v, const char *field, int64_t *ms, bool *present, char
     const char *s = jval_str(v, &n);
     char q[QUOTE_CAP];
     if (onr_time_parse(s, n, ms) != 0)
-        return fail(err, errlen, ONR_E_INVALID, "\"%s\" is not a valid ISO-8601 time: %s",
-                    field, quote(q, s, n));
+        return fail(err, errlen, ONR_E_INVALID, "\"%s\" is not a valid ISO-8601 time: %s", field,
+                    quote(q, s, n));
     if (*ms < EARLIEST_MS || *ms > ONR_TIME_MAX_MS)
         return fail(err, errlen, ONR_E_INVALID,
                     "\"%s\" is out of range: %s (accepted: 2000-01-01 to 9999-12-31)", field,
@@ -345,8 +345,8 @@ static void read_value(jval v, trk_value *out)
 
 /* On failure *ev is left partly filled and must not be used. Only the first schema->nprops
  * props and schema->ntraits traits are written. */
-int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
-                     trk_event *ev, char *err, size_t errlen)
+int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms, trk_event *ev,
+                     char *err, size_t errlen)
 {
     static const trk_schema no_fields;
     if (!schema)
@@ -414,8 +414,7 @@ int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
         break;
     }
 
-    if ((rc = opt_str(f.message_id, "messageId", TRK_MAX_ID_BYTES, &ev->message_id, err,
-                      errlen)))
+    if ((rc = opt_str(f.message_id, "messageId", TRK_MAX_ID_BYTES, &ev->message_id, err, errlen)))
         return rc;
     if ((rc = read_event_time(&f, default_ts_ms, &ev->ts_ms, err, errlen)))
         return rc;
@@ -462,8 +461,8 @@ int trk_decode(jdoc *doc, const char *buf, size_t len, const trk_schema *schema,
                int64_t default_ts_ms, trk_event *ev, char *err, size_t errlen)
 {
     if (len > TRK_MAX_MESSAGE_BYTES)
-        return fail(err, errlen, ONR_E_LIMIT, "message of %zu bytes exceeds the %d KB limit",
-                    len, TRK_MAX_MESSAGE_BYTES / 1024);
+        return fail(err, errlen, ONR_E_LIMIT, "message of %zu bytes exceeds the %d KB limit", len,
+                    TRK_MAX_MESSAGE_BYTES / 1024);
     jval root;
     int rc = jdoc_parse(doc, buf, len, &root, err, errlen);
     if (rc)

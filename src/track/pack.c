@@ -43,7 +43,7 @@ static trk_str get_str(const char **p)
 
 static void get_value(const char **p, trk_value *v)
 {
-    v->type = (uint8_t)**p;
+    v->type = (uint8_t) * *p;
     *p += 1;
     if (v->type == TV_NUM || v->type == TV_BOOL) {
         double d;
@@ -97,7 +97,6 @@ void trk_unpack(const char *p, trk_event *ev, const trk_schema *sc)
     for (uint32_t i = 0; i < sc->ntraits; i++)
         get_value(&p, &ev->traits[i]);
 }
-
 
 void trk_packed_ids(const char *in, trk_str *user_id, trk_str *anon_id)
 {

@@ -56,12 +56,12 @@ typedef struct trk_schema {
 
 typedef struct trk_event {
     trk_kind kind;
-    int64_t ts_ms;      /* event time, Segment's rule (see trk_decode) */
-    trk_str user_id;    /* empty when absent */
-    trk_str anon_id;    /* empty when absent */
-    trk_str previous_id; /* alias only */
-    trk_str message_id; /* empty when absent */
-    trk_str name;       /* track: event; page/screen: name (may be empty) */
+    int64_t ts_ms;                    /* event time, Segment's rule (see trk_decode) */
+    trk_str user_id;                  /* empty when absent */
+    trk_str anon_id;                  /* empty when absent */
+    trk_str previous_id;              /* alias only */
+    trk_str message_id;               /* empty when absent */
+    trk_str name;                     /* track: event; page/screen: name (may be empty) */
     trk_value props[TRK_MAX_FIELDS];  /* by schema prop id; TV_MISSING when absent */
     trk_value traits[TRK_MAX_FIELDS]; /* by schema trait id */
 } trk_event;
@@ -80,8 +80,8 @@ int trk_decode(jdoc *doc, const char *buf, size_t len, const trk_schema *schema,
                int64_t default_ts_ms, trk_event *ev, char *err, size_t errlen);
 
 /* Decodes a message already parsed into root (used for /v1/batch items). */
-int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
-                     trk_event *ev, char *err, size_t errlen);
+int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms, trk_event *ev,
+                     char *err, size_t errlen);
 
 const char *trk_kind_name(trk_kind k);
 

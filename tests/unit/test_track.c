@@ -91,8 +91,8 @@ Test(track, decodes_identify_message)
 
 Test(track, decodes_page_and_screen_with_optional_name)
 {
-    cr_assert_eq(decode("{\"type\":\"page\",\"name\":\"Pricing\",\"anonymousId\":\"a\"," T0 "}"),
-                 0, "%s", err);
+    cr_assert_eq(decode("{\"type\":\"page\",\"name\":\"Pricing\",\"anonymousId\":\"a\"," T0 "}"), 0,
+                 "%s", err);
     cr_assert_eq(ev.kind, TRK_PAGE);
     cr_assert(str_is(ev.name, "Pricing"));
     cr_assert(str_is(ev.anon_id, "a"));
@@ -311,18 +311,24 @@ Test(track, falls_back_through_original_received_sent)
     const char *head = "{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\",";
     char json[512];
 
-    snprintf(json, sizeof(json), "%s\"originalTimestamp\":\"2026-05-01T00:00:01Z\","
-             "\"sentAt\":\"2026-05-01T00:00:09Z\"}", head);
+    snprintf(json, sizeof(json),
+             "%s\"originalTimestamp\":\"2026-05-01T00:00:01Z\","
+             "\"sentAt\":\"2026-05-01T00:00:09Z\"}",
+             head);
     cr_assert_eq(decode(json), 0, "%s", err);
     cr_assert_eq(ev.ts_ms, at("2026-05-01T00:00:01Z"), "originalTimestamp without receivedAt");
 
-    snprintf(json, sizeof(json), "%s\"originalTimestamp\":\"2026-05-01T00:00:01Z\","
-             "\"receivedAt\":\"2026-05-01T00:00:09Z\"}", head);
+    snprintf(json, sizeof(json),
+             "%s\"originalTimestamp\":\"2026-05-01T00:00:01Z\","
+             "\"receivedAt\":\"2026-05-01T00:00:09Z\"}",
+             head);
     cr_assert_eq(decode(json), 0, "%s", err);
     cr_assert_eq(ev.ts_ms, at("2026-05-01T00:00:01Z"), "originalTimestamp without sentAt");
 
-    snprintf(json, sizeof(json), "%s\"sentAt\":\"2026-05-01T00:00:02Z\","
-             "\"receivedAt\":\"2026-05-01T00:00:03Z\"}", head);
+    snprintf(json, sizeof(json),
+             "%s\"sentAt\":\"2026-05-01T00:00:02Z\","
+             "\"receivedAt\":\"2026-05-01T00:00:03Z\"}",
+             head);
     cr_assert_eq(decode(json), 0, "%s", err);
     cr_assert_eq(ev.ts_ms, at("2026-05-01T00:00:03Z"), "receivedAt before sentAt");
 
@@ -539,8 +545,8 @@ Test(track, oversized_message_is_a_limit_error)
 
 Test(track, property_values_by_type_and_dotted_path)
 {
-    const char *paths[] = {"plan.name", "plan.seats", "plan.missing", "plan.name.deeper",
-                           "a.b.c", "tags", "trial", "coupon", "missing", "plan"};
+    const char *paths[] = {"plan.name", "plan.seats", "plan.missing", "plan.name.deeper", "a.b.c",
+                           "tags",      "trial",      "coupon",       "missing",          "plan"};
     schema.nprops = ONR_ARRAY_LEN(paths);
     for (size_t i = 0; i < ONR_ARRAY_LEN(paths); i++)
         schema.props[i] = paths[i];
@@ -582,9 +588,9 @@ Test(track, properties_must_be_an_object)
 {
     schema.nprops = 1;
     schema.props[0] = "x";
-    cr_assert_eq(decode("{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\"," T0
-                        ",\"properties\":[1,2]}"),
-                 ONR_E_INVALID);
+    cr_assert_eq(
+        decode("{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\"," T0 ",\"properties\":[1,2]}"),
+        ONR_E_INVALID);
     cr_assert_str_eq(err, "\"properties\" must be an object, got array");
 
     schema.nprops = 0;
@@ -592,9 +598,9 @@ Test(track, properties_must_be_an_object)
                  ONR_E_INVALID, "checked whatever the schema asks for");
 
     schema.nprops = 1;
-    cr_assert_eq(decode("{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\"," T0
-                        ",\"properties\":null}"),
-                 0, "%s", err);
+    cr_assert_eq(
+        decode("{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\"," T0 ",\"properties\":null}"),
+        0, "%s", err);
     cr_assert_eq(ev.props[0].type, TV_MISSING);
 }
 
@@ -608,9 +614,9 @@ Test(track, identify_traits_fall_back_to_context_traits)
     schema.props[0] = "email";
 
     /* No `traits`: all from context.traits. */
-    int rc = decode("{\"type\":\"identify\",\"userId\":\"u\"," T0
-                    ",\"context\":{\"ip\":\"1.2.3.4\","
-                    "\"traits\":{\"email\":\"c@x\",\"company\":{\"size\":50}}}}");
+    int rc =
+        decode("{\"type\":\"identify\",\"userId\":\"u\"," T0 ",\"context\":{\"ip\":\"1.2.3.4\","
+               "\"traits\":{\"email\":\"c@x\",\"company\":{\"size\":50}}}}");
     cr_assert_eq(rc, 0, "%s", err);
     cr_assert(str_is(ev.traits[0].str, "c@x"));
     cr_assert_eq(ev.traits[1].type, TV_NUM);
@@ -646,9 +652,9 @@ Test(track, containers_must_be_objects)
     cr_assert_eq(decode("{\"type\":\"identify\",\"userId\":\"u\"," T0 ",\"traits\":true}"),
                  ONR_E_INVALID);
     cr_assert_str_eq(err, "\"traits\" must be an object, got boolean");
-    cr_assert_eq(decode("{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\"," T0
-                        ",\"context\":\"web\"}"),
-                 ONR_E_INVALID);
+    cr_assert_eq(
+        decode("{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\"," T0 ",\"context\":\"web\"}"),
+        ONR_E_INVALID);
     cr_assert_str_eq(err, "\"context\" must be an object, got string");
     cr_assert_eq(decode("{\"type\":\"track\",\"event\":\"e\",\"userId\":\"u\"," T0
                         ",\"context\":{\"traits\":[]}}"),
