@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
     build-essential g++ pkg-config meson ninja-build
-    libsimdjson-dev libxxhash-dev libcriterion-dev
+    libsimdjson-dev libxxhash-dev libisal-dev libcriterion-dev
     jq
 )
 

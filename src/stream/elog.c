@@ -1,0 +1,1414 @@
+/*
+ * elog.c - the event log: partitions of CRC32C-framed segment files, recovery of torn tails,
+ * group commit under the three fsync policies, tailing readers and retention. Each partition
+ * has one mutex; writes happen under it (they only reach the page cache), fsyncs outside it,
+ * led by one appender - or the background thread - for everyone waiting, which is what makes
+ * fsync-per-acknowledgement affordable.
+ */
+#include "stream/elog.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <isa-l/crc.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HDR 8               /* u32 length + u32 CRC32C, both little-endian */
+#define SEG_NAME_LEN 24     /* 20 digits + ".log" */
+#define MAX_PARTITIONS 1000 /* pNNN */
+#define META_NAME "elog.meta"
+#define META_MAGIC "onramp-elog 1"
+#define SCAN_CHUNK (1u << 20)  /* recovery reads the last segment this much at a time */
+#define WALK_CHUNK (64u << 10) /* sealed segments: header walk, payloads mostly skipped */
+#define READ_CHUNK (64u << 10) /* a reader's buffer, grown for larger records */
+
+typedef struct seg {
+    uint64_t base;  /* offset of its first record, and its file name */
+    uint64_t bytes; /* final size once sealed; the active segment's is part.size */
+} seg;
+
+typedef struct part {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* a sync finished, or a batch window may have closed */
+    int idx;
+    int dirfd;
+    int fd; /* the active (last) segment, read-write */
+    seg *segs;
+    size_t nsegs, segcap;
+    uint64_t end;              /* next offset to assign */
+    uint64_t size;             /* bytes of complete records in the active segment */
+    _Atomic uint64_t pub_end;  /* end, for readers asking "anything new?" without the mutex */
+    uint64_t synced;           /* offsets below this are fsynced */
+    uint64_t synced_size;      /* bytes of the active segment fsynced */
+    bool syncing;              /* a leader is in fsync outside the mutex, on fd */
+    uint64_t inflight;         /* what that fsync will cover; == synced when none runs */
+    int64_t first_unsynced_ns; /* when the oldest write no sync covers happened (batch) */
+    int sync_err;              /* the unsynced tail could not be fsynced; 0 when healthy */
+    int err_rc;                /* the last fsync error, for waiters below err_upto */
+    uint64_t err_upto;         /* offsets below this were in a failed fsync */
+    bool tail_dirty;           /* a failed write left bytes past size that ftruncate kept */
+    onr_buf wbuf;              /* framed records staged for one write, reused */
+    struct elog_stats st;      /* counters; bytes and segments are computed */
+} part;
+
+struct elog {
+    elog_opts o; /* defaults filled in */
+    int64_t batch_ns;
+    int dirfd;
+    char *dir;
+    part *parts;
+    int np; /* partitions fully opened (for cleanup on a failed open) */
+    pthread_t bg;
+    bool bg_running;
+    bool stop;
+    pthread_mutex_t bg_mu;
+    pthread_cond_t bg_cv;
+};
+
+struct elog_reader {
+    part *p;
+    int fd;
+    uint64_t seg_base;
+    uint64_t next;    /* offset of the record at buf[bpos] */
+    uint64_t skip_to; /* records below this are read (to find the boundary) and dropped */
+    uint64_t fpos;    /* file position of buf[0] */
+    unsigned char *buf;
+    size_t blen, bpos, cap;
+};
+
+static const uint64_t fsync_bounds_us[ELOG_FSYNC_BUCKETS] = {
+    50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 100000, 1000000, UINT64_MAX,
+};
+
+/* ---- small helpers */
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct timespec ns_to_ts(int64_t ns)
+{
+    struct timespec ts = {.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000};
+    return ts;
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
+}
+
+/* CRC32C (Castagnoli) of the 4 length bytes followed by the payload. ISA-L's crc32_iscsi
+ * leaves the customary pre- and post-inversion to the caller. */
+static uint32_t frame_crc(const unsigned char *lenbytes, const void *payload, size_t len)
+{
+    unsigned int c = crc32_iscsi((unsigned char *)lenbytes, 4, 0xffffffffu);
+    c = crc32_iscsi((unsigned char *)payload, (int)len, c);
+    return c ^ 0xffffffffu;
+}
+
+/* True when the frame at h (header + len payload bytes, all present) is intact. */
+static bool frame_ok(const unsigned char *h)
+{
+    return frame_crc(h, h + HDR, get_le32(h)) == get_le32(h + 4);
+}
+
+static void seg_name(char out[SEG_NAME_LEN + 1], uint64_t base)
+{
+    snprintf(out, SEG_NAME_LEN + 1, "%020llu.log", (unsigned long long)base);
+}
+
+static bool parse_seg_name(const char *s, uint64_t *base)
+{
+    uint64_t v = 0;
+
+    if (strlen(s) != SEG_NAME_LEN || strcmp(s + 20, ".log") != 0)
+        return false;
+    for (int i = 0; i < 20; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        if (v > (UINT64_MAX - 9) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *base = v;
+    return true;
+}
+
+static void say(elog *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(elog *l, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    if (!l->o.log)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    l->o.log(l->o.log_ctx, msg);
+}
+
+static int fail_msg(char *err, size_t errlen, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail_msg(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err && errlen) {
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* ---- I/O through the injectable hooks */
+
+static ssize_t io_pwrite(elog *l, int fd, const void *buf, size_t len, uint64_t off)
+{
+    if (l->o.io.pwrite)
+        return l->o.io.pwrite(l->o.io.ctx, fd, buf, len, off);
+    ssize_t n = pwrite(fd, buf, len, (off_t)off);
+    return n < 0 ? -errno : n;
+}
+
+static int io_fsync(elog *l, int fd)
+{
+    if (l->o.io.fsync)
+        return l->o.io.fsync(l->o.io.ctx, fd);
+    return fsync(fd) ? -errno : 0;
+}
+
+static int write_all(elog *l, int fd, const void *buf, size_t len, uint64_t off)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = io_pwrite(l, fd, p, len, off);
+        if (n == -EINTR)
+            continue;
+        if (n < 0)
+            return (int)n;
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Reads exactly len bytes at off (the caller knows they exist): 0, -EIO on a short file. */
+static int read_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+/* Counts a segment fsync that took us microseconds. Partition mutex held. */
+static void note_fsync(part *p, int rc, int64_t ns)
+{
+    uint64_t us = ns > 0 ? (uint64_t)ns / 1000 : 0;
+    int b = 0;
+
+    if (rc < 0) {
+        p->st.fsync_errors++;
+        return;
+    }
+    while (us > fsync_bounds_us[b])
+        b++;
+    p->st.fsyncs++;
+    p->st.fsync_us_sum += us;
+    p->st.fsync_hist[b]++;
+}
+
+static int timed_fsync(elog *l, int fd, int64_t *ns)
+{
+    int64_t t0 = mono_ns();
+    int rc = io_fsync(l, fd);
+    *ns = mono_ns() - t0;
+    return rc;
+}
+
+/* ---- options */
+
+int elog_fsync_parse(const char *s, elog_fsync *out)
+{
+    if (strcmp(s, "always") == 0)
+        *out = ELOG_FSYNC_ALWAYS;
+    else if (strcmp(s, "batch") == 0)
+        *out = ELOG_FSYNC_BATCH;
+    else if (strcmp(s, "everysec") == 0)
+        *out = ELOG_FSYNC_EVERYSEC;
+    else
+        return ONR_E_INVALID;
+    return 0;
+}
+
+const char *elog_fsync_name(elog_fsync f)
+{
+    switch (f) {
+    case ELOG_FSYNC_ALWAYS:
+        return "always";
+    case ELOG_FSYNC_BATCH:
+        return "batch";
+    case ELOG_FSYNC_EVERYSEC:
+        return "everysec";
+    }
+    return "?";
+}
+
+static int fill_opts(elog *l, const elog_opts *o, char *err, size_t errlen)
+{
+    if (o)
+        l->o = *o;
+    elog_opts *x = &l->o;
+    if (!x->partitions)
+        x->partitions = 16;
+    if (!x->batch_ms)
+        x->batch_ms = 10;
+    if (!x->batch_bytes)
+        x->batch_bytes = 1u << 20;
+    if (!x->segment_bytes)
+        x->segment_bytes = 64u << 20;
+    if (!x->max_record)
+        x->max_record = 1u << 20;
+    if (x->partitions < 1 || x->partitions > MAX_PARTITIONS)
+        return fail_msg(err, errlen, ONR_E_INVALID, "elog: partitions must be 1..%d, not %d",
+                        MAX_PARTITIONS, x->partitions);
+    if (x->fsync != ELOG_FSYNC_ALWAYS && x->fsync != ELOG_FSYNC_BATCH &&
+        x->fsync != ELOG_FSYNC_EVERYSEC)
+        return fail_msg(err, errlen, ONR_E_INVALID, "elog: unknown fsync policy %d", (int)x->fsync);
+    if (x->batch_ms < 0 || x->batch_ms > 1000)
+        return fail_msg(err, errlen, ONR_E_INVALID, "elog: batch_ms must be 0..1000, not %d",
+                        x->batch_ms);
+    if (x->max_record > INT32_MAX || x->segment_bytes < x->max_record + HDR)
+        return fail_msg(err, errlen, ONR_E_INVALID,
+                        "elog: a segment (%zu bytes) must hold the largest record (%zu bytes)",
+                        x->segment_bytes, x->max_record);
+    /* always = batch with no window: lead an fsync as soon as nobody else is in one */
+    l->batch_ns = x->fsync == ELOG_FSYNC_BATCH ? (int64_t)x->batch_ms * 1000000 : 0;
+    return 0;
+}
+
+/* ---- recovery */
+
+typedef struct scan_res {
+    uint64_t count;     /* whole, intact records */
+    uint64_t valid_end; /* byte just past the last of them */
+    const char *why;    /* why the scan stopped before the end of the file, or NULL */
+} scan_res;
+
+/* Makes [pos, pos + need) of the file available in b, reading from pos onwards. */
+static int scan_window(int fd, onr_buf *b, uint64_t *wstart, uint64_t *wlen, uint64_t pos,
+                       uint64_t need, uint64_t size, size_t chunk)
+{
+    if (pos >= *wstart && pos + need <= *wstart + *wlen)
+        return 0;
+    uint64_t want = ONR_MIN(ONR_MAX((uint64_t)chunk, need), size - pos);
+    onr_buf_clear(b);
+    onr_buf_reserve(b, (size_t)want);
+    int rc = read_full(fd, b->data, (size_t)want, pos);
+    if (rc < 0)
+        return rc;
+    *wstart = pos;
+    *wlen = want;
+    return 0;
+}
+
+/*
+ * Walks the records of a segment of size bytes. With check_crc, every payload is read and
+ * checked (the last segment); without, only the chain of lengths is followed (sealed
+ * segments, which were fsynced before their successor existed). Stops at the first record that
+ * is short or damaged.
+ */
+static int scan_segment(int fd, uint64_t size, bool check_crc, onr_buf *b, scan_res *r)
+{
+    uint64_t pos = 0, wstart = 0, wlen = 0; /* b holds the file's [wstart, wstart + wlen) */
+    size_t chunk = check_crc ? SCAN_CHUNK : WALK_CHUNK;
+    const unsigned char *h;
+    int rc;
+
+    r->count = 0;
+    r->why = NULL;
+    while (pos < size) {
+        if (size - pos < HDR) {
+            r->why = "a short record header";
+            break;
+        }
+        rc = scan_window(fd, b, &wstart, &wlen, pos, HDR, size, chunk);
+        if (rc < 0)
+            return rc;
+        h = (const unsigned char *)b->data + (pos - wstart);
+        uint64_t len = get_le32(h);
+        if (len > size - pos - HDR) {
+            r->why = "a record running past the end of the file";
+            break;
+        }
+        if (check_crc) {
+            rc = scan_window(fd, b, &wstart, &wlen, pos, HDR + len, size, chunk);
+            if (rc < 0)
+                return rc;
+            h = (const unsigned char *)b->data + (pos - wstart);
+            if (!frame_ok(h)) {
+                r->why = "a CRC mismatch";
+                break;
+            }
+        }
+        pos += HDR + len;
+        r->count++;
+    }
+    r->valid_end = pos;
+    return 0;
+}
+
+static int cmp_seg(const void *a, const void *b)
+{
+    uint64_t x = ((const seg *)a)->base, y = ((const seg *)b)->base;
+    return x < y ? -1 : x > y;
+}
+
+static void seg_push(part *p, uint64_t base, uint64_t bytes)
+{
+    if (p->nsegs == p->segcap) {
+        p->segcap = p->segcap ? 2 * p->segcap : 8;
+        p->segs = onr_realloc(p->segs, p->segcap * sizeof(*p->segs));
+    }
+    p->segs[p->nsegs++] = (seg){.base = base, .bytes = bytes};
+}
+
+static int list_segments(part *p)
+{
+    int dfd = dup(p->dirfd);
+    DIR *d;
+    struct dirent *e;
+
+    if (dfd < 0)
+        return -errno;
+    d = fdopendir(dfd);
+    if (!d) {
+        int rc = -errno;
+        close(dfd);
+        return rc;
+    }
+    rewinddir(d);
+    while ((e = readdir(d)) != NULL) {
+        uint64_t base;
+        if (parse_seg_name(e->d_name, &base))
+            seg_push(p, base, 0);
+    }
+    closedir(d);
+    if (p->nsegs > 1)
+        qsort(p->segs, p->nsegs, sizeof(*p->segs), cmp_seg);
+    return 0;
+}
+
+static int create_segment(elog *l, part *p, uint64_t base, int *fd_out)
+{
+    char name[SEG_NAME_LEN + 1];
+    int fd, rc;
+
+    seg_name(name, base);
+    fd = openat(p->dirfd, name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    /* the new name must survive a crash before anything is acknowledged from it */
+    rc = io_fsync(l, p->dirfd);
+    if (rc < 0) {
+        close(fd);
+        unlinkat(p->dirfd, name, 0);
+        return rc;
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/* Removes segment i, an empty file left by a roll that did not finish: it holds nothing. */
+static int drop_empty(elog *l, part *p, size_t i, char *err, size_t errlen)
+{
+    char name[SEG_NAME_LEN + 1];
+
+    seg_name(name, p->segs[i].base);
+    if (unlinkat(p->dirfd, name, 0) < 0)
+        return fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: cannot remove: %s", l->dir, p->idx,
+                        name, strerror(errno));
+    say(l, "elog: p%03d/%s: removed an empty segment left by an unfinished roll", p->idx, name);
+    memmove(&p->segs[i], &p->segs[i + 1], (p->nsegs - i - 1) * sizeof(*p->segs));
+    p->nsegs--;
+    return 0;
+}
+
+static int part_recover(elog *l, part *p, char *err, size_t errlen)
+{
+    char name[SEG_NAME_LEN + 1];
+    onr_buf b = {0};
+    scan_res r;
+    struct stat sb;
+    int rc = 0, fd = -1;
+
+    rc = list_segments(p);
+    if (rc < 0)
+        return fail_msg(err, errlen, rc, "elog: %s/p%03d: cannot list segments: %s", l->dir, p->idx,
+                        strerror(-rc));
+    if (p->nsegs == 0) {
+        rc = create_segment(l, p, 0, &p->fd);
+        if (rc < 0)
+            return fail_msg(err, errlen, rc, "elog: %s/p%03d: cannot create a segment: %s", l->dir,
+                            p->idx, strerror(-rc));
+        seg_push(p, 0, 0);
+        return 0;
+    }
+    for (size_t i = 0; i < p->nsegs; i++) {
+        seg_name(name, p->segs[i].base);
+        if (fstatat(p->dirfd, name, &sb, 0) < 0)
+            return fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name,
+                            strerror(errno));
+        p->segs[i].bytes = (uint64_t)sb.st_size;
+    }
+    for (size_t i = 0; i + 1 < p->nsegs;) {
+        if (p->segs[i].bytes > 0) {
+            i++;
+            continue;
+        }
+        rc = drop_empty(l, p, i, err, errlen);
+        if (rc < 0)
+            return rc;
+    }
+
+    /* Sealed segments were fsynced before their successor was created, so each must end on
+     * a record boundary and hold exactly the records up to its successor's first offset.
+     * Anything else is damage, not a torn tail, and cutting it would lose every later
+     * segment: refuse to open. */
+    for (size_t i = 0; i + 1 < p->nsegs; i++) {
+        seg_name(name, p->segs[i].base);
+        fd = openat(p->dirfd, name, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name,
+                          strerror(errno));
+            goto out;
+        }
+        rc = scan_segment(fd, p->segs[i].bytes, false, &b, &r);
+        close(fd);
+        fd = -1;
+        if (rc < 0) {
+            fail_msg(err, errlen, rc, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name, strerror(-rc));
+            goto out;
+        }
+        if (!r.why && p->segs[i].base + r.count == p->segs[i + 1].base)
+            continue;
+        if (i + 2 == p->nsegs && p->segs[i + 1].bytes == 0) {
+            /* A roll failed after creating its file and could not remove it, and this
+             * segment went on being written: it is the real tail, recovered below. */
+            rc = drop_empty(l, p, i + 1, err, errlen);
+            if (rc < 0)
+                goto out;
+            break;
+        }
+        rc = ONR_E_INVALID;
+        fail_msg(err, errlen, rc,
+                 "elog: %s/p%03d/%s: sealed segment is damaged (%s at byte %llu: %llu records "
+                 "where the next segment's name implies %llu); restore it or remove the "
+                 "partition",
+                 l->dir, p->idx, name, r.why ? r.why : "records missing or extra",
+                 (unsigned long long)r.valid_end, (unsigned long long)r.count,
+                 (unsigned long long)(p->segs[i + 1].base - p->segs[i].base));
+        goto out;
+    }
+
+    /* The last segment: every record CRC-checked, cut at the first short or bad one. */
+    seg *last = &p->segs[p->nsegs - 1];
+    seg_name(name, last->base);
+    fd = openat(p->dirfd, name, O_RDWR | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &sb) < 0) {
+        rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name,
+                      strerror(errno));
+        goto out;
+    }
+    rc = scan_segment(fd, (uint64_t)sb.st_size, true, &b, &r);
+    if (rc < 0) {
+        fail_msg(err, errlen, rc, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name, strerror(-rc));
+        goto out;
+    }
+    if (r.valid_end < (uint64_t)sb.st_size) {
+        uint64_t cut = (uint64_t)sb.st_size - r.valid_end;
+        if (ftruncate(fd, (off_t)r.valid_end) < 0) {
+            rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: cannot truncate: %s", l->dir,
+                          p->idx, name, strerror(errno));
+            goto out;
+        }
+        p->st.truncated_bytes += cut;
+        say(l,
+            "elog: p%03d/%s: truncated %llu bytes of torn or corrupt tail at byte %llu (%s); "
+            "the %llu records before it are kept",
+            p->idx, name, (unsigned long long)cut, (unsigned long long)r.valid_end, r.why,
+            (unsigned long long)r.count);
+    }
+    /* What survived a process crash may be only in the page cache: make it durable now, so
+     * that everything below end counts as synced from here on. */
+    rc = io_fsync(l, fd);
+    if (rc < 0) {
+        fail_msg(err, errlen, rc, "elog: %s/p%03d/%s: fsync: %s", l->dir, p->idx, name,
+                 strerror(-rc));
+        goto out;
+    }
+    p->fd = fd;
+    fd = -1;
+    p->size = r.valid_end;
+    p->end = last->base + r.count;
+    last->bytes = 0; /* the active segment's size lives in p->size */
+out:
+    if (fd >= 0)
+        close(fd);
+    onr_buf_free(&b);
+    return rc;
+}
+
+static int part_init(elog *l, part *p, int idx, char *err, size_t errlen)
+{
+    char name[16];
+    pthread_condattr_t ca;
+    int rc;
+
+    p->idx = idx;
+    p->fd = -1;
+    p->dirfd = -1;
+    snprintf(name, sizeof name, "p%03d", idx);
+    if (mkdirat(l->dirfd, name, 0755) == 0) {
+        rc = io_fsync(l, l->dirfd);
+        if (rc < 0)
+            return fail_msg(err, errlen, rc, "elog: %s: fsync: %s", l->dir, strerror(-rc));
+    } else if (errno != EEXIST) {
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: mkdir: %s", l->dir, name,
+                        strerror(errno));
+    }
+    p->dirfd = openat(l->dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (p->dirfd < 0)
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, name, strerror(errno));
+    rc = part_recover(l, p, err, errlen);
+    if (rc < 0)
+        return rc;
+    p->synced = p->inflight = p->end;
+    p->synced_size = p->size;
+    atomic_store(&p->pub_end, p->end);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    return 0;
+}
+
+static void part_free(part *p, bool locks)
+{
+    if (p->fd >= 0)
+        close(p->fd);
+    if (p->dirfd >= 0)
+        close(p->dirfd);
+    onr_free(p->segs);
+    onr_buf_free(&p->wbuf);
+    if (locks) {
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+    }
+}
+
+/* The partition count is fixed at creation: users are placed by hash mod P, so reopening
+ * with another P would silently move them. elog.meta records it. */
+static int check_meta(elog *l, bool *exists, char *err, size_t errlen)
+{
+    char text[128];
+    int fd = openat(l->dirfd, META_NAME, O_RDONLY | O_CLOEXEC);
+    ssize_t n;
+    int parts = 0;
+
+    *exists = false;
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, META_NAME, strerror(errno));
+    }
+    n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n < 0)
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, META_NAME, strerror(errno));
+    text[n] = 0;
+    if (sscanf(text, META_MAGIC "\npartitions %d", &parts) != 1 || parts < 1)
+        return fail_msg(err, errlen, ONR_E_PARSE, "elog: %s/%s: not an onramp event log", l->dir,
+                        META_NAME);
+    if (parts != l->o.partitions)
+        return fail_msg(err, errlen, ONR_E_INVALID,
+                        "elog: %s has %d partitions but was opened with %d; users are placed "
+                        "by partition, so the count cannot change",
+                        l->dir, parts, l->o.partitions);
+    *exists = true;
+    return 0;
+}
+
+static int write_meta(elog *l, char *err, size_t errlen)
+{
+    char text[128];
+    int n = snprintf(text, sizeof text, META_MAGIC "\npartitions %d\n", l->o.partitions);
+    int fd = openat(l->dirfd, META_NAME ".tmp", O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
+    int rc;
+
+    if (fd < 0)
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, META_NAME, strerror(errno));
+    rc = write_all(l, fd, text, (size_t)n, 0);
+    if (rc == 0)
+        rc = io_fsync(l, fd);
+    close(fd);
+    if (rc == 0 && renameat(l->dirfd, META_NAME ".tmp", l->dirfd, META_NAME) < 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = io_fsync(l, l->dirfd);
+    if (rc < 0)
+        return fail_msg(err, errlen, rc, "elog: %s/%s: %s", l->dir, META_NAME, strerror(-rc));
+    return 0;
+}
+
+/* ---- durability */
+
+static void sync_failed(elog *l, part *p, int rc, uint64_t upto)
+{
+    if (!p->sync_err)
+        say(l, "elog: p%03d: fsync failed: %s; appends retry it and fail until it succeeds", p->idx,
+            strerror(-rc));
+    p->sync_err = rc;
+    p->err_rc = rc;
+    p->err_upto = ONR_MAX(p->err_upto, upto);
+}
+
+/*
+ * After a failed fsync the kernel may have dropped the dirty state of those pages, so a later
+ * fsync can succeed without writing them. Rewriting the unsynced tail from the page cache
+ * re-dirties it; each record is CRC-checked first so that lost pages are not made durable as
+ * if they were data. Partition mutex held, no sync running. Returns 0 when the tail is synced.
+ */
+static int heal(elog *l, part *p)
+{
+    uint64_t pos = p->synced_size;
+    onr_buf b = {0};
+    int64_t ns;
+    int rc = 0;
+
+    while (pos < p->size && rc == 0) {
+        unsigned char h[HDR];
+        rc = read_full(p->fd, h, HDR, pos);
+        if (rc < 0)
+            break;
+        uint64_t len = get_le32(h);
+        if (len > p->size - pos - HDR) {
+            rc = -EIO;
+            break;
+        }
+        onr_buf_clear(&b);
+        onr_buf_reserve(&b, HDR + (size_t)len);
+        memcpy(b.data, h, HDR);
+        rc = read_full(p->fd, b.data + HDR, (size_t)len, pos + HDR);
+        if (rc < 0)
+            break;
+        if (!frame_ok((const unsigned char *)b.data)) {
+            rc = -EIO; /* the page cache lost it: only a restart's recovery can cut it */
+            break;
+        }
+        rc = write_all(l, p->fd, b.data, HDR + (size_t)len, pos);
+        pos += HDR + len;
+    }
+    onr_buf_free(&b);
+    if (rc == 0) {
+        rc = timed_fsync(l, p->fd, &ns);
+        note_fsync(p, rc, ns);
+    }
+    if (rc < 0) {
+        sync_failed(l, p, rc, p->end);
+    } else {
+        if (p->sync_err)
+            say(l, "elog: p%03d: fsync succeeds again", p->idx);
+        p->sync_err = 0;
+        p->synced = p->inflight = p->end;
+        p->synced_size = p->size;
+    }
+    pthread_cond_broadcast(&p->cv);
+    return rc;
+}
+
+/* Fsyncs everything written so far on behalf of all waiters, with the mutex released during
+ * the fsync so that appends go on. Partition mutex held, no sync running. */
+static void lead_sync(elog *l, part *p)
+{
+    uint64_t target = p->end, tsize = p->size;
+    int fd = p->fd;
+    int64_t ns;
+    int rc;
+
+    if (p->sync_err) {
+        heal(l, p);
+        return;
+    }
+    p->syncing = true;
+    p->inflight = target;
+    pthread_mutex_unlock(&p->mu);
+    rc = timed_fsync(l, fd, &ns);
+    pthread_mutex_lock(&p->mu);
+    p->syncing = false;
+    note_fsync(p, rc, ns);
+    if (rc < 0) {
+        sync_failed(l, p, rc, target);
+    } else if (target > p->synced) {
+        /* fd is still the active segment: a roll waits for syncing to clear */
+        p->synced = target;
+        p->synced_size = tsize;
+    }
+    p->inflight = p->synced;
+    pthread_cond_broadcast(&p->cv);
+}
+
+/* Waits until offsets below my_end are fsynced, leading an fsync when nobody else is in one
+ * and the batch window (zero under always) has closed. Partition mutex held. */
+static int wait_durable(elog *l, part *p, uint64_t my_end)
+{
+    for (;;) {
+        if (p->synced >= my_end)
+            return 0;
+        if (my_end <= p->err_upto)
+            return p->err_rc;
+        if (p->syncing) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        if (l->batch_ns > 0 && !p->sync_err && p->size - p->synced_size < l->o.batch_bytes) {
+            int64_t due = p->first_unsynced_ns + l->batch_ns;
+            if (mono_ns() < due) {
+                struct timespec ts = ns_to_ts(due);
+                pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+                continue;
+            }
+        }
+        lead_sync(l, p);
+    }
+}
+
+/* Seals the active segment and starts one at the next offset. The old one is fsynced first:
+ * recovery trusts sealed segments to be whole. Partition mutex held, no sync running. */
+static int roll(elog *l, part *p)
+{
+    int64_t ns;
+    int rc, fd;
+
+    if (p->synced < p->end || p->sync_err) {
+        if (p->sync_err)
+            return heal(l, p);
+        rc = timed_fsync(l, p->fd, &ns);
+        note_fsync(p, rc, ns);
+        if (rc < 0) {
+            sync_failed(l, p, rc, p->end);
+            pthread_cond_broadcast(&p->cv);
+            return rc;
+        }
+        p->synced = p->inflight = p->end;
+        p->synced_size = p->size;
+        pthread_cond_broadcast(&p->cv);
+    }
+    rc = create_segment(l, p, p->end, &fd);
+    if (rc < 0) {
+        say(l, "elog: p%03d: cannot start a segment at offset %llu: %s", p->idx,
+            (unsigned long long)p->end, strerror(-rc));
+        return rc;
+    }
+    close(p->fd);
+    p->fd = fd;
+    p->segs[p->nsegs - 1].bytes = p->size;
+    seg_push(p, p->end, 0);
+    p->size = 0;
+    p->synced_size = 0;
+    return 0;
+}
+
+/* ---- appending */
+
+int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
+                      uint64_t *first_offset)
+{
+    uint64_t total = 0, first, my_end;
+    part *p;
+    int rc = 0;
+
+    if (partition < 0 || partition >= l->o.partitions || n == 0)
+        return ONR_E_INVALID;
+    for (size_t i = 0; i < n; i++) {
+        if (recs[i].len > l->o.max_record)
+            return ONR_E_LIMIT;
+        total += HDR + recs[i].len;
+        if (total > l->o.segment_bytes)
+            return ONR_E_LIMIT;
+    }
+    p = &l->parts[partition];
+
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        bool full = p->size > 0 && p->size + total > l->o.segment_bytes;
+        if (p->syncing && (p->sync_err || full)) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        if (p->tail_dirty) {
+            if (ftruncate(p->fd, (off_t)p->size) < 0) {
+                rc = -errno;
+                goto out;
+            }
+            p->tail_dirty = false;
+        }
+        if (p->sync_err) {
+            rc = heal(l, p);
+        } else if (full) {
+            rc = roll(l, p);
+        } else {
+            break;
+        }
+        if (rc < 0)
+            goto out;
+    }
+
+    /* Frame into the reused staging buffer: one write per batch, no allocation once warm. */
+    onr_buf_clear(&p->wbuf);
+    onr_buf_reserve(&p->wbuf, (size_t)total);
+    unsigned char *w = (unsigned char *)p->wbuf.data;
+    for (size_t i = 0; i < n; i++) {
+        put_le32(w, (uint32_t)recs[i].len);
+        put_le32(w + 4, frame_crc(w, recs[i].data, recs[i].len));
+        if (recs[i].len)
+            memcpy(w + HDR, recs[i].data, recs[i].len);
+        w += HDR + recs[i].len;
+    }
+    rc = write_all(l, p->fd, p->wbuf.data, (size_t)total, p->size);
+    if (rc < 0) {
+        /* Cut what landed: a sealed segment must end exactly at its last record, and a
+         * leftover would read as a torn tail at the next start. If even the truncate fails,
+         * the next append (before any write or roll) retries it. */
+        p->st.write_errors++;
+        if (ftruncate(p->fd, (off_t)p->size) < 0)
+            p->tail_dirty = true;
+        goto out;
+    }
+    if (p->end == (p->syncing ? p->inflight : p->synced))
+        p->first_unsynced_ns = mono_ns();
+    first = p->end;
+    p->end += n;
+    p->size += total;
+    p->st.records += n;
+    p->st.appended_bytes += total;
+    atomic_store_explicit(&p->pub_end, p->end, memory_order_release);
+    my_end = p->end;
+    if (first_offset)
+        *first_offset = first;
+    if (l->o.fsync != ELOG_FSYNC_EVERYSEC)
+        rc = wait_durable(l, p, my_end);
+out:
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+int elog_append(elog *l, int partition, const void *rec, size_t len, uint64_t *offset)
+{
+    elog_rec r = {.data = rec, .len = len};
+    return elog_append_batch(l, partition, &r, 1, offset);
+}
+
+uint64_t elog_end_offset(elog *l, int partition)
+{
+    if (partition < 0 || partition >= l->o.partitions)
+        return 0;
+    return atomic_load_explicit(&l->parts[partition].pub_end, memory_order_acquire);
+}
+
+uint64_t elog_synced_offset(elog *l, int partition)
+{
+    uint64_t v;
+
+    if (partition < 0 || partition >= l->o.partitions)
+        return 0;
+    part *p = &l->parts[partition];
+    pthread_mutex_lock(&p->mu);
+    v = p->synced;
+    pthread_mutex_unlock(&p->mu);
+    return v;
+}
+
+uint64_t elog_start_offset(elog *l, int partition)
+{
+    uint64_t v;
+
+    if (partition < 0 || partition >= l->o.partitions)
+        return 0;
+    part *p = &l->parts[partition];
+    pthread_mutex_lock(&p->mu);
+    v = p->segs[0].base;
+    pthread_mutex_unlock(&p->mu);
+    return v;
+}
+
+int elog_partitions(const elog *l)
+{
+    return l->o.partitions;
+}
+
+/* ---- the everysec background thread */
+
+static void *bg_main(void *arg)
+{
+    elog *l = arg;
+    int64_t tick = mono_ns();
+
+    pthread_mutex_lock(&l->bg_mu);
+    while (!l->stop) {
+        tick += 1000000000;
+        struct timespec ts = ns_to_ts(tick);
+        while (!l->stop && pthread_cond_timedwait(&l->bg_cv, &l->bg_mu, &ts) != ETIMEDOUT)
+            ;
+        if (l->stop)
+            break;
+        pthread_mutex_unlock(&l->bg_mu);
+        for (int i = 0; i < l->o.partitions; i++) {
+            part *p = &l->parts[i];
+            pthread_mutex_lock(&p->mu);
+            if (!p->syncing && (p->synced < p->end || p->sync_err))
+                lead_sync(l, p);
+            pthread_mutex_unlock(&p->mu);
+        }
+        if (mono_ns() > tick + 1000000000)
+            tick = mono_ns(); /* a stalled disk: don't fire a burst of catch-up ticks */
+        pthread_mutex_lock(&l->bg_mu);
+    }
+    pthread_mutex_unlock(&l->bg_mu);
+    return NULL;
+}
+
+/* ---- open and close */
+
+static void elog_free(elog *l)
+{
+    for (int i = 0; i < l->np; i++)
+        part_free(&l->parts[i], true);
+    onr_free(l->parts);
+    if (l->dirfd >= 0)
+        close(l->dirfd);
+    pthread_mutex_destroy(&l->bg_mu);
+    pthread_cond_destroy(&l->bg_cv);
+    onr_free(l->dir);
+    onr_free(l);
+}
+
+int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t errlen)
+{
+    elog *l = onr_calloc(1, sizeof *l);
+    pthread_condattr_t ca;
+    bool meta = false;
+    int rc;
+
+    if (err && errlen)
+        err[0] = 0;
+    l->dirfd = -1;
+    l->dir = onr_strdup(dir);
+    pthread_mutex_init(&l->bg_mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->bg_cv, &ca);
+    pthread_condattr_destroy(&ca);
+
+    rc = fill_opts(l, o, err, errlen);
+    if (rc < 0)
+        goto fail;
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        rc = fail_msg(err, errlen, -errno, "elog: %s: mkdir: %s", dir, strerror(errno));
+        goto fail;
+    }
+    l->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (l->dirfd < 0) {
+        rc = fail_msg(err, errlen, -errno, "elog: %s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    rc = check_meta(l, &meta, err, errlen);
+    if (rc < 0)
+        goto fail;
+    l->parts = onr_calloc((size_t)l->o.partitions, sizeof(*l->parts));
+    for (int i = 0; i < l->o.partitions; i++) {
+        rc = part_init(l, &l->parts[i], i, err, errlen);
+        if (rc < 0) {
+            part_free(&l->parts[i], false);
+            goto fail;
+        }
+        l->np++;
+    }
+    if (!meta) {
+        rc = write_meta(l, err, errlen);
+        if (rc < 0)
+            goto fail;
+    }
+    if (l->o.fsync == ELOG_FSYNC_EVERYSEC) {
+        rc = -pthread_create(&l->bg, NULL, bg_main, l);
+        if (rc < 0) {
+            fail_msg(err, errlen, rc, "elog: cannot start the fsync thread: %s", strerror(-rc));
+            goto fail;
+        }
+        l->bg_running = true;
+    }
+    *out = l;
+    return 0;
+fail:
+    elog_free(l);
+    return rc;
+}
+
+int elog_close(elog *l)
+{
+    int first = 0;
+
+    if (!l)
+        return 0;
+    if (l->bg_running) {
+        pthread_mutex_lock(&l->bg_mu);
+        l->stop = true;
+        pthread_cond_signal(&l->bg_cv);
+        pthread_mutex_unlock(&l->bg_mu);
+        pthread_join(l->bg, NULL);
+    }
+    for (int i = 0; i < l->np; i++) {
+        part *p = &l->parts[i];
+        int rc = 0;
+        pthread_mutex_lock(&p->mu);
+        while (p->syncing)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->tail_dirty && ftruncate(p->fd, (off_t)p->size) < 0)
+            rc = -errno;
+        if (rc == 0 && (p->synced < p->end || p->sync_err)) {
+            lead_sync(l, p);
+            rc = p->sync_err;
+        }
+        pthread_mutex_unlock(&p->mu);
+        if (rc < 0 && first == 0)
+            first = rc;
+    }
+    elog_free(l);
+    return first;
+}
+
+/* ---- retention */
+
+int elog_retain(elog *l, int partition, uint64_t checkpoint_offset, uint64_t max_bytes,
+                int64_t max_age_ms, int64_t now_ms)
+{
+    char name[SEG_NAME_LEN + 1];
+    uint64_t total = 0, *gone;
+    size_t k = 0;
+    int rc = 0;
+
+    if (partition < 0 || partition >= l->o.partitions)
+        return ONR_E_INVALID;
+    part *p = &l->parts[partition];
+
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i + 1 < p->nsegs; i++)
+        total += p->segs[i].bytes;
+    total += p->size;
+    /* Oldest first and stop at the first keeper: the log never gets a hole. */
+    while (k + 1 < p->nsegs && p->segs[k + 1].base <= checkpoint_offset) {
+        bool over = max_bytes > 0 && total > max_bytes;
+        bool old = false;
+        if (!over && max_age_ms > 0) {
+            struct stat sb;
+            seg_name(name, p->segs[k].base);
+            if (fstatat(p->dirfd, name, &sb, 0) == 0) {
+                int64_t mtime_ms = (int64_t)sb.st_mtim.tv_sec * 1000 + sb.st_mtim.tv_nsec / 1000000;
+                old = now_ms - mtime_ms > max_age_ms;
+            }
+        }
+        if (!over && !old)
+            break;
+        total -= p->segs[k].bytes;
+        k++;
+    }
+    if (k == 0) {
+        pthread_mutex_unlock(&p->mu);
+        return 0;
+    }
+    gone = onr_malloc(k * sizeof(*gone));
+    for (size_t i = 0; i < k; i++)
+        gone[i] = p->segs[i].base;
+    memmove(p->segs, p->segs + k, (p->nsegs - k) * sizeof(*p->segs));
+    p->nsegs -= k;
+    pthread_mutex_unlock(&p->mu);
+
+    /* Unlinking a large file can take milliseconds: not under the mutex. Readers that have a
+     * deleted segment open keep reading it; it is out of the list, so none can open it. */
+    for (size_t i = 0; i < k; i++) {
+        seg_name(name, gone[i]);
+        if (unlinkat(p->dirfd, name, 0) < 0 && errno != ENOENT && rc == 0)
+            rc = -errno;
+    }
+    onr_free(gone);
+    if (rc == 0)
+        rc = io_fsync(l, p->dirfd);
+    return rc < 0 ? rc : (int)k;
+}
+
+/* ---- reading */
+
+/* Index of the segment holding offset off, or -1 when it is below the first. Mutex held. */
+static long find_seg(const part *p, uint64_t off)
+{
+    size_t lo = 0, hi = p->nsegs;
+
+    if (p->nsegs == 0 || off < p->segs[0].base)
+        return -1;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (p->segs[mid].base <= off)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return (long)lo;
+}
+
+/* Points r at the start of the segment holding off. Partition mutex held. */
+static int reader_seek_seg(elog_reader *r, uint64_t off)
+{
+    char name[SEG_NAME_LEN + 1];
+    long i = find_seg(r->p, off);
+    int fd;
+
+    if (i < 0)
+        return ONR_E_NOTFOUND;
+    seg_name(name, r->p->segs[i].base);
+    fd = openat(r->p->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (r->fd >= 0)
+        close(r->fd);
+    r->fd = fd;
+    r->seg_base = r->p->segs[i].base;
+    r->next = r->seg_base;
+    r->fpos = 0;
+    r->blen = r->bpos = 0;
+    return 0;
+}
+
+int elog_reader_open(elog *l, int partition, uint64_t from_offset, elog_reader **out)
+{
+    elog_reader *r;
+    int rc;
+
+    if (partition < 0 || partition >= l->o.partitions)
+        return ONR_E_INVALID;
+    part *p = &l->parts[partition];
+    r = onr_calloc(1, sizeof *r);
+    r->p = p;
+    r->fd = -1;
+    r->skip_to = from_offset;
+    pthread_mutex_lock(&p->mu);
+    if (from_offset < p->segs[0].base)
+        rc = ONR_E_NOTFOUND;
+    else if (from_offset > p->end)
+        rc = ONR_E_INVALID;
+    else
+        rc = reader_seek_seg(r, from_offset);
+    pthread_mutex_unlock(&p->mu);
+    if (rc < 0) {
+        elog_reader_close(r);
+        return rc;
+    }
+    r->cap = READ_CHUNK;
+    r->buf = onr_malloc(r->cap);
+    *out = r;
+    return 0;
+}
+
+/* Bytes of complete records in r's segment right now. Partition mutex held. */
+static int reader_limit(elog_reader *r, uint64_t *limit, bool *active)
+{
+    part *p = r->p;
+    long i = find_seg(p, r->seg_base);
+    struct stat sb;
+
+    *active = p->segs[p->nsegs - 1].base == r->seg_base;
+    if (*active) {
+        *limit = p->size;
+        return 0;
+    }
+    if (i >= 0 && p->segs[i].base == r->seg_base) {
+        *limit = p->segs[i].bytes;
+        return 0;
+    }
+    /* retention deleted it while we read: a sealed file's size is final */
+    if (fstat(r->fd, &sb) < 0)
+        return -errno;
+    *limit = (uint64_t)sb.st_size;
+    return 0;
+}
+
+/* Buffers more of the log. Returns 1 when bytes were added, 0 when none are written yet. */
+static int reader_fill(elog_reader *r)
+{
+    part *p = r->p;
+    uint64_t limit, at;
+    bool active;
+    int rc;
+
+    if (r->next >= atomic_load_explicit(&p->pub_end, memory_order_acquire))
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    rc = reader_limit(r, &limit, &active);
+    at = r->fpos + r->blen;
+    if (rc == 0 && at >= limit) {
+        if (active) {
+            pthread_mutex_unlock(&p->mu);
+            return 0;
+        }
+        /* the segment is used up, so the record at next must start the following one */
+        if (r->blen != r->bpos) {
+            rc = -EBADMSG;
+        } else {
+            uint64_t want = r->next;
+            rc = reader_seek_seg(r, want);
+            if (rc == 0 && r->seg_base != want)
+                rc = -EBADMSG;
+            if (rc == 0)
+                rc = reader_limit(r, &limit, &active);
+            at = 0;
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (rc < 0)
+        return rc;
+
+    memmove(r->buf, r->buf + r->bpos, r->blen - r->bpos);
+    r->fpos += r->bpos;
+    r->blen -= r->bpos;
+    r->bpos = 0;
+    uint64_t need = r->blen >= HDR ? HDR + (uint64_t)get_le32(r->buf) : HDR;
+    if (need > limit - r->fpos)
+        return -EBADMSG; /* a length that runs past what was written: damage on disk */
+    if (need > r->cap) {
+        r->cap = (size_t)need;
+        r->buf = onr_realloc(r->buf, r->cap);
+    }
+    size_t want = (size_t)ONR_MIN((uint64_t)(r->cap - r->blen), limit - at);
+    if (want == 0)
+        return 0;
+    rc = read_full(r->fd, r->buf + r->blen, want, at);
+    if (rc < 0)
+        return rc;
+    r->blen += want;
+    return 1;
+}
+
+int elog_reader_next(elog_reader *r, const void **rec, size_t *len, uint64_t *offset)
+{
+    for (;;) {
+        size_t avail = r->blen - r->bpos;
+        if (avail >= HDR) {
+            const unsigned char *h = r->buf + r->bpos;
+            uint32_t n = get_le32(h);
+            if (avail - HDR >= n) {
+                uint64_t off = r->next;
+                if (!frame_ok(h))
+                    return -EBADMSG;
+                r->next++;
+                r->bpos += HDR + n;
+                if (off < r->skip_to)
+                    continue;
+                *rec = h + HDR;
+                *len = n;
+                if (offset)
+                    *offset = off;
+                return 1;
+            }
+        }
+        int rc = reader_fill(r);
+        if (rc <= 0)
+            return rc;
+    }
+}
+
+void elog_reader_close(elog_reader *r)
+{
+    if (!r)
+        return;
+    if (r->fd >= 0)
+        close(r->fd);
+    onr_free(r->buf);
+    onr_free(r);
+}
+
+/* ---- statistics */
+
+uint64_t elog_fsync_bucket_us(int i)
+{
+    if (i < 0 || i >= ELOG_FSYNC_BUCKETS)
+        return UINT64_MAX;
+    return fsync_bounds_us[i];
+}
+
+int elog_stats(elog *l, int partition, struct elog_stats *out)
+{
+    int lo = partition, hi = partition + 1;
+
+    if (partition == -1) {
+        lo = 0;
+        hi = l->o.partitions;
+    } else if (partition < 0 || partition >= l->o.partitions) {
+        return ONR_E_INVALID;
+    }
+    memset(out, 0, sizeof *out);
+    for (int i = lo; i < hi; i++) {
+        part *p = &l->parts[i];
+        pthread_mutex_lock(&p->mu);
+        for (size_t s = 0; s + 1 < p->nsegs; s++)
+            out->bytes += p->segs[s].bytes;
+        out->bytes += p->size;
+        out->segments += p->nsegs;
+        out->records += p->st.records;
+        out->appended_bytes += p->st.appended_bytes;
+        out->fsyncs += p->st.fsyncs;
+        out->fsync_errors += p->st.fsync_errors;
+        out->write_errors += p->st.write_errors;
+        out->truncated_bytes += p->st.truncated_bytes;
+        out->fsync_us_sum += p->st.fsync_us_sum;
+        for (int b = 0; b < ELOG_FSYNC_BUCKETS; b++)
+            out->fsync_hist[b] += p->st.fsync_hist[b];
+        pthread_mutex_unlock(&p->mu);
+    }
+    return 0;
+}

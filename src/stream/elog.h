@@ -1,0 +1,160 @@
+/*
+ * elog.h - the embedded durable event log behind `onramp serve`: P partitions, each an
+ * append-only run of segment files holding CRC32C-framed records, with group commit and an
+ * fsync policy (always | batch | everysec). I/O threads append; engine shards read. A torn or
+ * corrupt tail is cut off at open, and said so; nothing before it is lost.
+ * On-disk format, loss windows and recovery: docs/operations.md, "The event log".
+ */
+#ifndef ONR_ELOG_H
+#define ONR_ELOG_H
+
+#include "base/base.h"
+
+#include <sys/types.h>
+
+typedef struct elog elog;
+typedef struct elog_reader elog_reader;
+
+/* When an append returns (see docs/operations.md for each policy's loss window). Zero is the
+ * default, batch. */
+typedef enum elog_fsync {
+    ELOG_FSYNC_BATCH = 0, /* after the fsync of a group collected for <= batch_ms */
+    ELOG_FSYNC_ALWAYS,    /* after an fsync that covers the record (group commit) */
+    ELOG_FSYNC_EVERYSEC,  /* after write(2); a background thread fsyncs every second */
+} elog_fsync;
+
+/* Parses "always", "batch" or "everysec". Returns 0 or ONR_E_INVALID. */
+int elog_fsync_parse(const char *s, elog_fsync *out);
+const char *elog_fsync_name(elog_fsync f);
+
+/*
+ * File I/O the log goes through, so that tests can inject EIO/ENOSPC or slow disks. A NULL
+ * member means the real system call. Both return -errno on failure (not -1 + errno).
+ */
+typedef struct elog_io {
+    /* pwrite(2): the number of bytes written (possibly short) or -errno. */
+    ssize_t (*pwrite)(void *ctx, int fd, const void *buf, size_t len, uint64_t off);
+    /* fsync(2) of a segment or of a directory: 0 or -errno. */
+    int (*fsync)(void *ctx, int fd);
+    void *ctx;
+} elog_io;
+
+/* Options; a zero member takes the default in brackets. */
+typedef struct elog_opts {
+    int partitions;       /* [16], 1..1000; fixed when the log is created */
+    elog_fsync fsync;     /* [ELOG_FSYNC_BATCH] */
+    int batch_ms;         /* [10] batch: longest wait for more records before the fsync */
+    size_t batch_bytes;   /* [1 MiB] batch: fsync as soon as this much is waiting */
+    size_t segment_bytes; /* [64 MiB] a segment rolls before it would grow past this */
+    size_t max_record;    /* [1 MiB] largest payload elog_append accepts */
+    /* Called for events an operator should see: tails truncated at open, failed and healed
+     * fsyncs. May be called from any appending thread or the background thread, so it must
+     * be thread-safe. NULL: silent. */
+    void (*log)(void *ctx, const char *msg);
+    void *log_ctx;
+    elog_io io;
+} elog_opts;
+
+/*
+ * Opens (creating as needed) the log in dir: dir/elog.meta and dir/pNNN/ per partition.
+ * Recovers every partition: checks that sealed segments end on a record boundary with the
+ * record count their successor's name implies, CRC-checks the last segment and truncates it at
+ * the first short or damaged record (logging partition, segment and bytes cut), then fsyncs.
+ * Reopening with another partition count is refused. On failure returns -errno or ONR_E_* and
+ * writes a message for people into err (when errlen > 0). Caller owns *out; elog_close it.
+ */
+int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t errlen);
+
+/*
+ * Flushes and fsyncs every partition, stops the background thread and frees the log. No
+ * append or reader may be in use. Returns 0 or the first fsync error (the log is freed anyway).
+ */
+int elog_close(elog *l);
+
+int elog_partitions(const elog *l);
+
+/* One record of a batch. */
+typedef struct elog_rec {
+    const void *data;
+    size_t len;
+} elog_rec;
+
+/*
+ * Appends one record to a partition and returns when the fsync policy says it is in the log;
+ * *offset (may be NULL) is its offset, the partition's record number. Thread-safe: any number
+ * of threads may append to any partitions at once. Returns 0; ONR_E_LIMIT when len >
+ * max_record; ONR_E_INVALID for a bad partition; or -errno when a write or fsync failed. After
+ * a failed write nothing of the record remains. After a failed fsync the record was written
+ * and may be read (or survive) - the outcome is unknown, as with any timeout - and the next
+ * append first rewrites and fsyncs the unsynced tail (it fails too while the disk does).
+ */
+int elog_append(elog *l, int partition, const void *rec, size_t len, uint64_t *offset);
+
+/*
+ * Appends n records to one partition under consecutive offsets (the first in *first_offset),
+ * written in one write and acknowledged together: all or nothing on a failed write. The framed
+ * batch (8 bytes + len per record) must fit a segment: ONR_E_LIMIT otherwise.
+ */
+int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
+                      uint64_t *first_offset);
+
+/* The next offset to be written in a partition (records [start, end) are readable). */
+uint64_t elog_end_offset(elog *l, int partition);
+/* Offsets below this are fsynced: they survive a power loss. Under everysec it trails the end
+ * by up to about a second; a checkpoint that must survive a power loss along with the log
+ * records offsets at or below it. */
+uint64_t elog_synced_offset(elog *l, int partition);
+/* The first offset still on disk (0 until retention deletes a segment). */
+uint64_t elog_start_offset(elog *l, int partition);
+
+/*
+ * Deletes a partition's oldest whole segments whose records all lie below checkpoint_offset,
+ * while the partition holds more than max_bytes (0: no size limit) or the segment's newest
+ * data (its mtime) is older than max_age_ms before now_ms (<= 0: no age limit). Never deletes
+ * the active segment, never leaves a hole. Returns the number of segments deleted or -errno.
+ */
+int elog_retain(elog *l, int partition, uint64_t checkpoint_offset, uint64_t max_bytes,
+                int64_t max_age_ms, int64_t now_ms);
+
+/*
+ * Reading. A reader sees a record as soon as its write has completed (before its fsync under
+ * batch and always), so it can tail a growing log. Readers and appenders may run in different
+ * threads; one reader is used by one thread at a time.
+ *
+ * Opens a reader at from_offset (start <= from_offset <= end): ONR_E_NOTFOUND when retention
+ * deleted it, ONR_E_INVALID when beyond the end. Seeking scans from the start of the segment
+ * holding from_offset. Caller owns *out.
+ */
+int elog_reader_open(elog *l, int partition, uint64_t from_offset, elog_reader **out);
+/*
+ * Returns 1 with the next record (*rec valid until the next call on r), 0 when there is none
+ * yet (call again later), -EBADMSG when a record on disk fails its CRC, or -errno.
+ */
+int elog_reader_next(elog_reader *r, const void **rec, size_t *len, uint64_t *offset);
+void elog_reader_close(elog_reader *r);
+
+/* ---- statistics, for /metrics */
+
+/* Upper bounds of the fsync latency histogram, microseconds; the last bucket is +Inf. */
+#define ELOG_FSYNC_BUCKETS 12
+/* The bound of bucket i in microseconds (UINT64_MAX for the last). */
+uint64_t elog_fsync_bucket_us(int i);
+
+struct elog_stats {
+    uint64_t bytes; /* on disk, all segments */
+    uint64_t segments;
+    uint64_t records;        /* appended since open */
+    uint64_t appended_bytes; /* framed bytes appended since open */
+    uint64_t fsyncs;         /* segment fsyncs that succeeded (directories not counted) */
+    uint64_t fsync_errors;
+    uint64_t write_errors;
+    uint64_t truncated_bytes; /* cut from torn tails at open */
+    uint64_t fsync_us_sum;
+    uint64_t fsync_hist[ELOG_FSYNC_BUCKETS]; /* per bucket, not cumulative */
+};
+
+/* Fills *out for one partition, or summed over all when partition is -1. Returns 0 or
+ * ONR_E_INVALID. */
+int elog_stats(elog *l, int partition, struct elog_stats *out);
+
+#endif

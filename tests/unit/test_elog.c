@@ -1,0 +1,996 @@
+/*
+ * test_elog.c - unit tests for the event log (src/stream/elog.c): round trips across
+ * partitions and segment rolls, reopening, torn and corrupt tails cut at open with everything
+ * before them kept, limits, group commit under concurrency, each fsync policy's
+ * acknowledgement, kill -9 mid-stream, injected write and fsync failures, retention and
+ * readers tailing a growing log. Each test works in its own fresh directory.
+ */
+#include "stream/elog.h"
+
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- fixtures */
+
+static char *tmpdir;
+
+static void make_dir(void)
+{
+    char tmpl[] = "/tmp/onramp-elog-XXXXXX";
+    cr_assert_not_null(mkdtemp(tmpl));
+    tmpdir = strdup(tmpl);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_dir(void)
+{
+    if (tmpdir)
+        nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    free(tmpdir);
+    tmpdir = NULL;
+}
+
+TestSuite(elog, .init = make_dir, .fini = remove_dir);
+
+/* Messages from the log's callback, kept for assertions. */
+typedef struct logcap {
+    pthread_mutex_t mu;
+    char text[8192];
+    int count;
+} logcap;
+
+static void capture(void *ctx, const char *msg)
+{
+    logcap *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    size_t n = strlen(c->text);
+    snprintf(c->text + n, sizeof c->text - n, "%s\n", msg);
+    c->count++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void logcap_init(logcap *c)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+}
+
+static elog *open_log(const elog_opts *o)
+{
+    elog *l = NULL;
+    char err[512];
+    int rc = elog_open(tmpdir, o, &l, err, sizeof err);
+    cr_assert_eq(rc, 0, "elog_open: %d %s", rc, err);
+    return l;
+}
+
+/* A deterministic record of varying length for (stream, seq). */
+static size_t make_rec(char *buf, size_t cap, int stream, uint64_t seq)
+{
+    int n = snprintf(buf, cap, "s%d-r%llu:", stream, (unsigned long long)seq);
+    size_t fill = (size_t)((seq * 37 + (uint64_t)stream * 11) % 180);
+    cr_assert_lt((size_t)n + fill, cap);
+    for (size_t i = 0; i < fill; i++)
+        buf[n + i] = (char)('a' + (seq + i) % 26);
+    return (size_t)n + fill;
+}
+
+static uint64_t append_rec(elog *l, int part, int stream, uint64_t seq)
+{
+    char buf[256];
+    size_t n = make_rec(buf, sizeof buf, stream, seq);
+    uint64_t off = UINT64_MAX;
+    int rc = elog_append(l, part, buf, n, &off);
+    cr_assert_eq(rc, 0, "append p%d s%d #%llu: %d", part, stream, (unsigned long long)seq, rc);
+    return off;
+}
+
+static void expect_rec(const void *rec, size_t len, int stream, uint64_t seq)
+{
+    char buf[256];
+    size_t n = make_rec(buf, sizeof buf, stream, seq);
+    cr_assert_eq(len, n, "s%d #%llu: length %zu, want %zu", stream, (unsigned long long)seq, len,
+                 n);
+    cr_assert(memcmp(rec, buf, n) == 0, "s%d #%llu: payload differs", stream,
+              (unsigned long long)seq);
+}
+
+/* Reads a partition from `from` and checks records [from, want_end) are (stream, offset). */
+static void expect_partition(elog *l, int part, int stream, uint64_t from, uint64_t want_end)
+{
+    elog_reader *r;
+    const void *rec;
+    size_t len;
+    uint64_t off, want = from;
+    int rc;
+
+    cr_assert_eq(elog_reader_open(l, part, from, &r), 0);
+    while ((rc = elog_reader_next(r, &rec, &len, &off)) == 1) {
+        cr_assert_eq(off, want, "p%d: offset %llu, want %llu", part, (unsigned long long)off,
+                     (unsigned long long)want);
+        expect_rec(rec, len, stream, off);
+        want++;
+    }
+    cr_assert_eq(rc, 0, "p%d: reader error %d at %llu", part, rc, (unsigned long long)want);
+    cr_assert_eq(want, want_end, "p%d: read up to %llu, want %llu", part, (unsigned long long)want,
+                 (unsigned long long)want_end);
+    elog_reader_close(r);
+}
+
+static void seg_path(char *out, size_t cap, int part, uint64_t base)
+{
+    snprintf(out, cap, "%s/p%03d/%020llu.log", tmpdir, part, (unsigned long long)base);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0, "%s: %s", path, strerror(errno));
+    return sb.st_size;
+}
+
+static void append_bytes(const char *path, const void *p, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_APPEND);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, p, n), (ssize_t)n);
+    close(fd);
+}
+
+static void flip_byte(const char *path, off_t at)
+{
+    int fd = open(path, O_RDWR);
+    unsigned char c;
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pread(fd, &c, 1, at), 1);
+    c ^= 0x5a;
+    cr_assert_eq(pwrite(fd, &c, 1, at), 1);
+    close(fd);
+}
+
+/* Byte position of record k in a segment that starts at offset 0 and holds records made by
+ * make_rec(stream, 0..): each is framed by 8 bytes. */
+static off_t rec_pos(int stream, uint64_t k)
+{
+    char buf[256];
+    off_t pos = 0;
+    for (uint64_t i = 0; i < k; i++)
+        pos += 8 + (off_t)make_rec(buf, sizeof buf, stream, i);
+    return pos;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- fault injection */
+
+typedef struct faults {
+    atomic_int write_fail_in; /* the write after this many more fails; < 0: never */
+    int write_err;
+    bool write_partial;    /* the failing write lands half its bytes first */
+    atomic_int fsync_fail; /* the next this many fsyncs fail with fsync_err */
+    int fsync_err;
+    atomic_int fsyncs; /* every fsync call, files and directories */
+    int fsync_delay_us;
+} faults;
+
+static ssize_t fault_pwrite(void *ctx, int fd, const void *buf, size_t len, uint64_t off)
+{
+    faults *f = ctx;
+    if (atomic_load(&f->write_fail_in) >= 0 && atomic_fetch_sub(&f->write_fail_in, 1) == 0) {
+        if (f->write_partial && len > 1)
+            cr_assert_eq(pwrite(fd, buf, len / 2, (off_t)off), (ssize_t)(len / 2));
+        return f->write_err;
+    }
+    ssize_t n = pwrite(fd, buf, len, (off_t)off);
+    return n < 0 ? -errno : n;
+}
+
+static int fault_fsync(void *ctx, int fd)
+{
+    faults *f = ctx;
+    atomic_fetch_add(&f->fsyncs, 1);
+    if (f->fsync_delay_us)
+        usleep((useconds_t)f->fsync_delay_us);
+    if (atomic_load(&f->fsync_fail) > 0) {
+        atomic_fetch_sub(&f->fsync_fail, 1);
+        return f->fsync_err;
+    }
+    return fsync(fd) ? -errno : 0;
+}
+
+static void faults_init(faults *f, elog_opts *o)
+{
+    memset(f, 0, sizeof *f);
+    atomic_store(&f->write_fail_in, -1);
+    o->io.pwrite = fault_pwrite;
+    o->io.fsync = fault_fsync;
+    o->io.ctx = f;
+}
+
+/* ---- basics */
+
+Test(elog, parses_and_names_fsync_policies)
+{
+    elog_fsync f;
+    cr_assert_eq(elog_fsync_parse("always", &f), 0);
+    cr_assert_eq(f, ELOG_FSYNC_ALWAYS);
+    cr_assert_eq(elog_fsync_parse("batch", &f), 0);
+    cr_assert_eq(f, ELOG_FSYNC_BATCH);
+    cr_assert_eq(elog_fsync_parse("everysec", &f), 0);
+    cr_assert_eq(f, ELOG_FSYNC_EVERYSEC);
+    cr_assert_eq(elog_fsync_parse("sometimes", &f), ONR_E_INVALID);
+    cr_assert_str_eq(elog_fsync_name(ELOG_FSYNC_EVERYSEC), "everysec");
+    cr_assert_eq(ELOG_FSYNC_BATCH, 0, "zeroed options must mean the default, batch");
+}
+
+Test(elog, round_trips_across_partitions_and_segment_rolls)
+{
+    elog_opts o = {
+        .partitions = 4, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 4096, .max_record = 1024};
+    elog *l = open_log(&o);
+    struct elog_stats st;
+
+    for (uint64_t i = 0; i < 300; i++)
+        for (int p = 0; p < 4; p++)
+            cr_assert_eq(append_rec(l, p, p, i), i);
+    for (int p = 0; p < 4; p++) {
+        cr_assert_eq(elog_end_offset(l, p), 300);
+        expect_partition(l, p, p, 0, 300);
+        expect_partition(l, p, p, 137, 300); /* seeking lands mid-segment */
+        expect_partition(l, p, p, 300, 300);
+    }
+    cr_assert_eq(elog_stats(l, -1, &st), 0);
+    cr_assert_gt(st.segments, 4 * 5, "segments rolled: %llu", (unsigned long long)st.segments);
+    cr_assert_eq(st.records, 1200);
+    cr_assert_eq(st.bytes, st.appended_bytes);
+    cr_assert_eq(elog_stats(l, 2, &st), 0);
+    cr_assert_eq(st.records, 300);
+
+    /* segments are named by their first offset and none exceeds the segment size */
+    char path[512];
+    seg_path(path, sizeof path, 3, 0);
+    cr_assert_leq(file_size(path), 4096);
+    cr_assert_eq(elog_close(l), 0);
+}
+
+Test(elog, batch_append_takes_consecutive_offsets)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS};
+    elog *l = open_log(&o);
+    char bufs[5][256];
+    elog_rec recs[5];
+    uint64_t first = 99;
+
+    cr_assert_eq(append_rec(l, 1, 1, 0), 0);
+    for (int i = 0; i < 5; i++) {
+        recs[i].data = bufs[i];
+        recs[i].len = make_rec(bufs[i], sizeof bufs[i], 1, (uint64_t)i + 1);
+    }
+    cr_assert_eq(elog_append_batch(l, 1, recs, 5, &first), 0);
+    cr_assert_eq(first, 1);
+    cr_assert_eq(elog_end_offset(l, 1), 6);
+    expect_partition(l, 1, 1, 0, 6);
+    cr_assert_eq(elog_append_batch(l, 1, recs, 0, &first), ONR_E_INVALID);
+    elog_close(l);
+}
+
+Test(elog, reopening_continues_offsets)
+{
+    elog_opts o = {
+        .partitions = 3, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 2048, .max_record = 512};
+    elog *l = open_log(&o);
+    for (uint64_t i = 0; i < 50; i++)
+        append_rec(l, 1, 1, i);
+    cr_assert_eq(elog_close(l), 0);
+
+    l = open_log(&o);
+    cr_assert_eq(elog_end_offset(l, 1), 50);
+    cr_assert_eq(elog_end_offset(l, 0), 0);
+    cr_assert_eq(append_rec(l, 1, 1, 50), 50);
+    cr_assert_eq(append_rec(l, 0, 0, 0), 0);
+    expect_partition(l, 1, 1, 0, 51);
+    expect_partition(l, 1, 1, 49, 51);
+    elog_close(l);
+}
+
+Test(elog, refuses_another_partition_count)
+{
+    elog_opts o = {.partitions = 3};
+    elog *l = open_log(&o);
+    elog_close(l);
+    o.partitions = 4;
+    char err[256] = "";
+    cr_assert_eq(elog_open(tmpdir, &o, &l, err, sizeof err), ONR_E_INVALID);
+    cr_assert(strstr(err, "3 partitions") != NULL, "%s", err);
+}
+
+Test(elog, enforces_the_record_size_limit)
+{
+    elog_opts o = {
+        .partitions = 2, .fsync = ELOG_FSYNC_ALWAYS, .max_record = 1000, .segment_bytes = 4096};
+    elog *l = open_log(&o);
+    static char big[5000];
+    uint64_t off = 77;
+
+    cr_assert_eq(elog_append(l, 0, big, 1000, &off), 0);
+    cr_assert_eq(off, 0);
+    cr_assert_eq(elog_append(l, 0, big, 1001, &off), ONR_E_LIMIT);
+    elog_rec recs[5] = {{big, 1000}, {big, 1000}, {big, 1000}, {big, 1000}, {big, 1000}};
+    cr_assert_eq(elog_append_batch(l, 0, recs, 5, &off), ONR_E_LIMIT, "a batch over a segment");
+    cr_assert_eq(elog_append(l, 2, big, 10, &off), ONR_E_INVALID);
+    cr_assert_eq(elog_append(l, -1, big, 10, &off), ONR_E_INVALID);
+    cr_assert_eq(elog_end_offset(l, 0), 1, "rejected appends wrote nothing");
+    cr_assert_eq(elog_append(l, 0, big, 0, &off), 0, "an empty record is a record");
+    cr_assert_eq(off, 1);
+    elog_close(l);
+
+    elog_opts bad = {.max_record = 4096, .segment_bytes = 4096};
+    char err[256];
+    cr_assert_eq(elog_open(tmpdir, &bad, &l, err, sizeof err), ONR_E_INVALID);
+}
+
+/* ---- torn and corrupt tails */
+
+static void fill_p0(int n)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS};
+    elog *l = open_log(&o);
+    for (int i = 0; i < n; i++)
+        append_rec(l, 0, 0, (uint64_t)i);
+    cr_assert_eq(elog_close(l), 0);
+}
+
+/* Reopens after damage; checks the log line, the cut and the records kept. */
+static void expect_recovered(uint64_t kept, off_t cut)
+{
+    logcap cap;
+    logcap_init(&cap);
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS, .log = capture, .log_ctx = &cap};
+    char path[512], want[128];
+    struct elog_stats st;
+
+    elog *l = open_log(&o);
+    cr_assert_eq(cap.count, 1, "log: %s", cap.text);
+    cr_assert(strstr(cap.text, "p000/00000000000000000000.log") != NULL, "%s", cap.text);
+    snprintf(want, sizeof want, "truncated %lld bytes", (long long)cut);
+    cr_assert(strstr(cap.text, want) != NULL, "want \"%s\" in: %s", want, cap.text);
+    cr_assert_eq(elog_stats(l, -1, &st), 0);
+    cr_assert_eq(st.truncated_bytes, (uint64_t)cut);
+    cr_assert_eq(elog_end_offset(l, 0), kept);
+    expect_partition(l, 0, 0, 0, kept);
+    seg_path(path, sizeof path, 0, 0);
+    cr_assert_eq(file_size(path), rec_pos(0, kept));
+
+    /* the log goes on from the cut */
+    cr_assert_eq(append_rec(l, 0, 0, kept), kept);
+    elog_close(l);
+    cap.count = 0;
+    l = open_log(&o);
+    cr_assert_eq(cap.count, 0, "a second open found more to cut: %s", cap.text);
+    expect_partition(l, 0, 0, 0, kept + 1);
+    elog_close(l);
+}
+
+Test(elog, garbage_after_the_last_record_is_truncated)
+{
+    char path[512];
+    fill_p0(20);
+    seg_path(path, sizeof path, 0, 0);
+    append_bytes(path, "\x13garbage-bytes", 14);
+    expect_recovered(20, 14);
+}
+
+Test(elog, a_half_written_record_is_truncated)
+{
+    char path[512];
+    unsigned char half[48] = {100, 0, 0, 0, 1, 2, 3, 4}; /* says 100 bytes, has 40 */
+    fill_p0(20);
+    seg_path(path, sizeof path, 0, 0);
+    append_bytes(path, half, sizeof half);
+    expect_recovered(20, sizeof half);
+
+    fill_p0(0);
+    append_bytes(path, half, 5); /* a header cut short */
+    expect_recovered(21, 5);
+}
+
+Test(elog, a_flipped_byte_in_the_last_record_cuts_that_record)
+{
+    char path[512];
+    fill_p0(20);
+    seg_path(path, sizeof path, 0, 0);
+    flip_byte(path, rec_pos(0, 19) + 8 + 3);
+    expect_recovered(19, rec_pos(0, 20) - rec_pos(0, 19));
+}
+
+Test(elog, corruption_mid_segment_truncates_from_there)
+{
+    char path[512];
+    fill_p0(40);
+    seg_path(path, sizeof path, 0, 0);
+    flip_byte(path, rec_pos(0, 10) + 2); /* a length byte */
+    expect_recovered(10, rec_pos(0, 40) - rec_pos(0, 10));
+}
+
+Test(elog, an_empty_trailing_segment_is_fine)
+{
+    char path[512];
+    logcap cap;
+    logcap_init(&cap);
+    fill_p0(20);
+    seg_path(path, sizeof path, 0, 20);
+    close(open(path, O_CREAT | O_WRONLY, 0644));
+
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS, .log = capture, .log_ctx = &cap};
+    elog *l = open_log(&o);
+    cr_assert_eq(cap.count, 0, "%s", cap.text);
+    cr_assert_eq(elog_end_offset(l, 0), 20);
+    cr_assert_eq(append_rec(l, 0, 0, 20), 20);
+    cr_assert_gt(file_size(path), 0, "the append went to the empty segment");
+    expect_partition(l, 0, 0, 0, 21);
+    elog_close(l);
+}
+
+Test(elog, a_damaged_sealed_segment_refuses_to_open)
+{
+    elog_opts o = {
+        .partitions = 1, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 1024, .max_record = 512};
+    elog *l = open_log(&o);
+    char path[512], err[512] = "";
+    for (uint64_t i = 0; i < 60; i++)
+        append_rec(l, 0, 0, i);
+    elog_close(l);
+    seg_path(path, sizeof path, 0, 0);
+    cr_assert_eq(truncate(path, file_size(path) - 3), 0);
+    cr_assert_eq(elog_open(tmpdir, &o, &l, err, sizeof err), ONR_E_INVALID);
+    cr_assert(strstr(err, "00000000000000000000.log") && strstr(err, "sealed"), "%s", err);
+}
+
+/* ---- group commit and the fsync policies */
+
+#define GC_THREADS 4
+#define GC_PER_THREAD 2000
+
+typedef struct writer_arg {
+    elog *l;
+    int part, t, n;
+    uint64_t offs[GC_PER_THREAD];
+} writer_arg;
+
+static void *writer(void *arg)
+{
+    writer_arg *a = arg;
+    for (int i = 0; i < a->n; i++)
+        a->offs[i] = append_rec(a->l, a->part, a->t, (uint64_t)i);
+    return NULL;
+}
+
+static void run_writers(elog *l, writer_arg *args, int threads, int n)
+{
+    pthread_t th[GC_THREADS];
+    for (int t = 0; t < threads; t++) {
+        args[t].l = l;
+        args[t].part = 0;
+        args[t].t = t;
+        args[t].n = n;
+        cr_assert_eq(pthread_create(&th[t], NULL, writer, &args[t]), 0);
+    }
+    for (int t = 0; t < threads; t++)
+        pthread_join(th[t], NULL);
+}
+
+/* Every record once, each thread's in the order it appended them, at the offsets its appends
+ * returned. */
+static void expect_interleaved(elog *l, const writer_arg *args, int threads, int n)
+{
+    elog_reader *r;
+    const void *rec;
+    size_t len;
+    uint64_t off, next[GC_THREADS] = {0};
+    int rc, total = 0;
+
+    cr_assert_eq(elog_reader_open(l, 0, 0, &r), 0);
+    while ((rc = elog_reader_next(r, &rec, &len, &off)) == 1) {
+        int t;
+        unsigned long long seq;
+        cr_assert_eq(sscanf(rec, "s%d-r%llu:", &t, &seq), 2);
+        cr_assert(t >= 0 && t < threads);
+        cr_assert_eq(seq, next[t], "thread %d: #%llu where #%llu was due", t, seq,
+                     (unsigned long long)next[t]);
+        cr_assert_eq(args[t].offs[seq], off);
+        expect_rec(rec, len, t, seq);
+        next[t]++;
+        total++;
+    }
+    cr_assert_eq(rc, 0);
+    cr_assert_eq(total, threads * n);
+    elog_reader_close(r);
+}
+
+Test(elog, concurrent_always_appends_share_fsyncs_and_keep_every_record_once)
+{
+    elog_opts o = {.partitions = 2,
+                   .fsync = ELOG_FSYNC_ALWAYS,
+                   .segment_bytes = 256 << 10,
+                   .max_record = 1024};
+    elog *l = open_log(&o);
+    static writer_arg args[GC_THREADS];
+    struct elog_stats st;
+
+    run_writers(l, args, GC_THREADS, GC_PER_THREAD);
+    cr_assert_eq(elog_end_offset(l, 0), GC_THREADS * GC_PER_THREAD);
+    cr_assert_eq(elog_synced_offset(l, 0), GC_THREADS * GC_PER_THREAD);
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_lt(st.fsyncs, GC_THREADS * GC_PER_THREAD, "%llu fsyncs: no group commit",
+                 (unsigned long long)st.fsyncs);
+    cr_assert_gt(st.segments, 1, "the test should cross a segment roll");
+    uint64_t hist = 0;
+    for (int b = 0; b < ELOG_FSYNC_BUCKETS; b++)
+        hist += st.fsync_hist[b];
+    cr_assert_eq(hist, st.fsyncs);
+    cr_log_info("group commit: %llu fsyncs for %d appends", (unsigned long long)st.fsyncs,
+                GC_THREADS * GC_PER_THREAD);
+    expect_interleaved(l, args, GC_THREADS, GC_PER_THREAD);
+    cr_assert_eq(elog_close(l), 0);
+}
+
+Test(elog, batch_acknowledges_after_the_fsync_of_its_batch)
+{
+    faults f;
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .batch_ms = 2};
+    faults_init(&f, &o);
+    elog *l = open_log(&o);
+    static writer_arg args[GC_THREADS];
+    struct elog_stats st;
+
+    /* alone, every append waits for an fsync that covers it */
+    for (uint64_t i = 0; i < 10; i++) {
+        int before = atomic_load(&f.fsyncs);
+        append_rec(l, 0, 9, i);
+        cr_assert_gt(atomic_load(&f.fsyncs), before, "append #%llu returned before an fsync",
+                     (unsigned long long)i);
+    }
+    elog_close(l);
+    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+
+    /* together, appends share the batch's fsync: 4 threads x 50 in 10 ms windows */
+    o.batch_ms = 10;
+    l = open_log(&o);
+    run_writers(l, args, GC_THREADS, 50);
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_lt(st.fsyncs, 100, "%llu fsyncs for 200 appends", (unsigned long long)st.fsyncs);
+    expect_interleaved(l, args, GC_THREADS, 50);
+    elog_close(l);
+}
+
+Test(elog, batch_fsyncs_at_once_when_batch_bytes_are_waiting)
+{
+    elog_opts o = {.partitions = 1, .fsync = ELOG_FSYNC_BATCH, .batch_ms = 1000, .batch_bytes = 1};
+    elog *l = open_log(&o);
+    int64_t t0 = now_ms();
+    for (uint64_t i = 0; i < 5; i++)
+        append_rec(l, 0, 0, i);
+    cr_assert_lt(now_ms() - t0, 900, "appends waited for the 1 s window");
+    elog_close(l);
+}
+
+Test(elog, everysec_acknowledges_after_write_and_fsyncs_in_the_background)
+{
+    faults f;
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_EVERYSEC};
+    faults_init(&f, &o);
+    elog *l = open_log(&o);
+    struct elog_stats st;
+
+    f.fsync_delay_us = 300 * 1000; /* a slow disk: an fsync in the append path would show */
+    int64_t t0 = now_ms();
+    for (uint64_t i = 0; i < 20; i++)
+        append_rec(l, 1, 1, i);
+    cr_assert_lt(now_ms() - t0, 250, "appends waited for an fsync");
+    expect_partition(l, 1, 1, 0, 20); /* readable at once */
+    cr_assert_lt(elog_synced_offset(l, 1), 20);
+
+    for (int i = 0; i < 40; i++) {
+        cr_assert_eq(elog_stats(l, 1, &st), 0);
+        if (st.fsyncs > 0)
+            break;
+        usleep(100 * 1000);
+    }
+    cr_assert_gt(st.fsyncs, 0, "the background thread never fsynced");
+    cr_assert_eq(elog_synced_offset(l, 1), 20);
+    f.fsync_delay_us = 0;
+    cr_assert_eq(elog_close(l), 0);
+}
+
+/* ---- kill -9 */
+
+typedef struct ack {
+    uint32_t part, stream;
+    uint64_t seq, off;
+} ack;
+
+typedef struct crash_arg {
+    elog *l;
+    int part, stream, fd;
+} crash_arg;
+
+static void *crash_writer(void *arg)
+{
+    crash_arg *a = arg;
+    char buf[256];
+    for (uint64_t i = 0;; i++) {
+        size_t n = make_rec(buf, sizeof buf, a->stream, i);
+        ack k = {.part = (uint32_t)a->part, .stream = (uint32_t)a->stream, .seq = i};
+        if (elog_append(a->l, a->part, buf, n, &k.off) != 0)
+            _exit(3);
+        if (write(a->fd, &k, sizeof k) != (ssize_t)sizeof k) /* atomic: < PIPE_BUF */
+            _exit(4);
+    }
+    return NULL;
+}
+
+/* A child appends from 3 threads (two share a partition) and reports each acknowledged
+ * offset; it is killed mid-stream. Every acknowledged record must be there on reopen. */
+static void crash_run(elog_fsync policy)
+{
+    elog_opts o = {.partitions = 2,
+                   .fsync = policy,
+                   .segment_bytes = 16 << 10,
+                   .max_record = 1024,
+                   .batch_ms = 1};
+    int pfd[2];
+    cr_assert_eq(pipe(pfd), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        elog *l;
+        char err[256];
+        close(pfd[0]);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
+        if (elog_open(tmpdir, &o, &l, err, sizeof err) != 0)
+            _exit(2);
+        crash_arg a[3] = {{l, 0, 0, pfd[1]}, {l, 0, 1, pfd[1]}, {l, 1, 2, pfd[1]}};
+        pthread_t th[3];
+        for (int i = 0; i < 3; i++)
+            pthread_create(&th[i], NULL, crash_writer, &a[i]);
+        for (;;)
+            pause();
+    }
+    close(pfd[1]);
+
+    static ack acks[1 << 16];
+    size_t nacks = 0, got = 0;
+    char *bytes = (char *)acks;
+    bool killed = false;
+    for (;;) {
+        if (nacks >= 1500 && !killed) {
+            kill(pid, SIGKILL); /* mid-stream: the writers are still going */
+            killed = true;
+        }
+        ssize_t n = read(pfd[0], bytes + got, sizeof acks - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        nacks = got / sizeof(ack);
+        if (got == sizeof acks) {
+            kill(pid, SIGKILL);
+            break;
+        }
+    }
+    close(pfd[0]);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "child status %d", status);
+    cr_assert_lt(got, sizeof acks, "the child outran the test");
+    cr_assert_geq(nacks, 1500);
+
+    elog *l = open_log(&o);
+    uint64_t max_off[2] = {0, 0};
+    for (size_t i = 0; i < nacks; i++) {
+        elog_reader *r;
+        const void *rec;
+        size_t len;
+        uint64_t off;
+        cr_assert_eq(elog_reader_open(l, (int)acks[i].part, acks[i].off, &r), 0,
+                     "acknowledged offset %llu of p%u is gone", (unsigned long long)acks[i].off,
+                     acks[i].part);
+        cr_assert_eq(elog_reader_next(r, &rec, &len, &off), 1,
+                     "acknowledged offset %llu of p%u is gone", (unsigned long long)acks[i].off,
+                     acks[i].part);
+        expect_rec(rec, len, (int)acks[i].stream, acks[i].seq);
+        elog_reader_close(r);
+        if (acks[i].off + 1 > max_off[acks[i].part])
+            max_off[acks[i].part] = acks[i].off + 1;
+    }
+    for (int p = 0; p < 2; p++)
+        cr_assert_geq(elog_end_offset(l, p), max_off[p]);
+    cr_log_info("%s: %zu acknowledged, ends %llu/%llu", elog_fsync_name(policy), nacks,
+                (unsigned long long)elog_end_offset(l, 0),
+                (unsigned long long)elog_end_offset(l, 1));
+    elog_close(l);
+}
+
+Test(elog, kill9_keeps_every_record_acknowledged_under_always)
+{
+    crash_run(ELOG_FSYNC_ALWAYS);
+}
+
+Test(elog, kill9_keeps_every_record_acknowledged_under_batch)
+{
+    crash_run(ELOG_FSYNC_BATCH);
+}
+
+Test(elog, kill9_keeps_every_record_acknowledged_under_everysec)
+{
+    crash_run(ELOG_FSYNC_EVERYSEC);
+}
+
+/* ---- injected I/O errors */
+
+static void expect_clean_reopen(uint64_t end0)
+{
+    logcap cap;
+    logcap_init(&cap);
+    elog_opts o = {.partitions = 2, .log = capture, .log_ctx = &cap};
+    elog *l = open_log(&o);
+    cr_assert_eq(cap.count, 0, "reopening had to repair: %s", cap.text);
+    cr_assert_eq(elog_end_offset(l, 0), end0);
+    expect_partition(l, 0, 0, 0, end0);
+    elog_close(l);
+}
+
+static void write_failure(int err, bool partial)
+{
+    faults f;
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS};
+    faults_init(&f, &o);
+    elog *l = open_log(&o);
+    char buf[256], path[512];
+    struct elog_stats st;
+
+    for (uint64_t i = 0; i < 10; i++)
+        append_rec(l, 0, 0, i);
+    f.write_err = err;
+    f.write_partial = partial;
+    atomic_store(&f.write_fail_in, 0);
+    size_t n = make_rec(buf, sizeof buf, 0, 10);
+    uint64_t off = 1234;
+    cr_assert_eq(elog_append(l, 0, buf, n, &off), err);
+    cr_assert_eq(elog_end_offset(l, 0), 10);
+    seg_path(path, sizeof path, 0, 0);
+    cr_assert_eq(file_size(path), rec_pos(0, 10), "the failed write left bytes behind");
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_eq(st.write_errors, 1);
+
+    /* the disk is back: the log goes on where it was */
+    for (uint64_t i = 10; i < 15; i++)
+        cr_assert_eq(append_rec(l, 0, 0, i), i);
+    cr_assert_eq(elog_close(l), 0);
+    expect_clean_reopen(15);
+}
+
+Test(elog, a_failed_write_returns_its_error_and_leaves_a_clean_log)
+{
+    write_failure(-ENOSPC, true);
+}
+
+Test(elog, a_write_eio_with_nothing_written_leaves_a_clean_log)
+{
+    write_failure(-EIO, false);
+}
+
+static void fsync_failure(int err, int failures)
+{
+    faults f;
+    logcap cap;
+    logcap_init(&cap);
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS, .log = capture, .log_ctx = &cap};
+    faults_init(&f, &o);
+    elog *l = open_log(&o);
+    char buf[256];
+    uint64_t off;
+    struct elog_stats st;
+
+    for (uint64_t i = 0; i < 10; i++)
+        append_rec(l, 0, 0, i);
+    f.fsync_err = err;
+    atomic_store(&f.fsync_fail, failures);
+    /* The first append's fsync fails: not acknowledged, though its record was written. Each
+     * later append first retries the fsync and fails before writing while the disk does. */
+    size_t n = make_rec(buf, sizeof buf, 0, 10);
+    cr_assert_eq(elog_append(l, 0, buf, n, &off), err);
+    cr_assert_eq(elog_end_offset(l, 0), 11);
+    for (int i = 1; i < failures; i++) {
+        n = make_rec(buf, sizeof buf, 0, 11);
+        cr_assert_eq(elog_append(l, 0, buf, n, &off), err, "retry %d", i);
+        cr_assert_eq(elog_end_offset(l, 0), 11, "an append went past a failing fsync");
+    }
+    cr_assert_eq(atomic_load(&f.fsync_fail), 0);
+    cr_assert(strstr(cap.text, "fsync failed") != NULL, "%s", cap.text);
+    uint64_t end = elog_end_offset(l, 0);
+    cr_assert_eq(append_rec(l, 0, 0, end), end, "the disk is back");
+    expect_partition(l, 0, 0, 0, end + 1);
+    cr_assert(strstr(cap.text, "fsync succeeds again") != NULL, "%s", cap.text);
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_eq(st.fsync_errors, (uint64_t)failures);
+    cr_assert_eq(elog_close(l), 0);
+    expect_clean_reopen(end + 1);
+}
+
+Test(elog, a_failed_fsync_returns_its_error_and_the_next_append_heals)
+{
+    fsync_failure(-EIO, 1);
+}
+
+Test(elog, appends_fail_while_fsync_keeps_failing_and_recover_after)
+{
+    fsync_failure(-ENOSPC, 3);
+}
+
+/* ---- retention */
+
+Test(elog, retention_deletes_only_whole_segments_below_the_checkpoint)
+{
+    elog_opts o = {
+        .partitions = 1, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 1024, .max_record = 512};
+    elog *l = open_log(&o);
+    struct elog_stats st;
+    elog_reader *r;
+
+    for (uint64_t i = 0; i < 200; i++)
+        append_rec(l, 0, 0, i);
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    uint64_t segs0 = st.segments;
+    cr_assert_gt(segs0, 10);
+
+    /* nothing is over the limits: nothing goes */
+    cr_assert_eq(elog_retain(l, 0, 150, 0, 0, wall_ms()), 0);
+    cr_assert_eq(elog_retain(l, 0, 150, 1 << 20, ONR_HOUR_MS, wall_ms()), 0);
+
+    /* over the size limit: only segments wholly below the checkpoint go */
+    int n = elog_retain(l, 0, 100, 1, 0, wall_ms());
+    cr_assert_gt(n, 0);
+    uint64_t start = elog_start_offset(l, 0);
+    cr_assert_leq(start, 100, "a segment holding offset 100 was deleted");
+    cr_assert_gt(start, 0);
+    cr_assert_eq(elog_reader_open(l, 0, start - 1, &r), ONR_E_NOTFOUND);
+    expect_partition(l, 0, 0, start, 200);
+    expect_partition(l, 0, 0, 100, 200);
+    char path[512];
+    seg_path(path, sizeof path, 0, start);
+    cr_assert_gt(file_size(path), 0);
+    seg_path(path, sizeof path, 0, 0);
+    cr_assert_neq(access(path, F_OK), 0);
+
+    /* by age; never the active segment, even with everything checkpointed */
+    cr_assert_eq(elog_retain(l, 0, 200, 0, ONR_HOUR_MS, wall_ms()), 0, "too young");
+    n = elog_retain(l, 0, 200, 0, ONR_HOUR_MS, wall_ms() + 2 * ONR_HOUR_MS);
+    cr_assert_gt(n, 0);
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_eq(st.segments, 1);
+    cr_assert_eq(elog_end_offset(l, 0), 200);
+    start = elog_start_offset(l, 0);
+    expect_partition(l, 0, 0, start, 200);
+    cr_assert_eq(append_rec(l, 0, 0, 200), 200);
+    elog_close(l);
+
+    /* the retained log reopens where it was */
+    l = open_log(&o);
+    cr_assert_eq(elog_start_offset(l, 0), start);
+    cr_assert_eq(elog_end_offset(l, 0), 201);
+    expect_partition(l, 0, 0, start, 201);
+    elog_close(l);
+}
+
+/* ---- tailing */
+
+Test(elog, a_reader_tails_records_appended_after_it_reached_the_end)
+{
+    elog_opts o = {
+        .partitions = 1, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 1024, .max_record = 512};
+    elog *l = open_log(&o);
+    elog_reader *r;
+    const void *rec;
+    size_t len;
+    uint64_t off, want = 0;
+
+    cr_assert_eq(elog_reader_open(l, 0, 0, &r), 0);
+    cr_assert_eq(elog_reader_next(r, &rec, &len, &off), 0);
+    for (int round = 0; round < 10; round++) {
+        for (int i = 0; i < 7; i++) /* enough to roll a segment now and then */
+            append_rec(l, 0, 0, want + (uint64_t)i);
+        for (int i = 0; i < 7; i++, want++) {
+            cr_assert_eq(elog_reader_next(r, &rec, &len, &off), 1);
+            cr_assert_eq(off, want);
+            expect_rec(rec, len, 0, off);
+        }
+        cr_assert_eq(elog_reader_next(r, &rec, &len, &off), 0);
+    }
+    elog_reader_close(r);
+    cr_assert_eq(elog_reader_open(l, 0, want + 1, &r), ONR_E_INVALID);
+    elog_close(l);
+}
+
+typedef struct tail_arg {
+    elog *l;
+    uint64_t n;
+    int err;
+} tail_arg;
+
+static void *tail_reader(void *arg)
+{
+    tail_arg *a = arg;
+    elog_reader *r;
+    const void *rec;
+    size_t len;
+    uint64_t off, want = 0;
+    char buf[256];
+
+    if (elog_reader_open(a->l, 0, 0, &r) != 0) {
+        a->err = 1;
+        return NULL;
+    }
+    while (want < a->n) {
+        int rc = elog_reader_next(r, &rec, &len, &off);
+        if (rc == 0) {
+            sched_yield();
+            continue;
+        }
+        size_t n = make_rec(buf, sizeof buf, 0, want);
+        if (rc != 1 || off != want || len != n || memcmp(rec, buf, n) != 0) {
+            a->err = 2;
+            break;
+        }
+        want++;
+    }
+    elog_reader_close(r);
+    return NULL;
+}
+
+Test(elog, a_reader_in_another_thread_sees_every_record_in_order)
+{
+    elog_opts o = {
+        .partitions = 1, .fsync = ELOG_FSYNC_EVERYSEC, .segment_bytes = 8192, .max_record = 512};
+    elog *l = open_log(&o);
+    tail_arg a = {.l = l, .n = 5000};
+    pthread_t th;
+
+    cr_assert_eq(pthread_create(&th, NULL, tail_reader, &a), 0);
+    for (uint64_t i = 0; i < a.n; i++)
+        append_rec(l, 0, 0, i);
+    pthread_join(th, NULL);
+    cr_assert_eq(a.err, 0, "the tailing reader saw a wrong record (%d)", a.err);
+    elog_close(l);
+}
