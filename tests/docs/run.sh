@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every example in docs/rules.md through the real binary: each ```rules block must
 # compile; each ```rules-error block must fail with exactly the message in the ```text block
-# that follows it. Ends with "docs: N passed, M failed".
+# that follows it; a ```rules block followed by ```jsonl events and a ```json block must
+# replay to exactly that output. Ends with "docs: N passed, M failed".
 set -uo pipefail
 onramp=$(realpath "${1:?usage: tests/docs/run.sh PATH/TO/onramp}")
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,7 +15,8 @@ awk -v dir="$work" '
     /^```/ {
         if (inblock) { inblock = 0; close(out); next }
         kind = substr($0, 4)
-        if (kind == "rules" || kind == "rules-error" || kind == "text") {
+        if (kind == "rules" || kind == "rules-error" || kind == "text" || kind == "jsonl" ||
+            kind == "json") {
             n++; inblock = 1; out = sprintf("%s/%03d.%s", dir, n, kind); printf "" > out; next
         }
         skip = !skip; next
@@ -35,6 +37,19 @@ for f in $(ls | sort); do
             failed=$((failed + 1))
             echo "FAIL docs example ${f%.rules} does not compile:"
             echo "$out"
+        fi
+        n=${f%.rules}
+        events=$(printf '%03d.jsonl' $((10#$n + 1)))
+        want=$(printf '%03d.json' $((10#$n + 2)))
+        if [ -f "$events" ] && [ -f "$want" ]; then
+            if "$onramp" replay --rules example.rules "$events" >got.json 2>&1 &&
+                diff -u "$want" got.json >diff.txt; then
+                passed=$((passed + 1))
+            else
+                failed=$((failed + 1))
+                echo "FAIL docs replay example $n:"
+                head -20 diff.txt
+            fi
         fi
         ;;
     *.rules-error)
