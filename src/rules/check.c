@@ -1266,8 +1266,6 @@ static void plan_layout(checker *c)
         rule_window *w = &rs->windows[i];
         w->off = place(&at, 8 + 8 * (size_t)w->cap, 8);
         add_int(&rs->matchers[w->matcher].windows, &rs->matchers[w->matcher].nwindows, i);
-        if (w->within_ms > rs->recent_window_ms)
-            rs->recent_window_ms = w->within_ms;
     }
     for (int i = 0; i < rs->nseqs; i++) {
         rule_seq *q = &rs->seqs[i];

@@ -250,7 +250,7 @@ typedef struct rule_layout {
     int nbits;
     int off_path;   /* uint32 len, then uint32 hash[path_len]; -1 when unused */
     int path_len;   /* features kept: the longest list the rules compare with */
-    int off_traits; /* rval-like slots for traits: see engine; -1 when none */
+    int off_traits; /* rule_trait_slot[ntraits]; -1 when none */
     int ntraits;
 } rule_layout;
 
@@ -307,7 +307,6 @@ struct rule_set {
     trk_schema schema;           /* properties and traits the rules read */
     int prop_feature, prop_step; /* schema ids of the builtins' properties */
     rule_layout layout;
-    int64_t recent_window_ms; /* longest window any rule reads */
 };
 
 /*
