@@ -75,6 +75,13 @@ const char *onr_buf_cstr(onr_buf *b);
 
 uint64_t onr_hash64(const void *p, size_t n, uint64_t seed);
 
+/* Streaming form of the same hash, for checksums of large outputs. */
+typedef struct onr_hasher onr_hasher;
+onr_hasher *onr_hasher_new(uint64_t seed); /* caller owns it; free with onr_hasher_free */
+void onr_hasher_update(onr_hasher *h, const void *p, size_t n);
+uint64_t onr_hasher_digest(const onr_hasher *h);
+void onr_hasher_free(onr_hasher *h);
+
 /* ---- time: int64 milliseconds since the Unix epoch, everywhere */
 
 #define ONR_SECOND_MS INT64_C(1000)

@@ -5,12 +5,39 @@
 #include "base.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <xxhash.h>
 
 uint64_t onr_hash64(const void *p, size_t n, uint64_t seed)
 {
     return XXH3_64bits_withSeed(p, n, seed);
+}
+
+onr_hasher *onr_hasher_new(uint64_t seed)
+{
+    XXH3_state_t *st = XXH3_createState();
+    if (!st) {
+        fprintf(stderr, "onramp: out of memory allocating a hash state\n");
+        abort();
+    }
+    XXH3_64bits_reset_withSeed(st, seed);
+    return (onr_hasher *)st;
+}
+
+void onr_hasher_update(onr_hasher *h, const void *p, size_t n)
+{
+    XXH3_64bits_update((XXH3_state_t *)h, p, n);
+}
+
+uint64_t onr_hasher_digest(const onr_hasher *h)
+{
+    return XXH3_64bits_digest((const XXH3_state_t *)h);
+}
+
+void onr_hasher_free(onr_hasher *h)
+{
+    XXH3_freeState((XXH3_state_t *)h);
 }
 
 /* ---- time */

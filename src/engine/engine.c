@@ -10,9 +10,9 @@
 #include "base/json.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define USERS_PER_CHUNK 4096
 #define INDEX_MIN 1024
 
 void eng_opts_default(eng_opts *o)
@@ -545,13 +545,51 @@ static void schedule(eng *e, user *u)
     tmr_reschedule(e->wheel, &u->timer, d);
 }
 
-static void on_timer(tmr_node *n, void *ctx)
+/*
+ * Timers due at the same millisecond are handled together, in an order that depends only
+ * on the users (their holdout seed, then key), not on when each timer was set: a restart
+ * from a checkpoint sets them again in another order and must give the same outputs.
+ */
+static void collect_due(tmr_node *n, void *ctx)
 {
     eng *e = ctx;
-    user *u = (user *)(void *)((char *)n - offsetof(user, timer));
+    if (e->ndue == e->capdue) {
+        e->capdue = e->capdue ? e->capdue * 2 : 64;
+        e->due = onr_realloc(e->due, sizeof(*e->due) * e->capdue);
+    }
+    e->due[e->ndue++] = (user *)(void *)((char *)n - offsetof(user, timer));
+}
+
+static int due_order(const void *a, const void *b)
+{
+    const user *x = *(user *const *)a, *y = *(user *const *)b;
+    uint32_t sx = ((const rule_hdr *)(const void *)x->prof)->seed;
+    uint32_t sy = ((const rule_hdr *)(const void *)y->prof)->seed;
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
+    size_t nx, ny;
+    const char *kx = eng_user_key(x, &nx), *ky = eng_user_key(y, &ny);
+    int c = memcmp(kx, ky, ONR_MIN(nx, ny));
+    return c ? c : (nx > ny) - (nx < ny);
+}
+
+static void on_timer(eng *e, user *u, int64_t now);
+
+static void run_due(int64_t at, void *ctx)
+{
+    eng *e = ctx;
+    if (e->ndue > 1)
+        qsort(e->due, e->ndue, sizeof(*e->due), due_order);
+    size_t n = e->ndue;
+    e->ndue = 0; /* on_timer may set timers due now: they are collected afresh */
+    for (size_t i = 0; i < n; i++)
+        on_timer(e, e->due[i], at);
+}
+
+static void on_timer(eng *e, user *u, int64_t now)
+{
     const rule_set *rs = e->rs;
     rule_hdr *h = hdr(u);
-    int64_t now = e->wheel->now_ms;
     if (now > e->clock)
         e->clock = now;
     e->st.timers_fired++;
@@ -1058,7 +1096,7 @@ void eng_advance(eng *e, int64_t now_ms)
 {
     if (now_ms <= e->clock && e->wheel->now_ms >= now_ms)
         return;
-    tmr_advance(e->wheel, now_ms, on_timer, e);
+    tmr_advance_grouped(e->wheel, now_ms, collect_due, run_due, e);
     if (now_ms > e->clock)
         e->clock = now_ms;
 }
@@ -1069,7 +1107,8 @@ void eng_drain(eng *e)
         int64_t d = tmr_next_deadline(e->wheel);
         if (d == INT64_MAX)
             return;
-        tmr_advance(e->wheel, d < e->wheel->now_ms ? e->wheel->now_ms : d, on_timer, e);
+        tmr_advance_grouped(e->wheel, d < e->wheel->now_ms ? e->wheel->now_ms : d, collect_due,
+                            run_due, e);
         if (d > e->clock)
             e->clock = d;
     }
@@ -1078,6 +1117,28 @@ void eng_drain(eng *e)
 int64_t eng_clock(const eng *e)
 {
     return e->clock;
+}
+
+/* ---- for checkpoint.c */
+
+user *eng__new_user(eng *e, trk_str key)
+{
+    return new_user(e, key, 0);
+}
+
+void eng__alias(eng *e, user *u, trk_str key)
+{
+    alias_put(e, u, key);
+}
+
+user *eng__lookup(eng *e, trk_str key)
+{
+    return lookup(e, key);
+}
+
+void eng__schedule(eng *e, user *u)
+{
+    schedule(e, u);
 }
 
 /* ---- life cycle and stats */
@@ -1140,6 +1201,7 @@ void eng_free(eng *e)
     onr_free(e->matched);
     onr_free(e->mark);
     onr_free(e->wheel);
+    onr_free(e->due);
     xp_free(e);
     onr_free(e);
 }

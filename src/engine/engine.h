@@ -14,6 +14,8 @@
 #include "rules/rules.h"
 #include "track/track.h"
 
+#include <stdio.h>
+
 typedef struct eng eng;
 
 typedef enum eng_out_kind {
@@ -78,6 +80,17 @@ void eng_get_stats(const eng *e, eng_stats *s);
 /* Members per segment (array of rs->nsegments) and fires / held-out per trigger. */
 void eng_segment_sizes(const eng *e, uint64_t *sizes);
 void eng_trigger_counts(const eng *e, uint64_t *fires, uint64_t *held_out);
+
+/*
+ * Checkpoints: every profile, key and alias, the clock and the counters, in a checksummed
+ * binary form (native byte order: for this machine's restarts, not for archives). Pending
+ * timers are not stored: they follow from the profiles and are set again on load.
+ * eng_save returns 0 or -errno. eng_load fills a new engine (no events processed yet) and
+ * returns 0, or ONR_E_INVALID with a reason in err: not a checkpoint, damaged, or written
+ * under rules whose profile layout differs (rule_layout_fingerprint).
+ */
+int eng_save(const eng *e, FILE *out);
+int eng_load(eng *e, FILE *in, char *err, size_t errlen);
 
 /* Writes, for the explain user, each segment and trigger with why it did or did not
  * fire: the last evaluation's conditions with their values. */

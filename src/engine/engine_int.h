@@ -10,6 +10,9 @@
 
 typedef struct user user;
 
+/* Users live in chunks of this many fixed-size slots that never move. */
+#define USERS_PER_CHUNK 4096
+
 /* Keys up to this many bytes live inside the user; longer ones on the heap. */
 #define KEY_INLINE 39
 #define KEY_OUTLINE 0xff
@@ -78,6 +81,8 @@ struct eng {
     uint8_t *mark; /* by matcher: matched by the current event */
     uint64_t seg_dirty;
     bool merged; /* the current event merged two profiles */
+    user **due;  /* timers due at the millisecond being fired, handled in a fixed order */
+    size_t ndue, capdue;
 
     /* explain */
     user *xu;
@@ -92,6 +97,10 @@ struct eng {
 
 /* engine.c */
 const char *eng_user_key(const user *u, size_t *len);
+user *eng__new_user(eng *e, trk_str key); /* zeroed profile: the caller fills it */
+void eng__alias(eng *e, user *u, trk_str key);
+user *eng__lookup(eng *e, trk_str key);
+void eng__schedule(eng *e, user *u);
 
 /* explain.c */
 void xp_leaf(void *ctx, int node, bool result, const rval *l, const rval *r);

@@ -246,6 +246,12 @@ void tmr_reschedule(tmr_wheel *w, tmr_node *n, int64_t deadline_ms)
 
 size_t tmr_advance(tmr_wheel *w, int64_t to_ms, void (*fire)(tmr_node *n, void *ctx), void *ctx)
 {
+    return tmr_advance_grouped(w, to_ms, fire, NULL, ctx);
+}
+
+size_t tmr_advance_grouped(tmr_wheel *w, int64_t to_ms, void (*fire)(tmr_node *n, void *ctx),
+                           void (*done)(int64_t at_ms, void *ctx), void *ctx)
+{
     size_t fired = 0;
     int64_t stop;
 
@@ -265,6 +271,8 @@ size_t tmr_advance(tmr_wheel *w, int64_t to_ms, void (*fire)(tmr_node *n, void *
             fired++;
             fire(n, ctx);
         }
+        if (done)
+            done(stop > w->now_ms ? stop : w->now_ms, ctx);
     }
     if (to_ms > w->now_ms)
         move_to(w, to_ms);

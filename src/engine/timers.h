@@ -49,6 +49,12 @@ static inline bool tmr_pending(const tmr_node *n)
  */
 size_t tmr_advance(tmr_wheel *w, int64_t to_ms, void (*fire)(tmr_node *n, void *ctx), void *ctx);
 
+/* Like tmr_advance, and calls done(at, ctx) after the last node due at each millisecond
+ * has fired, so that a caller can handle everything due at one time together (done may
+ * add or cancel nodes too; nodes it adds at that time fire next, followed by done again). */
+size_t tmr_advance_grouped(tmr_wheel *w, int64_t to_ms, void (*fire)(tmr_node *n, void *ctx),
+                           void (*done)(int64_t at_ms, void *ctx), void *ctx);
+
 /* The earliest pending deadline, or INT64_MAX when none. O(slots) in the worst case. */
 int64_t tmr_next_deadline(const tmr_wheel *w);
 

@@ -156,3 +156,37 @@ void rule_dump(const rule_set *rs, onr_buf *out)
             dump_ins(rs, pc, out);
     }
 }
+
+uint64_t rule_layout_fingerprint(const rule_set *rs)
+{
+    onr_buf b = {0};
+    const rule_layout *L = &rs->layout;
+    onr_buf_printf(&b, "layout %zu %d %d %d %d %d %d %d|", L->size, L->off_segments, L->off_bits,
+                   L->nbits, L->off_path, L->path_len, L->off_traits, L->ntraits);
+    for (int i = 0; i < rs->nmatchers; i++)
+        onr_buf_printf(&b, "m %s %d %d %d|", rs->matchers[i].display, rs->matchers[i].off_count,
+                       rs->matchers[i].off_first, rs->matchers[i].off_last);
+    for (int i = 0; i < rs->nsegments; i++)
+        onr_buf_printf(&b, "s %s|", rs->segments[i].name);
+    for (int i = 0; i < rs->ntriggers; i++) {
+        const rule_trigger *t = &rs->triggers[i];
+        onr_buf_printf(&b, "t %s %d %lld %d %d %d %d %d|", t->name, (int)t->limit,
+                       (long long)t->limit_ms, t->off_last_fire, t->bit_fired, t->bit_idle,
+                       t->bit_once, t->off_pending);
+    }
+    for (int i = 0; i < rs->nwindows; i++)
+        onr_buf_printf(&b, "w %d %lld %d %d|", rs->windows[i].matcher,
+                       (long long)rs->windows[i].within_ms, rs->windows[i].cap,
+                       rs->windows[i].off);
+    for (int i = 0; i < rs->nseqs; i++) {
+        onr_buf_printf(&b, "q %lld %d", (long long)rs->seqs[i].within_ms, rs->seqs[i].off);
+        for (int k = 0; k < rs->seqs[i].nsteps; k++)
+            onr_buf_printf(&b, " %d", rs->seqs[i].steps[k]);
+        onr_buf_putc(&b, '|');
+    }
+    for (uint32_t i = 0; i < rs->schema.ntraits; i++)
+        onr_buf_printf(&b, "r %s|", rs->schema.traits[i]);
+    uint64_t h = onr_hash64(b.data, b.len, 0x6c61796f7574);
+    onr_buf_free(&b);
+    return h;
+}

@@ -319,6 +319,11 @@ int rule_compile(const char *path, const char *src, size_t len, rule_set **out, 
 int rule_compile_file(const char *path, rule_set **out, onr_buf *errors);
 void rule_free(rule_set *rs);
 
+/* A hash of everything the profile layout depends on (fields, their offsets, segment
+ * bits, limits): two rule sets with the same fingerprint read the same profile bytes the
+ * same way, so a checkpoint of one loads into the other. */
+uint64_t rule_layout_fingerprint(const rule_set *rs);
+
 /* Writes a human-readable listing of rs: tables, layout and bytecode. */
 void rule_dump(const rule_set *rs, onr_buf *out);
 

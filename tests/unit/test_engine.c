@@ -970,3 +970,166 @@ Test(engine, once_per_limits_of_the_same_length_are_kept_per_trigger)
     track(T0 + 24 * HOUR + 2 * MIN, "u1", "A");
     cr_assert_eq(fires("a", "u1"), 2, "the new day's window cleared a's bit too");
 }
+
+/* ---- checkpoints */
+
+static const char CKPT_RULES[] =
+    "label ANY = any\n"
+    "segment busy { when count(\"Feature Used\", within: 10m) >= 3 }\n"
+    "segment stepped { enter when step >= 2 exit when completed }\n"
+    "segment short { enter on session end when session.duration < 2m }\n"
+    "trigger t_idle { on idle 4m when not completed limit once per 1d }\n"
+    "trigger t_gap { on \"Onboarding Step Completed\" unless \"Onboarding Step Completed\" "
+    "within 3m limit cooldown 5m }\n"
+    "trigger t_path { on \"Feature Used\" when path ends [\"settings\", \"dashboard\"] "
+    "holdout 30% }\n"
+    "trigger t_seq { on \"Feature Used\" when seq(\"Signed Up\", \"Feature Used\", within: 2m) "
+    "limit once per user }\n"
+    "trigger t_enter { on enter busy }\n"
+    "trigger t_end { on session end when count(ANY) > 4 }\n";
+
+/* Event i of a deterministic stream over 9 users: sign-ups, features, steps, completions,
+ * anonymous visits identified later, gaps long enough for idle, absences and sessions. */
+static void feed(int from, int to)
+{
+    static const char *const features[] = {"settings", "dashboard", "projects",
+                                           "settings", "dashboard", "billing"};
+    for (int i = from; i < to; i++) {
+        char uid[16], aid[16];
+        int u = (i * 7) % 9;
+        snprintf(uid, sizeof(uid), "u%d", u);
+        snprintf(aid, sizeof(aid), "a%d", u);
+        int64_t ts =
+            T0 + (int64_t)i * 41 * SEC + (i % 11 == 0 ? 9 * MIN : 0) + (int64_t)(i / 60) * 40 * MIN;
+        trk_event ev;
+        bool anon = u % 3 == 0 && i < 40;
+        base_event(&ev, TRK_TRACK, ts, anon ? NULL : uid, anon || i % 5 == 0 ? aid : NULL);
+        switch (i % 6) {
+        case 0:
+            ev.name = S(i % 12 == 0 ? "Signed Up" : "Feature Used");
+            break;
+        case 1:
+        case 3: {
+            ev.name = S("Feature Used");
+            trk_value *v = &ev.props[prop_id("feature")];
+            v->type = TV_STR;
+            v->str = S(features[(i / 2) % 6]);
+            break;
+        }
+        case 2: {
+            ev.name = S("Onboarding Step Completed");
+            trk_value *v = &ev.props[prop_id("step")];
+            v->type = TV_NUM;
+            v->num = 1 + (i / 6) % 4;
+            break;
+        }
+        case 4:
+            ev.name = S(i % 24 == 4 ? "Onboarding Completed" : "Button Clicked");
+            break;
+        default:
+            ev.kind = i % 4 == 1 ? TRK_PAGE : TRK_TRACK;
+            ev.name = S(i % 17 == 5 ? "Session Ended" : "Search Performed");
+            break;
+        }
+        eng_process(E, &ev);
+    }
+}
+
+static bool same_outputs(const outrec *a, int na, const outrec *b, int nb)
+{
+    if (na != nb)
+        return false;
+    for (int i = 0; i < na; i++)
+        if (a[i].kind != b[i].kind || strcmp(a[i].user, b[i].user) != 0 || a[i].at != b[i].at ||
+            a[i].id != b[i].id || a[i].held != b[i].held || a[i].segment != b[i].segment ||
+            a[i].trigger != b[i].trigger)
+            return false;
+    return true;
+}
+
+Test(engine, a_restart_from_a_checkpoint_gives_the_same_outputs)
+{
+    static outrec ref[MAX_OUT];
+    const int n = 400;
+    start(CKPT_RULES);
+    feed(0, n);
+    eng_drain(E);
+    int nref = NOUT;
+    memcpy(ref, OUT, sizeof(outrec) * (size_t)nref);
+    cr_assert_gt(nref, 50, "the stream exercises the rules (%d outputs)", nref);
+
+    for (int cut = 1; cut < n; cut += 37) {
+        start(CKPT_RULES);
+        feed(0, cut);
+        FILE *f = tmpfile();
+        cr_assert_not_null(f);
+        cr_assert_eq(eng_save(E, f), 0);
+        rewind(f);
+        eng_free(E);
+        E = eng_new(RS, NULL, sink, NULL);
+        char err[256];
+        cr_assert_eq(eng_load(E, f, err, sizeof(err)), 0, "%s", err);
+        fclose(f);
+        feed(cut, n);
+        eng_drain(E);
+        if (!same_outputs(ref, nref, OUT, NOUT))
+            for (int i = 0; i < nref && i < NOUT; i++)
+                if (ref[i].at != OUT[i].at || ref[i].id != OUT[i].id ||
+                    strcmp(ref[i].user, OUT[i].user) || ref[i].kind != OUT[i].kind) {
+                    fprintf(stderr,
+                            "first difference at output %d: %s %d/%d at %lld vs %s %d/%d at %lld\n",
+                            i, ref[i].user, ref[i].segment, ref[i].trigger,
+                            (long long)(ref[i].at - T0), OUT[i].user, OUT[i].segment,
+                            OUT[i].trigger, (long long)(OUT[i].at - T0));
+                    break;
+                }
+        cr_assert(same_outputs(ref, nref, OUT, NOUT),
+                  "restarting after event %d changed the outputs (%d vs %d)", cut, NOUT, nref);
+    }
+}
+
+Test(engine, a_checkpoint_refuses_other_rules_and_damage)
+{
+    start(CKPT_RULES);
+    feed(0, 100);
+    FILE *f = tmpfile();
+    cr_assert_eq(eng_save(E, f), 0);
+    long size = ftell(f);
+    char err[256];
+
+    /* rules with another layout */
+    rule_set *other;
+    onr_buf e2 = {0};
+    const char *src = "trigger x { on \"Feature Used\" when count(\"Feature Used\") > 2 }";
+    cr_assert_eq(rule_compile("o.rules", src, strlen(src), &other, &e2), 0);
+    eng *o = eng_new(other, NULL, sink, NULL);
+    rewind(f);
+    cr_assert_eq(eng_load(o, f, err, sizeof(err)), ONR_E_INVALID);
+    cr_assert(strstr(err, "another profile layout"), "%s", err);
+    eng_free(o);
+    rule_free(other);
+    onr_buf_free(&e2);
+
+    /* a flipped byte in the middle, and a file cut short */
+    rewind(f);
+    char *bytes = malloc((size_t)size);
+    cr_assert_eq(fread(bytes, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    for (int pass = 0; pass < 2; pass++) {
+        FILE *g = tmpfile();
+        if (pass == 0) {
+            bytes[size / 2] ^= 0x40;
+            fwrite(bytes, 1, (size_t)size, g);
+            bytes[size / 2] ^= 0x40;
+        } else {
+            fwrite(bytes, 1, (size_t)size - 5, g);
+        }
+        rewind(g);
+        eng *fresh = eng_new(RS, NULL, sink, NULL);
+        cr_assert_eq(eng_load(fresh, g, err, sizeof(err)), ONR_E_INVALID);
+        cr_assert(strstr(err, "damaged") || strstr(err, "match"), "%s", err);
+        eng_free(fresh);
+        fclose(g);
+    }
+    free(bytes);
+}
