@@ -6,6 +6,9 @@ set -euo pipefail
 pkgs=(
     build-essential g++ pkg-config meson ninja-build
     libsimdjson-dev libxxhash-dev libisal-dev libcriterion-dev
+    libmicrohttpd-dev zlib1g-dev
+    clang libclang-rt-14-dev
+    nodejs
     jq
 )
 

@@ -53,8 +53,32 @@ run_suite() {
     failed=$((failed + f))
 }
 
+# The e2e suite: node's test runner on tests/e2e/ against the built binary, its TAP summary
+# ("# pass N", "# fail N") turned into the line run_suite reads.
+e2e_suite() {
+    if ! command -v node >/dev/null 2>&1; then
+        echo "node is not installed (scripts/deps.sh installs nodejs)"
+        echo "e2e: 0 passed, 1 failed"
+        return 1
+    fi
+    local out rc p f c
+    out=$(ONRAMP_BIN="$(realpath "$build/onramp")" node --test tests/e2e/ 2>&1)
+    rc=$?
+    p=$(echo "$out" | sed -n 's/^# pass \([0-9]*\)$/\1/p' | tail -1)
+    f=$(echo "$out" | sed -n 's/^# fail \([0-9]*\)$/\1/p' | tail -1)
+    c=$(echo "$out" | sed -n 's/^# cancelled \([0-9]*\)$/\1/p' | tail -1)
+    f=$((${f:-1} + ${c:-0}))
+    if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then
+        echo "$out" | grep -v -e '^ok ' -e '^# Subtest' -e '^  duration_ms' -e '^  ---$' -e '^  \.\.\.$'
+    fi
+    echo "e2e: ${p:-0} passed, $f failed"
+    [ "$rc" -eq 0 ]
+}
+
 run_suite golden tests/rules/run.sh "$build/onramp"
 run_suite docs tests/docs/run.sh "$build/onramp"
+run_suite e2e e2e_suite
+run_suite fuzz tests/fuzz/run.sh "$build/fuzz"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

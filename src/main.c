@@ -1,22 +1,31 @@
 /*
- * main.c - the onramp command line: check, replay, simulate, bench. Dispatch and flag
+ * main.c - the onramp command line: serve, check, replay, simulate. Dispatch and flag
  * parsing only; the work is done by the layers under src/.
  */
 #include "base/base.h"
+#include "base/json.h"
 #include "engine/replay.h"
+#include "http/http.h"
 #include "rules/rules.h"
+#include "stream/elog.h"
 #include "track/simulate.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
 
 static void usage(FILE *out)
 {
     fputs("usage: onramp <command> [options]\n"
           "\n"
           "commands:\n"
+          "  serve [options]                run the server: Segment ingest into the event log\n"
           "  check FILE [--dump]            compile a rules file; print errors; --dump bytecode\n"
           "  replay --rules FILE [EVENTS]   run Segment JSONL events (file or -) through rules\n"
           "  simulate [--users N] [--seed S] write a generated onboarding event stream\n"
@@ -145,6 +154,301 @@ static int cmd_simulate(int argc, char **argv)
     return 0;
 }
 
+/* ---- serve */
+
+/* Structured logs: one JSON object per line on stderr. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void log_line(const char *level, const char *msg, const char *extra)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    char when[32];
+    onr_time_format((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when);
+    onr_buf b = {0};
+    onr_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", when, level);
+    jw_strz(&b, msg);
+    if (extra)
+        onr_buf_printf(&b, ",%s", extra);
+    onr_buf_puts(&b, "}\n");
+    pthread_mutex_lock(&log_mu);
+    fwrite(b.data, 1, b.len, stderr);
+    fflush(stderr);
+    pthread_mutex_unlock(&log_mu);
+    onr_buf_free(&b);
+}
+
+static void log_cb(void *ctx, const char *level, const char *msg)
+{
+    log_line(level, msg, NULL);
+}
+
+static void elog_log_cb(void *ctx, const char *msg)
+{
+    log_line("warn", msg, "\"component\":\"elog\"");
+}
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(tmp))
+        return -ENAMETOOLONG;
+    memcpy(tmp, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (tmp[i] == '/' || tmp[i] == 0) {
+            char c = tmp[i];
+            tmp[i] = 0;
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -errno;
+            tmp[i] = c;
+        }
+    }
+    return 0;
+}
+
+/* "ADDR:PORT", "[V6]:PORT" or ":PORT" (all addresses). */
+static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon)
+        return -1;
+    const char *h = s;
+    size_t hn = (size_t)(colon - s);
+    if (hn >= 2 && h[0] == '[' && h[hn - 1] == ']') {
+        h++;
+        hn -= 2;
+    }
+    if (hn == 0) {
+        h = "0.0.0.0";
+        hn = 7;
+    }
+    if (hn >= cap)
+        return -1;
+    memcpy(host, h, hn);
+    host[hn] = 0;
+    char *end;
+    errno = 0;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (errno || *end || !colon[1] || p > 65535)
+        return -1;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static const char serve_help[] =
+    "usage: onramp serve [options]\n"
+    "\n"
+    "Runs the server: the Segment-compatible ingest API (POST /v1/track, /v1/identify,\n"
+    "/v1/page, /v1/screen, /v1/group, /v1/alias, /v1/batch) appending accepted messages to\n"
+    "the durable event log, plus GET /healthz and /readyz. See docs/api.md.\n"
+    "Each option can also be set by the environment variable shown; a flag wins.\n"
+    "\n"
+    "  --listen ADDR:PORT    address to listen on            [127.0.0.1:8088]  ONRAMP_LISTEN\n"
+    "  --data DIR            data directory (log in DIR/log) [./var/onramp]    ONRAMP_DATA\n"
+    "  --write-key KEY       accepted write key; repeatable  [one generated    ONRAMP_WRITE_KEY\n"
+    "                        (env: comma-separated)           and printed]\n"
+    "  --fsync POLICY        always | batch | everysec       [batch]           ONRAMP_FSYNC\n"
+    "  --partitions N        partitions of the log (fixed)   [16]              ONRAMP_PARTITIONS\n"
+    "  --threads N           HTTP thread pool size           [2]               ONRAMP_THREADS\n"
+    "  --help                this text\n"
+    "\n"
+    "SIGTERM or SIGINT stops accepting connections, finishes requests in flight, closes the\n"
+    "log and exits 0.\n";
+
+#define MAX_WRITE_KEYS 64
+
+static int cmd_serve(int argc, char **argv)
+{
+    const char *listen = getenv("ONRAMP_LISTEN");
+    const char *data = getenv("ONRAMP_DATA");
+    const char *fsync_s = getenv("ONRAMP_FSYNC");
+    const char *parts_s = getenv("ONRAMP_PARTITIONS");
+    const char *threads_s = getenv("ONRAMP_THREADS");
+    const char *keys[MAX_WRITE_KEYS];
+    size_t nkeys = 0;
+    char *env_keys = getenv("ONRAMP_WRITE_KEY") ? onr_strdup(getenv("ONRAMP_WRITE_KEY")) : NULL;
+    bool flag_keys = false;
+    int rc = 2;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(serve_help, stdout);
+            rc = 0;
+            goto out;
+        }
+        const char **slot = strcmp(a, "--listen") == 0       ? &listen
+                            : strcmp(a, "--data") == 0       ? &data
+                            : strcmp(a, "--fsync") == 0      ? &fsync_s
+                            : strcmp(a, "--partitions") == 0 ? &parts_s
+                            : strcmp(a, "--threads") == 0    ? &threads_s
+                                                             : NULL;
+        bool is_key = strcmp(a, "--write-key") == 0;
+        if (!slot && !is_key) {
+            fprintf(stderr, "onramp serve: unknown option \"%s\" (see onramp serve --help)\n", a);
+            goto out;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "onramp serve: %s needs a value\n", a);
+            goto out;
+        }
+        if (slot) {
+            *slot = argv[++i];
+        } else {
+            if (!flag_keys)
+                nkeys = 0; /* flags replace the environment's keys */
+            flag_keys = true;
+            if (nkeys == MAX_WRITE_KEYS) {
+                fprintf(stderr, "onramp serve: at most %d write keys\n", MAX_WRITE_KEYS);
+                goto out;
+            }
+            if (!*argv[i + 1]) {
+                fputs("onramp serve: --write-key needs a non-empty key\n", stderr);
+                goto out;
+            }
+            keys[nkeys++] = argv[++i];
+        }
+    }
+    if (!flag_keys && env_keys) {
+        for (char *save = NULL, *k = strtok_r(env_keys, ",", &save); k && nkeys < MAX_WRITE_KEYS;
+             k = strtok_r(NULL, ",", &save))
+            keys[nkeys++] = k;
+    }
+
+    char host[256];
+    uint16_t port;
+    if (!listen)
+        listen = "127.0.0.1:8088";
+    if (parse_listen(listen, host, sizeof(host), &port)) {
+        fprintf(stderr, "onramp serve: --listen needs ADDR:PORT, got \"%s\"\n", listen);
+        goto out;
+    }
+    if (!data || !*data)
+        data = "./var/onramp";
+    elog_opts eo = {0};
+    if (fsync_s && elog_fsync_parse(fsync_s, &eo.fsync)) {
+        fprintf(stderr, "onramp serve: --fsync must be always, batch or everysec, got \"%s\"\n",
+                fsync_s);
+        goto out;
+    }
+    uint64_t parts = 16, threads = 2;
+    if ((parts_s && parse_u64("serve", "--partitions", parts_s, &parts)) ||
+        (threads_s && parse_u64("serve", "--threads", threads_s, &threads)))
+        goto out;
+    if (parts < 1 || parts > 1000 || threads < 1 || threads > 256) {
+        fputs("onramp serve: --partitions must be 1..1000 and --threads 1..256\n", stderr);
+        goto out;
+    }
+    eo.partitions = (int)parts;
+    eo.log = elog_log_cb;
+
+    char generated[33];
+    if (nkeys == 0) {
+        uint8_t r[16];
+        if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+            fprintf(stderr, "onramp serve: no randomness for a write key: %s\n", strerror(errno));
+            rc = 1;
+            goto out;
+        }
+        for (int i = 0; i < 16; i++)
+            snprintf(generated + 2 * i, 3, "%02x", r[i]);
+        keys[nkeys++] = generated;
+    }
+
+    /* The signals are taken by sigwait below: block them before any thread starts, so that
+     * every thread inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    onr_buf extra = {0};
+    onr_buf_puts(&extra, "\"version\":\"0.1.0\",\"data\":");
+    jw_strz(&extra, data);
+    onr_buf_printf(&extra, ",\"fsync\":\"%s\",\"partitions\":%d,\"threads\":%d",
+                   elog_fsync_name(eo.fsync), eo.partitions, (int)threads);
+    log_line("info", "onramp serve starting", onr_buf_cstr(&extra));
+
+    char logdir[4096], err[512];
+    snprintf(logdir, sizeof(logdir), "%s/log", data);
+    int e = mkdir_p(data);
+    if (e) {
+        snprintf(err, sizeof(err), "cannot create the data directory %s: %s", data, strerror(-e));
+        log_line("error", err, NULL);
+        rc = 1;
+        goto out_extra;
+    }
+    elog *log = NULL;
+    e = elog_open(logdir, &eo, &log, err, sizeof(err));
+    if (e) {
+        log_line("error", err, NULL);
+        rc = 1;
+        goto out_extra;
+    }
+
+    http_opts ho = {
+        .host = host,
+        .port = port,
+        .threads = (int)threads,
+        .write_keys = keys,
+        .nwrite_keys = nkeys,
+        .log = log,
+        .logf = log_cb,
+    };
+    http_server *srv = NULL;
+    e = http_start(&ho, &srv, err, sizeof(err));
+    if (e) {
+        log_line("error", err, NULL);
+        elog_close(log);
+        rc = 1;
+        goto out_extra;
+    }
+    bool v6 = strchr(host, ':') != NULL;
+    onr_buf_clear(&extra);
+    onr_buf_printf(&extra, "\"listen\":\"%s%s%s:%u\",\"url\":\"http://%s%s%s:%u\"", v6 ? "[" : "",
+                   host, v6 ? "]" : "", http_port(srv), v6 ? "[" : "", host, v6 ? "]" : "",
+                   http_port(srv));
+    log_line("info", "listening", onr_buf_cstr(&extra));
+    if (keys[0] == generated) {
+        onr_buf_clear(&extra);
+        onr_buf_puts(&extra, "\"write_key\":");
+        jw_strz(&extra, generated);
+        log_line("info",
+                 "no --write-key given: generated a development write key for this run "
+                 "(use it as the HTTP Basic auth user name)",
+                 onr_buf_cstr(&extra));
+    } else {
+        onr_buf_clear(&extra);
+        onr_buf_printf(&extra, "\"write_keys\":%zu", nkeys);
+        log_line("info", "write keys loaded", onr_buf_cstr(&extra));
+    }
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    onr_buf_clear(&extra);
+    onr_buf_printf(&extra, "\"signal\":\"%s\"", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    log_line("info", "stopping: no new connections, finishing requests in flight",
+             onr_buf_cstr(&extra));
+    http_stop(srv, 10 * ONR_SECOND_MS);
+    e = elog_close(log);
+    if (e) {
+        snprintf(err, sizeof(err), "closing the event log failed: %s", strerror(-e));
+        log_line("error", err, NULL);
+        rc = 1;
+    } else {
+        log_line("info", "stopped", NULL);
+        rc = 0;
+    }
+out_extra:
+    onr_buf_free(&extra);
+out:
+    onr_free(env_keys);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -152,6 +456,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "replay") == 0)

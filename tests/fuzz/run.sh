@@ -22,16 +22,18 @@ passed=0
 failed=0
 objs=()
 build_ok=1
+# an object is rebuilt when its source or any header is newer
+stale() { [ ! -f "$2" ] || [ "$1" -nt "$2" ] || [ -n "$(find src -name '*.h' -newer "$2" | head -1)" ]; }
 for s in "${srcs[@]}"; do
     o="$out/$(echo "$s" | tr / _).o"
     objs+=("$o")
-    if [ ! -f "$o" ] || [ "$s" -nt "$o" ]; then
+    if stale "$s" "$o"; then
         clang -std=c11 "${flags[@]}" -c "$s" -o "$o" || build_ok=0
     fi
 done
 o="$out/json_read.o"
 objs+=("$o")
-if [ ! -f "$o" ] || [ src/base/json_read.cpp -nt "$o" ]; then
+if stale src/base/json_read.cpp "$o"; then
     clang++ -std=c++17 "${flags[@]}" -c src/base/json_read.cpp -o "$o" || build_ok=0
 fi
 

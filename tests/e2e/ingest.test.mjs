@@ -1,0 +1,287 @@
+// ingest.test.mjs - the built `onramp serve` on loopback, driven over real HTTP: the Segment
+// ingest endpoints, write-key auth, limits, gzip, header smuggling, and what lands in the log.
+// Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import net from 'node:net';
+import { gzipSync } from 'node:zlib';
+import { randomUUID } from 'node:crypto';
+
+const BIN = resolve(process.env.ONRAMP_BIN ?? 'build/onramp');
+const KEY = 'e2e-write-key';
+const basic = (k) => 'Basic ' + Buffer.from(k + ':').toString('base64');
+
+let proc, base, port, data, stderr = '';
+
+// Starts the server on a free port (it binds port 0 and logs the one it got).
+function start(args) {
+  return new Promise((ok, fail) => {
+    const p = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', ...args],
+      { stdio: ['ignore', 'ignore', 'pipe'] });
+    const timer = setTimeout(() => fail(new Error('no "listening" line:\n' + stderr)), 5000);
+    p.stderr.on('data', (b) => {
+      stderr += b;
+      const m = stderr.match(/"msg":"listening","listen":"127\.0\.0\.1:(\d+)"/);
+      if (m && !base) {
+        clearTimeout(timer);
+        port = Number(m[1]);
+        base = `http://127.0.0.1:${port}`;
+        ok(p);
+      }
+    });
+    p.on('exit', (code) => { clearTimeout(timer); if (!base) fail(new Error(`exited ${code}:\n${stderr}`)); });
+  });
+}
+
+before(async () => {
+  data = mkdtempSync(join(tmpdir(), 'onramp-e2e-'));
+  proc = await start(['--data', data, '--write-key', KEY, '--write-key', 'second-key',
+    '--partitions', '4', '--threads', '2']);
+});
+
+after(() => {
+  if (proc && proc.exitCode === null) proc.kill('SIGKILL');
+  rmSync(data, { recursive: true, force: true });
+});
+
+async function post(path, body, { key = KEY, headers = {} } = {}) {
+  const h = { 'Content-Type': 'application/json', ...headers };
+  if (key) h.Authorization = basic(key);
+  const res = await fetch(base + path, {
+    method: 'POST', headers: h, body: typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json;
+  try { json = JSON.parse(text); } catch { json = text; }
+  return { status: res.status, json };
+}
+
+// Sends raw bytes and returns the status line's code and the body (for requests fetch will
+// not make: conflicting framing headers, bodies the server refuses before reading).
+function raw(request) {
+  return new Promise((ok, fail) => {
+    const s = net.connect(port, '127.0.0.1');
+    let got = '';
+    s.on('data', (b) => { got += b; });
+    s.on('error', (e) => (got ? ok(parse(got)) : fail(e)));
+    s.on('close', () => ok(parse(got)));
+    s.write(request);
+    s.setTimeout(5000, () => s.destroy());
+  });
+  function parse(t) {
+    const status = Number(t.split(' ')[1]);
+    const body = t.slice(t.indexOf('\r\n\r\n') + 4);
+    return { status, body };
+  }
+}
+
+const accepted = []; // messageIds the server said 200 to
+
+function msg(type, extra = {}) {
+  const id = randomUUID();
+  const m = { userId: 'user-' + id.slice(0, 8), messageId: id, ...extra };
+  if (type === 'track') m.event = 'Signed Up';
+  if (type === 'alias') m.previousId = 'anon-' + id.slice(0, 8);
+  return m;
+}
+
+const singles = {
+  track: ['/v1/track', '/v1/t'], identify: ['/v1/identify', '/v1/i'], page: ['/v1/page', '/v1/p'],
+  screen: ['/v1/screen', '/v1/s'], group: ['/v1/group', '/v1/g'], alias: ['/v1/alias', '/v1/a'],
+};
+
+test('every single-message endpoint accepts a valid message', async () => {
+  for (const [type, paths] of Object.entries(singles)) {
+    for (const path of paths) {
+      const m = msg(type, type === 'group' ? { groupId: 'g1' } : {});
+      const r = await post(path, m);
+      assert.equal(r.status, 200, `${path}: ${JSON.stringify(r.json)}`);
+      assert.deepEqual(r.json, { success: true });
+      accepted.push(m.messageId);
+    }
+  }
+});
+
+test('batch accepts typed items, with batch-level context', async () => {
+  for (const path of ['/v1/batch', '/v1/b']) {
+    const items = [{ type: 'track', ...msg('track') }, { type: 'identify', ...msg('identify'), traits: { plan: 'pro' } }];
+    const r = await post(path, { batch: items, context: { library: { name: 'e2e' } }, sentAt: new Date().toISOString() });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.deepEqual(r.json, { success: true });
+    accepted.push(...items.map((i) => i.messageId));
+  }
+});
+
+test('health and readiness probes answer', async () => {
+  for (const p of ['/healthz', '/readyz']) {
+    const res = await fetch(base + p);
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { ok: true });
+  }
+});
+
+test('a missing or unknown write key is 401', async () => {
+  const none = await post('/v1/track', msg('track'), { key: null });
+  assert.equal(none.status, 401);
+  assert.match(none.json.error, /missing write key/);
+  const wrong = await post('/v1/track', msg('track'), { key: 'not-a-key' });
+  assert.equal(wrong.status, 401);
+  assert.match(wrong.json.error, /unknown write key/);
+  const wrongInBody = await post('/v1/track', { ...msg('track'), writeKey: 'nope' }, { key: null });
+  assert.equal(wrongInBody.status, 401);
+});
+
+test('writeKey in the body authenticates, and any configured key works', async () => {
+  const m = msg('track');
+  const r = await post('/v1/track', { ...m, writeKey: KEY }, { key: null });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  accepted.push(m.messageId);
+  const m2 = msg('track');
+  const r2 = await post('/v1/track', m2, { key: 'second-key' });
+  assert.equal(r2.status, 200);
+  accepted.push(m2.messageId);
+});
+
+test('malformed JSON and invalid messages are 400 with the reason', async () => {
+  const bad = await post('/v1/track', '{"userId":"u",');
+  assert.equal(bad.status, 400);
+  assert.match(bad.json.error, /invalid JSON/);
+  const noId = await post('/v1/track', { event: 'x' });
+  assert.equal(noId.status, 400);
+  assert.match(noId.json.error, /missing userId and anonymousId/);
+  const noEvent = await post('/v1/track', { userId: 'u' });
+  assert.equal(noEvent.status, 400);
+  assert.match(noEvent.json.error, /missing "event"/);
+  const notObject = await post('/v1/identify', '[1,2]');
+  assert.equal(notObject.status, 400);
+  assert.match(notObject.json.error, /must be a JSON object/);
+});
+
+const rejectedIds = [];
+
+test('a batch with one bad item is rejected whole, naming that item', async () => {
+  const good1 = { type: 'track', ...msg('track') };
+  const bad = { type: 'track', userId: 'u', messageId: randomUUID() }; // no event
+  const good2 = { type: 'page', ...msg('page') };
+  rejectedIds.push(good1.messageId, bad.messageId, good2.messageId);
+  const r = await post('/v1/batch', { batch: [good1, bad, good2] });
+  assert.equal(r.status, 400);
+  assert.equal(r.json.success, false);
+  assert.deepEqual(r.json.errors.map((e) => e.index), [1]);
+  assert.match(r.json.errors[0].reason, /missing "event"/);
+});
+
+test('a message over 32 KB is rejected', async () => {
+  const big = msg('track', { properties: { blob: 'x'.repeat(33 * 1024) } });
+  rejectedIds.push(big.messageId);
+  const single = await post('/v1/track', big);
+  assert.equal(single.status, 400);
+  assert.equal(single.json.limit, 'event');
+  const inBatch = await post('/v1/batch', { batch: [{ type: 'track', ...big }] });
+  assert.equal(inBatch.status, 400);
+  assert.match(inBatch.json.errors[0].reason, /32 KB limit/);
+});
+
+test('a request over 500 KB is rejected from its Content-Length, before the body', async () => {
+  // Only the headers are sent: the answer must come without the body.
+  const r = await raw(`POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic(KEY)}\r\n` +
+    'Content-Type: application/json\r\nContent-Length: 600000\r\n\r\n');
+  assert.equal(r.status, 400);
+  assert.equal(JSON.parse(r.body).limit, 'request');
+});
+
+test('a chunked request over 500 KB is rejected', async () => {
+  const items = [];
+  for (let i = 0; i < 40; i++) items.push({ type: 'track', ...msg('track', { properties: { pad: 'y'.repeat(15000) } }) });
+  rejectedIds.push(...items.map((i) => i.messageId));
+  const body = JSON.stringify({ batch: items });
+  assert.ok(body.length > 500 * 1024);
+  const chunks = body.match(/[\s\S]{1,65536}/g).map((c) => Buffer.byteLength(c).toString(16) + '\r\n' + c + '\r\n');
+  const r = await raw(`POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic(KEY)}\r\n` +
+    `Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunks.join('')}0\r\n\r\n`);
+  assert.equal(r.status, 400);
+  assert.equal(JSON.parse(r.body).limit, 'request');
+});
+
+test('a gzip body is accepted, and its decompressed size counts against the limit', async () => {
+  const m = msg('track');
+  const r = await post('/v1/track', gzipSync(JSON.stringify(m)), { headers: { 'Content-Encoding': 'gzip' } });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  accepted.push(m.messageId);
+  // 40 KB of one letter compresses to well under 32 KB but must still be refused.
+  const big = msg('track', { properties: { blob: 'z'.repeat(40 * 1024) } });
+  rejectedIds.push(big.messageId);
+  const zipped = gzipSync(JSON.stringify(big));
+  assert.ok(zipped.length < 32 * 1024);
+  const r2 = await post('/v1/track', zipped, { headers: { 'Content-Encoding': 'gzip' } });
+  assert.equal(r2.status, 400);
+  assert.equal(r2.json.limit, 'event');
+});
+
+test('Content-Length with Transfer-Encoding, or two Content-Lengths, is 400', async () => {
+  const body = JSON.stringify(msg('track'));
+  const both = await raw(`POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic(KEY)}\r\n` +
+    `Content-Length: ${body.length}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n` +
+    `${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`);
+  assert.equal(both.status, 400);
+  const two = await raw(`POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic(KEY)}\r\n` +
+    `Content-Length: ${body.length}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+  assert.equal(two.status, 400);
+});
+
+test('a message without messageId gets one; an unknown path is 404', async () => {
+  const r = await post('/v1/track', { userId: 'no-id-user', event: 'Generated Id' });
+  assert.equal(r.status, 200);
+  const nf = await post('/v1/nope', {});
+  assert.equal(nf.status, 404);
+});
+
+// Reads every record of every segment: u32 LE length, u32 CRC32C, payload.
+function readLog(dir) {
+  const out = [];
+  for (const p of readdirSync(dir).filter((d) => /^p\d{3}$/.test(d)).sort()) {
+    for (const f of readdirSync(join(dir, p)).filter((n) => n.endsWith('.log')).sort()) {
+      const buf = readFileSync(join(dir, p, f));
+      let off = 0;
+      while (off + 8 <= buf.length) {
+        const len = buf.readUInt32LE(off);
+        if (len === 0 || off + 8 + len > buf.length) break;
+        out.push({ partition: p, json: JSON.parse(buf.subarray(off + 8, off + 8 + len).toString('utf8')) });
+        off += 8 + len;
+      }
+    }
+  }
+  return out;
+}
+
+test('after SIGTERM the server exits 0 and the log holds exactly the accepted messages', async () => {
+  const exited = new Promise((ok) => proc.on('exit', (code) => ok(code)));
+  proc.kill('SIGTERM');
+  assert.equal(await exited, 0, stderr);
+  assert.match(stderr, /"msg":"stopped"/);
+  const recs = readLog(join(data, 'log'));
+  const ids = new Set(recs.map((r) => r.json.messageId));
+  for (const id of accepted) assert.ok(ids.has(id), `accepted ${id} is not in the log`);
+  for (const id of rejectedIds) assert.ok(!ids.has(id), `rejected ${id} is in the log`);
+  // Every stored message carries the server's fields.
+  for (const r of recs) {
+    assert.ok(r.json.type && r.json.messageId && r.json.receivedAt, JSON.stringify(r.json));
+    assert.equal(r.json.writeKey, undefined);
+  }
+  const generated = recs.find((r) => r.json.userId === 'no-id-user');
+  assert.match(generated.json.messageId, /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+  const batched = recs.find((r) => r.json.context?.library?.name === 'e2e');
+  assert.ok(batched, 'batch-level context was merged into the items');
+  // One user's messages stay in one partition.
+  const parts = new Map();
+  for (const r of recs) {
+    const k = r.json.userId || r.json.anonymousId;
+    if (parts.has(k)) assert.equal(parts.get(k), r.partition);
+    parts.set(k, r.partition);
+  }
+  assert.equal(recs.length, accepted.length + 1);
+});
