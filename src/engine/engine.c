@@ -763,7 +763,7 @@ static void merge(eng *e, user *from, user *to)
         }
 
     tmr_cancel(e->wheel, &from->timer);
-    /* from's key now names `to`; from stays as a forwarding stub for older aliases */
+    /* from's key now names `to`; from stays behind only to forward older aliases */
     size_t kn;
     const char *kp = eng_user_key(from, &kn);
     trk_str fkey = {kp, (uint32_t)kn};
