@@ -389,6 +389,8 @@ static int cmd_serve(int argc, char **argv)
         goto out_extra;
     }
 
+    /* resent messages: the last 24 hours, at most 10 million ids (docs/api.md) */
+    trk_dedup *dedup = trk_dedup_new(10 * 1000 * 1000, 24 * ONR_HOUR_MS);
     http_opts ho = {
         .host = host,
         .port = port,
@@ -396,12 +398,14 @@ static int cmd_serve(int argc, char **argv)
         .write_keys = keys,
         .nwrite_keys = nkeys,
         .log = log,
+        .dedup = dedup,
         .logf = log_cb,
     };
     http_server *srv = NULL;
     e = http_start(&ho, &srv, err, sizeof(err));
     if (e) {
         log_line("error", err, NULL);
+        trk_dedup_free(dedup);
         elog_close(log);
         rc = 1;
         goto out_extra;
@@ -433,6 +437,7 @@ static int cmd_serve(int argc, char **argv)
     log_line("info", "stopping: no new connections, finishing requests in flight",
              onr_buf_cstr(&extra));
     http_stop(srv, 10 * ONR_SECOND_MS);
+    trk_dedup_free(dedup);
     e = elog_close(log);
     if (e) {
         snprintf(err, sizeof(err), "closing the event log failed: %s", strerror(-e));

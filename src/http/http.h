@@ -9,6 +9,7 @@
 
 #include "base/base.h"
 #include "stream/elog.h"
+#include "track/dedup.h"
 
 typedef struct http_server http_server;
 
@@ -23,6 +24,9 @@ typedef struct http_opts {
     const char *const *write_keys; /* accepted write keys; at least one */
     size_t nwrite_keys;
     elog *log; /* accepted messages go here; not owned */
+    /* messageIds accepted lately: a message whose id is in it is answered 200 and not stored
+     * again (stock libraries resend when an answer is lost). NULL: no deduplication. */
+    trk_dedup *dedup;
     /* Operator-facing messages (a JSON-line logger in main.c). Called from any thread, so it
      * must be thread-safe. level is "info", "warn" or "error". NULL: silent. */
     void (*logf)(void *ctx, const char *level, const char *msg);

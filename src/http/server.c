@@ -48,7 +48,8 @@ typedef struct work {
     size_t cap;    /* entries in the arrays below */
     size_t *start; /* span of item i in items */
     size_t *end;
-    int *part;      /* partition of item i */
+    int *part;      /* partition of item i; -1 for a resent message, not stored again */
+    uint64_t *mid;  /* digest of item i's messageId */
     uint8_t *bad;   /* item i failed before decoding: ITEM_NOT_OBJECT or ITEM_TOO_BIG */
     size_t *aux;    /* its jtype, or its size */
     elog_rec *recs; /* items grouped by partition */
@@ -296,6 +297,7 @@ static void work_free(work *w)
     onr_free(w->part);
     onr_free(w->bad);
     onr_free(w->aux);
+    onr_free(w->mid);
     onr_free(w->recs);
     onr_free(w->count);
     onr_free(w);
@@ -311,6 +313,7 @@ static void work_reserve(work *w, size_t n)
     w->part = onr_realloc(w->part, cap * sizeof(*w->part));
     w->bad = onr_realloc(w->bad, cap * sizeof(*w->bad));
     w->aux = onr_realloc(w->aux, cap * sizeof(*w->aux));
+    w->mid = onr_realloc(w->mid, cap * sizeof(*w->mid));
     w->recs = onr_realloc(w->recs, cap * sizeof(*w->recs));
     w->cap = cap;
 }
@@ -523,6 +526,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             continue;
         }
         w->part[i] = partition_of(&w->ev, s->partitions);
+        w->mid[i] = trk_dedup_digest(w->ev.message_id.p, w->ev.message_id.n);
     }
 
     if (nbad) {
@@ -546,14 +550,29 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         goto done;
     }
 
+    /* Resent messages (an id seen lately, or earlier in this request) are not stored again.
+     * Ids are remembered as their partition's append succeeds, so a request that fails
+     * part way can be retried without storing anything twice. */
+    if (s->o.dedup)
+        for (size_t i = 0; i < n; i++) {
+            bool dup = trk_dedup_seen(s->o.dedup, w->mid[i], now);
+            for (size_t j = 0; j < i && !dup; j++)
+                dup = w->mid[j] == w->mid[i] && w->part[j] >= 0;
+            if (dup)
+                w->part[i] = -1;
+        }
+
     /* Group by partition (counting sort) and append each group as one batch. */
     int P = s->partitions;
     memset(w->count, 0, ((size_t)P + 1) * sizeof(*w->count));
     for (size_t i = 0; i < n; i++)
-        w->count[w->part[i] + 1]++;
+        if (w->part[i] >= 0)
+            w->count[w->part[i] + 1]++;
     for (int p = 0; p < P; p++)
         w->count[p + 1] += w->count[p];
     for (size_t i = 0; i < n; i++) {
+        if (w->part[i] < 0)
+            continue;
         elog_rec *rec = &w->recs[w->count[w->part[i]]++];
         rec->data = w->items.data + w->start[i];
         rec->len = w->end[i] - w->start[i];
@@ -572,6 +591,10 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                              "the event log could not store the messages; retry", NULL);
             goto done;
         }
+        if (s->o.dedup) /* stored: a retry of this request must not store them again */
+            for (size_t i = 0; i < n; i++)
+                if (w->part[i] == p)
+                    trk_dedup_add(s->o.dedup, w->mid[i], now);
         from = to;
     }
     ret = send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false);

@@ -240,6 +240,19 @@ test('a message without messageId gets one; an unknown path is 404', async () =>
   assert.equal(nf.status, 404);
 });
 
+test('a resent messageId is answered 200 and stored once', async () => {
+  const m = msg('track');
+  for (let i = 0; i < 2; i++) {
+    const r = await post('/v1/track', m);
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+  }
+  const m2 = msg('track');
+  const items = [{ type: 'track', ...m2 }, { type: 'track', ...m2 }, { type: 'track', ...m }];
+  const r = await post('/v1/batch', { batch: items });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  accepted.push(m.messageId, m2.messageId); // once each: the final count checks it
+});
+
 // Reads every record of every segment: u32 LE length, u32 CRC32C, payload.
 function readLog(dir) {
   const out = [];

@@ -1,0 +1,158 @@
+/*
+ * dedup.c - the recent-messageId set: 64 stripes, each an open-addressing table of digests
+ * with a FIFO of (digest, time) that expires the oldest by age or when the stripe is full.
+ * A stripe's mutex is held for a lookup or an insert only.
+ */
+#include "dedup.h"
+
+#include <pthread.h>
+#include <string.h>
+
+#define STRIPES 64
+
+typedef struct entry {
+    uint64_t digest;
+    int64_t at_ms;
+} entry;
+
+typedef struct stripe {
+    pthread_mutex_t mu;
+    uint64_t *table; /* 0 = empty; digests are never 0 */
+    size_t mask, count;
+    entry *fifo; /* ring, oldest at head */
+    size_t head, len, cap, max;
+} stripe;
+
+struct trk_dedup {
+    int64_t window_ms;
+    stripe s[STRIPES];
+};
+
+uint64_t trk_dedup_digest(const char *id, size_t n)
+{
+    return onr_hash64(id, n, 0x6d736769) | 1;
+}
+
+trk_dedup *trk_dedup_new(size_t max_ids, int64_t window_ms)
+{
+    trk_dedup *d = onr_calloc(1, sizeof(*d));
+    d->window_ms = window_ms;
+    size_t per = max_ids / STRIPES + 1;
+    for (int i = 0; i < STRIPES; i++) {
+        pthread_mutex_init(&d->s[i].mu, NULL);
+        d->s[i].max = per;
+    }
+    return d;
+}
+
+void trk_dedup_free(trk_dedup *d)
+{
+    if (!d)
+        return;
+    for (int i = 0; i < STRIPES; i++) {
+        pthread_mutex_destroy(&d->s[i].mu);
+        onr_free(d->s[i].table);
+        onr_free(d->s[i].fifo);
+    }
+    onr_free(d);
+}
+
+static size_t find(const stripe *s, uint64_t g)
+{
+    if (!s->table)
+        return SIZE_MAX;
+    for (size_t i = g & s->mask; s->table[i]; i = (i + 1) & s->mask)
+        if (s->table[i] == g)
+            return i;
+    return SIZE_MAX;
+}
+
+static void put(stripe *s, uint64_t g)
+{
+    size_t i = g & s->mask;
+    while (s->table[i])
+        i = (i + 1) & s->mask;
+    s->table[i] = g;
+    s->count++;
+}
+
+/* Removes the slot at i, shifting later members of its run back (no tombstones). */
+static void del(stripe *s, size_t i)
+{
+    for (size_t j = (i + 1) & s->mask; s->table[j]; j = (j + 1) & s->mask) {
+        size_t home = s->table[j] & s->mask;
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            s->table[i] = s->table[j];
+            i = j;
+        }
+    }
+    s->table[i] = 0;
+    s->count--;
+}
+
+static void grow(stripe *s)
+{
+    /* the table stays at most half full; the fifo holds what the table holds */
+    size_t cap = s->cap ? s->cap * 2 : 256;
+    if (cap > s->max)
+        cap = s->max;
+    entry *fifo = onr_malloc(sizeof(entry) * cap);
+    for (size_t k = 0; k < s->len; k++)
+        fifo[k] = s->fifo[(s->head + k) % s->cap];
+    onr_free(s->fifo);
+    s->fifo = fifo;
+    s->head = 0;
+    s->cap = cap;
+    size_t tcap = 16;
+    while (tcap < cap * 2)
+        tcap *= 2;
+    uint64_t *old = s->table;
+    size_t oldcap = old ? s->mask + 1 : 0;
+    s->table = onr_calloc(tcap, sizeof(uint64_t));
+    s->mask = tcap - 1;
+    s->count = 0;
+    for (size_t k = 0; k < oldcap; k++)
+        if (old[k])
+            put(s, old[k]);
+    onr_free(old);
+}
+
+/* Drops ids older than before_ms, and the oldest one too when room is needed and the
+ * stripe is at its bound. */
+static void expire(stripe *s, int64_t before_ms, bool room)
+{
+    while (s->len && (s->fifo[s->head].at_ms < before_ms || (room && s->len == s->max))) {
+        size_t i = find(s, s->fifo[s->head].digest);
+        if (i != SIZE_MAX)
+            del(s, i);
+        s->head = (s->head + 1) % s->cap;
+        s->len--;
+    }
+}
+
+bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms)
+{
+    stripe *s = &d->s[digest >> 58]; /* the top bits: the low ones also place it in the table */
+    pthread_mutex_lock(&s->mu);
+    expire(s, now_ms - d->window_ms, false);
+    bool seen = find(s, digest) != SIZE_MAX;
+    pthread_mutex_unlock(&s->mu);
+    return seen;
+}
+
+void trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
+{
+    stripe *s = &d->s[digest >> 58]; /* the top bits: the low ones also place it in the table */
+    pthread_mutex_lock(&s->mu);
+    expire(s, now_ms - d->window_ms, false);
+    if (find(s, digest) == SIZE_MAX) {
+        if (s->len == s->cap && s->cap < s->max)
+            grow(s);
+        expire(s, now_ms - d->window_ms, true); /* a full stripe drops its oldest */
+        s->fifo[(s->head + s->len) % s->cap] = (entry){digest, now_ms};
+        s->len++;
+        put(s, digest);
+    }
+    pthread_mutex_unlock(&s->mu);
+}

@@ -1,0 +1,26 @@
+/*
+ * dedup.h - which messageIds were seen lately: a bounded, thread-safe set that lets ingest
+ * drop the resends of stock tracking libraries (they retry with the same messageId when an
+ * answer is lost). Bounded by age and by count, whichever is reached first.
+ */
+#ifndef ONR_DEDUP_H
+#define ONR_DEDUP_H
+
+#include "base/base.h"
+
+typedef struct trk_dedup trk_dedup;
+
+/* Keeps ids for window_ms, and at most max_ids of them (the oldest go first). Memory grows
+ * with use, to about 32 bytes per id. Caller owns the result. */
+trk_dedup *trk_dedup_new(size_t max_ids, int64_t window_ms);
+void trk_dedup_free(trk_dedup *d);
+
+/* The 64-bit digest ids are kept as (two ids that share it count as one). */
+uint64_t trk_dedup_digest(const char *id, size_t n);
+
+/* Whether digest was added within the window before now_ms. */
+bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms);
+/* Remembers digest as seen at now_ms. */
+void trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms);
+
+#endif

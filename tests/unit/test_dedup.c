@@ -1,0 +1,91 @@
+/*
+ * test_dedup.c - unit tests for the recent-messageId set (src/track/dedup.c): membership,
+ * the age window, the count bound dropping the oldest first, and concurrent use.
+ */
+#include "track/dedup.h"
+
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+
+#define T0 INT64_C(1767225600000)
+
+static uint64_t id(int i)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "msg-%d", i);
+    return trk_dedup_digest(buf, (size_t)n);
+}
+
+Test(dedup, an_added_id_is_seen_and_others_are_not)
+{
+    trk_dedup *d = trk_dedup_new(1000, ONR_DAY_MS);
+    cr_assert_not(trk_dedup_seen(d, id(1), T0));
+    trk_dedup_add(d, id(1), T0);
+    cr_assert(trk_dedup_seen(d, id(1), T0 + 1));
+    cr_assert_not(trk_dedup_seen(d, id(2), T0 + 1));
+    trk_dedup_free(d);
+}
+
+Test(dedup, ids_older_than_the_window_are_forgotten)
+{
+    trk_dedup *d = trk_dedup_new(1000, ONR_HOUR_MS);
+    trk_dedup_add(d, id(1), T0);
+    cr_assert(trk_dedup_seen(d, id(1), T0 + ONR_HOUR_MS));
+    cr_assert_not(trk_dedup_seen(d, id(1), T0 + ONR_HOUR_MS + 1));
+    trk_dedup_free(d);
+}
+
+Test(dedup, the_count_bound_drops_the_oldest_first)
+{
+    /* 64 stripes of 2 ids each: 100,000 adds keep only the newest in every stripe */
+    trk_dedup *d = trk_dedup_new(64, ONR_DAY_MS);
+    for (int i = 0; i < 100000; i++)
+        trk_dedup_add(d, id(i), T0 + i);
+    int kept_recent = 0, kept_old = 0;
+    for (int i = 99900; i < 100000; i++)
+        kept_recent += trk_dedup_seen(d, id(i), T0 + 100000);
+    for (int i = 0; i < 1000; i++)
+        kept_old += trk_dedup_seen(d, id(i), T0 + 100000);
+    cr_assert_eq(kept_old, 0, "%d old ids kept", kept_old);
+    cr_assert_gt(kept_recent, 50, "only %d of the newest 100 kept", kept_recent);
+    trk_dedup_free(d);
+}
+
+Test(dedup, many_ids_within_the_bound_are_all_kept)
+{
+    trk_dedup *d = trk_dedup_new(200000, ONR_DAY_MS);
+    for (int i = 0; i < 100000; i++)
+        trk_dedup_add(d, id(i), T0);
+    int kept = 0;
+    for (int i = 0; i < 100000; i++)
+        kept += trk_dedup_seen(d, id(i), T0 + 1);
+    cr_assert_eq(kept, 100000);
+    cr_assert_not(trk_dedup_seen(d, id(100001), T0 + 1));
+    trk_dedup_free(d);
+}
+
+static trk_dedup *shared;
+
+static void *adder(void *arg)
+{
+    int base = (int)(intptr_t)arg;
+    for (int i = 0; i < 20000; i++)
+        trk_dedup_add(shared, id(base + i), T0);
+    return NULL;
+}
+
+Test(dedup, concurrent_adds_are_all_kept)
+{
+    shared = trk_dedup_new(1000000, ONR_DAY_MS);
+    pthread_t t[4];
+    for (int k = 0; k < 4; k++)
+        pthread_create(&t[k], NULL, adder, (void *)(intptr_t)(k * 20000));
+    for (int k = 0; k < 4; k++)
+        pthread_join(t[k], NULL);
+    int kept = 0;
+    for (int i = 0; i < 80000; i++)
+        kept += trk_dedup_seen(shared, id(i), T0 + 1);
+    cr_assert_eq(kept, 80000);
+    trk_dedup_free(shared);
+}
