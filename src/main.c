@@ -156,15 +156,20 @@ static int cmd_simulate(int argc, char **argv)
 
 /* ---- serve */
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Structured logs: one JSON object per line on stderr. */
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void log_line(const char *level, const char *msg, const char *extra)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
     char when[32];
-    onr_time_format((int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, when);
+    onr_time_format(wall_ms(), when);
     onr_buf b = {0};
     onr_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", when, level);
     jw_strz(&b, msg);
@@ -401,6 +406,17 @@ static int cmd_serve(int argc, char **argv)
         .dedup = dedup,
         .logf = log_cb,
     };
+    long recovered = http_dedup_recover(&ho, 24 * ONR_HOUR_MS, wall_ms(), err, sizeof(err));
+    if (recovered < 0) {
+        log_line("error", err, NULL);
+        trk_dedup_free(dedup);
+        elog_close(log);
+        rc = 1;
+        goto out_extra;
+    }
+    onr_buf_clear(&extra);
+    onr_buf_printf(&extra, "\"message_ids\":%ld", recovered);
+    log_line("info", "recent messageIds recovered from the event log", onr_buf_cstr(&extra));
     http_server *srv = NULL;
     e = http_start(&ho, &srv, err, sizeof(err));
     if (e) {

@@ -39,6 +39,15 @@ typedef struct http_opts {
  */
 int http_start(const http_opts *o, http_server **out, char *err, size_t errlen);
 
+/*
+ * Refills o->dedup from the log: the messageIds of records received within the set's window
+ * before now_ms, so that a restart keeps recognising resent messages. Reads every partition
+ * from its first retained record. Returns the number of ids added, or a negative code with
+ * a message in err.
+ */
+long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, char *err,
+                        size_t errlen);
+
 /* The port actually bound (useful with port 0). */
 uint16_t http_port(const http_server *s);
 

@@ -895,3 +895,50 @@ void http_stop(http_server *s, int64_t drain_ms)
     pthread_mutex_destroy(&s->pool_mu);
     onr_free(s);
 }
+
+/* ---- restart */
+
+long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, char *err,
+                        size_t errlen)
+{
+    if (!o->dedup)
+        return 0;
+    jdoc *doc = jdoc_new(HTTP_MAX_EVENT_BYTES + 4096);
+    long added = 0;
+    char perr[256];
+    for (int p = 0; p < elog_partitions(o->log); p++) {
+        elog_reader *r;
+        int rc = elog_reader_open(o->log, p, elog_start_offset(o->log, p), &r);
+        if (rc) {
+            snprintf(err, errlen, "reading partition %d of the event log: %s", p,
+                     rc < 0 && rc > -4096 ? strerror(-rc) : "failed");
+            jdoc_free(doc);
+            return rc;
+        }
+        const void *rec;
+        size_t len;
+        uint64_t off;
+        while ((rc = elog_reader_next(r, &rec, &len, &off)) == 1) {
+            jval root;
+            if (jdoc_parse(doc, rec, len, &root, perr, sizeof(perr)))
+                continue; /* stored by this server, so not expected; nothing to recover */
+            size_t idn, tn;
+            const char *id = jval_str(jval_getz(root, "messageId"), &idn);
+            const char *t = jval_str(jval_getz(root, "receivedAt"), &tn);
+            int64_t at;
+            if (!idn || onr_time_parse(t, tn, &at) || at < now_ms - window_ms)
+                continue;
+            trk_dedup_add(o->dedup, trk_dedup_digest(id, idn), at);
+            added++;
+        }
+        elog_reader_close(r);
+        if (rc < 0) {
+            snprintf(err, errlen, "reading partition %d of the event log: %s", p,
+                     rc > -4096 ? strerror(-rc) : "failed");
+            jdoc_free(doc);
+            return rc;
+        }
+    }
+    jdoc_free(doc);
+    return added;
+}
