@@ -822,6 +822,15 @@ static user *resolve(eng *e, const trk_event *ev)
 
 /* ---- events */
 
+/* An event filter (a label's or a trigger's `where`): sees the event only; -1 passes. */
+static bool passes(const eng *e, int chunk, const trk_event *ev)
+{
+    if (chunk < 0)
+        return true;
+    rule_env env = {.rs = e->rs, .ev = ev, .now_ms = e->clock};
+    return rule_eval_bool(&env, chunk, NULL);
+}
+
 static void match_event(eng *e, const trk_event *ev)
 {
     const rule_set *rs = e->rs;
@@ -837,13 +846,8 @@ static void match_event(eng *e, const trk_event *ev)
         }
         for (int i = 0; i < n; i++) {
             int m = ids[i];
-            if (e->mark[m])
+            if (e->mark[m] || !passes(e, rs->matchers[m].where, ev))
                 continue;
-            if (rs->matchers[m].where >= 0) {
-                rule_env env = {.rs = rs, .ev = ev, .now_ms = e->clock};
-                if (!rule_eval_bool(&env, rs->matchers[m].where, NULL))
-                    continue;
-            }
             e->mark[m] = 1;
             e->matched[e->nmatched++] = m;
         }
@@ -1024,8 +1028,7 @@ void eng_process(eng *e, const trk_event *ev)
         const rule_matcher *m = &rs->matchers[e->matched[i]];
         for (int k = 0; k < m->nabsences; k++) {
             const rule_trigger *t = &rs->triggers[m->absences[k]];
-            rule_env env = {.rs = rs, .ev = ev, .now_ms = e->clock};
-            if (t->where < 0 || rule_eval_bool(&env, t->where, NULL))
+            if (passes(e, t->where, ev))
                 rp_set_i64(p, t->off_pending, ts + t->dur_ms);
         }
         int cached_prop = -1;
@@ -1040,12 +1043,8 @@ void eng_process(eng *e, const trk_event *ev)
                 if (cached_hash != t->key_hash)
                     continue; /* its filter cannot hold */
             }
-            if (t->where >= 0) {
-                rule_env env = {.rs = rs, .ev = ev, .now_ms = e->clock};
-                if (!rule_eval_bool(&env, t->where, NULL))
-                    continue;
-            }
-            fire_trigger(e, u, m->triggers[k], ev, e->clock);
+            if (passes(e, t->where, ev))
+                fire_trigger(e, u, m->triggers[k], ev, e->clock);
         }
     }
 

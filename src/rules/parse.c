@@ -363,49 +363,43 @@ static node *binary(parser *p, bin_op op, node *l, node *r, const token *at)
     return n;
 }
 
-static node *parse_mul(parser *p)
+/* One left-associative level: operand { op operand }, ops given as token -> operator. */
+typedef struct level_op {
+    tok_kind tok;
+    bin_op op;
+} level_op;
+
+static node *parse_level(parser *p, node *(*operand)(parser *), const level_op *ops, int nops)
 {
-    node *l = parse_unary(p);
+    node *l = operand(p);
     for (;;) {
         token t = p->tok;
-        bin_op op;
-        if (t.kind == T_STAR)
-            op = B_MUL;
-        else if (t.kind == T_SLASH)
-            op = B_DIV;
-        else
+        int k = 0;
+        while (k < nops && ops[k].tok != t.kind)
+            k++;
+        if (k == nops)
             return l;
         next(p);
-        l = binary(p, op, l, parse_unary(p), &t);
+        l = binary(p, ops[k].op, l, operand(p), &t);
     }
+}
+
+static node *parse_mul(parser *p)
+{
+    static const level_op ops[] = {{T_STAR, B_MUL}, {T_SLASH, B_DIV}};
+    return parse_level(p, parse_unary, ops, 2);
 }
 
 static node *parse_add(parser *p)
 {
-    node *l = parse_mul(p);
-    for (;;) {
-        token t = p->tok;
-        bin_op op;
-        if (t.kind == T_PLUS)
-            op = B_ADD;
-        else if (t.kind == T_MINUS)
-            op = B_SUB;
-        else
-            return l;
-        next(p);
-        l = binary(p, op, l, parse_mul(p), &t);
-    }
+    static const level_op ops[] = {{T_PLUS, B_ADD}, {T_MINUS, B_SUB}};
+    return parse_level(p, parse_mul, ops, 2);
 }
 
 static node *parse_coalesce(parser *p)
 {
-    node *l = parse_add(p);
-    while (p->tok.kind == T_COALESCE) {
-        token t = p->tok;
-        next(p);
-        l = binary(p, B_COALESCE, l, parse_add(p), &t);
-    }
-    return l;
+    static const level_op ops[] = {{T_COALESCE, B_COALESCE}};
+    return parse_level(p, parse_add, ops, 1);
 }
 
 static node *parse_cmp(parser *p)
