@@ -858,8 +858,9 @@ static int roll(elog *l, part *p)
 
 /* ---- appending */
 
-int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
-                      uint64_t *first_offset)
+/* Writes and publishes a batch; with wait, also waits for the fsync policy. */
+static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64_t *first_offset,
+                  uint64_t *end_offset, bool wait)
 {
     uint64_t total = 0, first, my_end;
     part *p;
@@ -933,9 +934,36 @@ int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
     my_end = p->end;
     if (first_offset)
         *first_offset = first;
-    if (l->o.fsync != ELOG_FSYNC_EVERYSEC)
+    if (end_offset)
+        *end_offset = my_end;
+    if (wait && l->o.fsync != ELOG_FSYNC_EVERYSEC)
         rc = wait_durable(l, p, my_end);
 out:
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
+                      uint64_t *first_offset)
+{
+    return append(l, partition, recs, n, first_offset, NULL, true);
+}
+
+int elog_write_batch(elog *l, int partition, const elog_rec *recs, size_t n,
+                     uint64_t *first_offset, uint64_t *end_offset)
+{
+    return append(l, partition, recs, n, first_offset, end_offset, false);
+}
+
+int elog_wait(elog *l, int partition, uint64_t end_offset)
+{
+    if (partition < 0 || partition >= l->o.partitions)
+        return ONR_E_INVALID;
+    if (l->o.fsync == ELOG_FSYNC_EVERYSEC)
+        return 0;
+    part *p = &l->parts[partition];
+    pthread_mutex_lock(&p->mu);
+    int rc = wait_durable(l, p, end_offset);
     pthread_mutex_unlock(&p->mu);
     return rc;
 }

@@ -98,6 +98,17 @@ int elog_append(elog *l, int partition, const void *rec, size_t len, uint64_t *o
 int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
                       uint64_t *first_offset);
 
+/*
+ * The two halves of elog_append_batch, for a caller with work to do between them: writes
+ * the records (readers see them on return) and gives the offset after the last in
+ * *end_offset; elog_wait then returns once every record of the partition below end_offset
+ * is in the log under the fsync policy (at once under everysec). Same errors as
+ * elog_append_batch; a failed elog_wait is a failed fsync (see elog_append).
+ */
+int elog_write_batch(elog *l, int partition, const elog_rec *recs, size_t n,
+                     uint64_t *first_offset, uint64_t *end_offset);
+int elog_wait(elog *l, int partition, uint64_t end_offset);
+
 /* The next offset to be written in a partition (records [start, end) are readable). */
 uint64_t elog_end_offset(elog *l, int partition);
 /* Offsets below this are fsynced: they survive a power loss. Under everysec it trails the end
