@@ -361,6 +361,11 @@ static void eval_segment(eng *e, user *u, int si, const trk_event *ev, int ancho
         *next = e->clock + 1;
 }
 
+static uint64_t all_segments(const rule_set *rs)
+{
+    return rs->nsegments == 64 ? ~UINT64_C(0) : (UINT64_C(1) << rs->nsegments) - 1;
+}
+
 /* Evaluates dirty segments in declaration order (in_segment reads earlier ones only). */
 static void eval_segments(eng *e, user *u, const trk_event *ev, int anchor, int64_t *next)
 {
@@ -630,11 +635,21 @@ static void on_timer(eng *e, user *u, int64_t now)
             e->xcause = NULL;
         }
     }
+    uint64_t dirty = 0;
+    const char *why = "time passing";
     if (h->recheck_ms && h->recheck_ms <= e->clock) {
         h->recheck_ms = 0;
+        dirty = rs->timed_segments;
+    }
+    if (h->flags & RH_REVAL) { /* the rules were reloaded with new segments */
+        h->flags &= (uint8_t)~RH_REVAL;
+        dirty = all_segments(rs);
+        why = "a reload of the rules";
+    }
+    if (dirty) {
         if (u == e->xu)
-            e->xcause = "time passing";
-        e->seg_dirty = rs->timed_segments;
+            e->xcause = why;
+        e->seg_dirty = dirty;
         eval_segments(e, u, NULL, -1, &next);
         e->xcause = NULL;
     }
@@ -1049,10 +1064,13 @@ void eng_process(eng *e, const trk_event *ev)
     }
 
     /* segments */
-    if (first_event || e->merged) /* a new or merged profile: every segment looks again */
-        e->seg_dirty |= rs->nsegments == 64 ? ~UINT64_C(0) : (UINT64_C(1) << rs->nsegments) - 1;
-    else
+    /* a new or merged profile, or rules reloaded with new segments: every segment looks again */
+    if (first_event || e->merged || (h->flags & RH_REVAL)) {
+        h->flags &= (uint8_t)~RH_REVAL;
+        e->seg_dirty |= all_segments(rs);
+    } else {
         e->seg_dirty |= rs->every_event_segments;
+    }
     if (e->seg_dirty)
         eval_segments(e, u, ev, -1, &next);
     if (e->mark[RM_SESSION_ENDED])

@@ -45,9 +45,27 @@ typedef struct eng_opts {
 
 void eng_opts_default(eng_opts *o);
 
-/* The engine reads rs for its whole life; rs must outlive it. */
+/* The engine reads rs for its whole life (or until eng_reload); rs must outlive it. */
 eng *eng_new(const rule_set *rs, const eng_opts *o, eng_sink sink, void *ctx);
 void eng_free(eng *e);
+
+/*
+ * Moves the engine to new rules without losing its users (docs/rules.md, "Reloading
+ * rules"). Every user is kept, and profile fields are carried by what they mean, not by
+ * offset: the header always; counts, first/last times, windowed counts and sequences with
+ * the same definition; traits by name; the feature path; segment memberships by segment
+ * name; a trigger's state (limits, idle, pending absence) by trigger name while its
+ * definition is unchanged. Anything else starts empty. Nothing is output at the reload: new
+ * and changed segments are evaluated at each user's next event or timer. Per-segment sizes
+ * and the counters of unchanged triggers carry over by name; timers are set again.
+ *
+ * Ownership: the engine reads new_rs from then on and no longer reads the old rule set, which
+ * the caller keeps alive until eng_reload returns and may then free. Call it between events,
+ * never from inside the sink. Afterwards, events must be decoded with new_rs->schema, and the
+ * segment and trigger indexes of outputs, eng_segment_sizes and eng_trigger_counts are
+ * new_rs's. Returns 0, or ONR_E_INVALID with a reason in err (the engine is unchanged).
+ */
+int eng_reload(eng *e, const rule_set *new_rs, char *err, size_t errlen);
 
 /* Processes one event. First moves the clock to the event's time (firing timers due before
  * it). An event older than the clock is processed at once, at the clock's time. */

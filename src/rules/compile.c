@@ -2,7 +2,9 @@
  * compile.c - from checked syntax trees to bytecode: one chunk per condition (label and
  * trigger filters, segment and trigger conditions), constants and literal lists, and a
  * node table that lets explain show each condition's source and operand values. Also the
- * entry points rule_compile and rule_free.
+ * identities of matchers, windows, sequences, segments and triggers (what each means, so a
+ * reload can carry profiles across rule sets), and the entry points rule_compile and
+ * rule_free.
  */
 #include "rules_int.h"
 
@@ -391,6 +393,163 @@ int rule_emit(ast_file *f, rule_set *rs, rdiag *diag)
     return diag->errors - before;
 }
 
+/* ---- identities: what each profile field means, for carrying state across rule sets */
+
+static uint64_t mix(uint64_t h, uint64_t v)
+{
+    return onr_hash64(&v, sizeof(v), h);
+}
+
+static uint64_t str_ident(const char *s, size_t n)
+{
+    return onr_hash64(s, n, 0x6964656e74);
+}
+
+static uint64_t name_ident(const char *s)
+{
+    return str_ident(s, strlen(s));
+}
+
+static uint64_t value_ident(const rval *v)
+{
+    uint64_t h = mix(0x76616c, v->t);
+    switch ((rv_type)v->t) {
+    case RT_BOOL:
+        return mix(h, v->b);
+    case RT_NUM: {
+        double d = v->u.n == 0 ? 0 : v->u.n; /* -0 and 0 alike */
+        uint64_t bits;
+        memcpy(&bits, &d, sizeof(bits));
+        return mix(h, bits);
+    }
+    case RT_STR:
+        return mix(h, str_ident(v->u.s.p, v->u.s.n));
+    case RT_DUR:
+    case RT_TIME:
+        return mix(h, (uint64_t)v->u.ms);
+    default:
+        return h;
+    }
+}
+
+static uint64_t list_ident(const rule_const_list *L)
+{
+    uint64_t h = mix(0x6c697374, (uint64_t)L->n);
+    for (int i = 0; i < L->n; i++)
+        h = mix(h, value_ident(&L->items[i]));
+    return h;
+}
+
+/* A chunk's compiled shape with every index replaced by what it stands for, so that the
+ * same condition hashes alike in two rule sets whatever else they declare; 0 for none. */
+static uint64_t chunk_ident(const rule_set *rs, int chunk)
+{
+    if (chunk < 0)
+        return 0;
+    int start = rs->chunks[chunk];
+    int end = chunk + 1 < rs->nchunks ? rs->chunks[chunk + 1] : rs->ncode;
+    uint64_t h = 0x6368756e6b;
+    for (int pc = start; pc < end; pc++) {
+        const rule_ins *in = &rs->code[pc];
+        uint64_t a; /* b is a node index for explain (or 0): not part of the meaning */
+        switch ((rule_op)in->op) {
+        case OP_CONST:
+            a = value_ident(&rs->consts[in->a]);
+            break;
+        case OP_PROP:
+            a = name_ident(rs->schema.props[in->a]);
+            break;
+        case OP_TRAIT:
+            a = name_ident(rs->schema.traits[in->a]);
+            break;
+        case OP_COUNT:
+        case OP_FIRST:
+        case OP_LAST:
+        case OP_SINCE:
+            a = rs->matchers[in->a].ident;
+            break;
+        case OP_COUNT_WITHIN:
+            a = rs->windows[in->a].ident;
+            break;
+        case OP_SEQ:
+            a = rs->seqs[in->a].ident;
+            break;
+        case OP_IN_SEGMENT:
+            a = name_ident(rs->segments[in->a].name);
+            break;
+        case OP_PATH_ENDS:
+        case OP_PATH_CONTAINS:
+            a = list_ident(&rs->lists[in->a]);
+            break;
+        case OP_IN:
+            a = mix(list_ident(&rs->lists[in->a & (IN_NEGATE - 1)]), (in->a & IN_NEGATE) != 0);
+            break;
+        case OP_JUMP_IF_FALSE:
+        case OP_JUMP_IF_TRUE:
+        case OP_JUMP_IF_NOT_NULL:
+            a = (uint64_t)(in->a - start);
+            break;
+        default:
+            a = (uint64_t)(uint32_t)in->a;
+            break;
+        }
+        h = mix(mix(h, in->op), a);
+    }
+    return h;
+}
+
+static uint64_t matcher_ident(const rule_set *rs, int m)
+{
+    return m >= 0 ? rs->matchers[m].ident : 0;
+}
+
+/* Fills the ident of every matcher, window, sequence, segment and trigger. */
+static void identify(rule_set *rs)
+{
+    for (int i = 0; i < rs->nmatchers; i++) {
+        rule_matcher *m = &rs->matchers[i];
+        uint64_t h = mix(0x6d61746368, m->kinds);
+        for (int k = 0; k < m->nnames; k++)
+            h = mix(h, name_ident(m->names[k]));
+        m->ident = mix(h, chunk_ident(rs, m->where));
+    }
+    for (int i = 0; i < rs->nwindows; i++) {
+        rule_window *w = &rs->windows[i];
+        w->ident = mix(mix(0x77696e646f77, matcher_ident(rs, w->matcher)), (uint64_t)w->within_ms);
+    }
+    for (int i = 0; i < rs->nseqs; i++) {
+        rule_seq *q = &rs->seqs[i];
+        uint64_t h = mix(0x736571, (uint64_t)q->within_ms);
+        for (int k = 0; k < q->nsteps; k++)
+            h = mix(h, matcher_ident(rs, q->steps[k]));
+        q->ident = h;
+    }
+    for (int i = 0; i < rs->nsegments; i++) {
+        rule_segment *s = &rs->segments[i];
+        uint64_t h = mix(0x7365676d656e74, chunk_ident(rs, s->live));
+        h = mix(h, (uint64_t)s->nclauses);
+        for (int k = 0; k < s->nclauses; k++) {
+            const rule_clause *c = &s->clauses[k];
+            h = mix(h, c->enter);
+            h = mix(h, c->on >= 0 ? matcher_ident(rs, c->on) : (uint64_t)(int64_t)c->on);
+            h = mix(h, chunk_ident(rs, c->when));
+        }
+        s->ident = h;
+    }
+    for (int i = 0; i < rs->ntriggers; i++) {
+        rule_trigger *t = &rs->triggers[i];
+        uint64_t h = mix(0x74726967676572, t->on);
+        h = mix(h, matcher_ident(rs, t->matcher));
+        h = mix(h, chunk_ident(rs, t->where));
+        h = mix(h, matcher_ident(rs, t->unless_matcher));
+        h = mix(h, (uint64_t)t->dur_ms);
+        h = mix(h, t->segment >= 0 ? name_ident(rs->segments[t->segment].name) : 0);
+        h = mix(h, chunk_ident(rs, t->when));
+        h = mix(h, t->limit);
+        t->ident = mix(h, (uint64_t)t->limit_ms);
+    }
+}
+
 /* ---- entry points */
 
 int rule_compile(const char *path, const char *src, size_t len, rule_set **out, onr_buf *errors)
@@ -431,6 +590,8 @@ int rule_compile(const char *path, const char *src, size_t len, rule_set **out, 
         rule_check(&file, rs, &diag);
     if (diag.errors == 0)
         rule_emit(&file, rs, &diag);
+    if (diag.errors == 0)
+        identify(rs);
     onr_arena_free(&ast_arena);
     if (diag.errors) {
         rule_free(rs);

@@ -109,13 +109,15 @@ typedef struct rule_matcher {
     int *seqs, nseqs;               /* sequences it is a step of */
     uint64_t segments_dep;          /* segments whose unanchored clauses read it */
     int *seg_clauses, nseg_clauses; /* (segment << 8 | clause) anchored on it */
+    uint64_t ident;                 /* what it matches: see rule_layout_map */
 } rule_matcher;
 
 typedef struct rule_window {
     int matcher;
     int64_t within_ms;
     int cap; /* timestamps kept */
-    int off; /* uint16 len, uint16 head, then int64 ts[cap] */
+    int off; /* uint32 len, 4 unused bytes, then int64 ts[cap] */
+    uint64_t ident;
 } rule_window;
 
 typedef struct rule_seq {
@@ -123,6 +125,7 @@ typedef struct rule_seq {
     int nsteps;
     int64_t within_ms;
     int off; /* int64 start[nsteps] */
+    uint64_t ident;
 } rule_seq;
 
 typedef enum rule_on_kind {
@@ -179,6 +182,8 @@ typedef struct rule_trigger {
     int bit_fired;        /* bit index: once per user has fired */
     int bit_idle;         /* bit index: on idle has fired in this quiet spell */
     int off_pending;      /* int64: absence deadline */
+    uint64_t ident;       /* its on, where, unless, when and limit (not its name, actions or
+                           * holdout): equal idents keep the same per-user state */
 } rule_trigger;
 
 typedef struct rule_clause {
@@ -203,6 +208,7 @@ typedef struct rule_segment {
     uint64_t deps_segments; /* segments it reads with in_segment() */
     int *on_enter, non_enter; /* triggers on enter */
     int *on_exit, non_exit;   /* triggers on exit */
+    uint64_t ident;           /* its condition or clauses (not its name) */
 } rule_segment;
 
 typedef struct rule_setting {
@@ -241,7 +247,9 @@ typedef struct rule_hdr {
     uint8_t pad[3];
 } rule_hdr;
 
-enum { RH_COMPLETED = 1, RH_SIGNED_UP = 2, RH_IN_SESSION = 4, RH_MERGED = 8 };
+/* RH_REVAL: the rules were reloaded with new or changed segments since this user's last
+ * event or timer, which evaluates every segment (and clears it). */
+enum { RH_COMPLETED = 1, RH_SIGNED_UP = 2, RH_IN_SESSION = 4, RH_MERGED = 8, RH_REVAL = 16 };
 
 typedef struct rule_layout {
     size_t size;      /* bytes per profile, header included, 8-aligned */
@@ -323,6 +331,61 @@ void rule_free(rule_set *rs);
  * bits, limits): two rule sets with the same fingerprint read the same profile bytes the
  * same way, so a checkpoint of one loads into the other. */
 uint64_t rule_layout_fingerprint(const rule_set *rs);
+
+/*
+ * Carrying profiles from one rule set to another (a hot reload). Every profile field has an
+ * identity: a stable hash of what it means, computed by the compiler from the definition
+ * behind it, independent of offsets, declaration order and names where names do not matter.
+ * Fields are carried by identity:
+ *   - the header (rule_hdr): always;
+ *   - a matcher's count / first / last: by the matcher's ident (its event names, kinds and
+ *     filter; a label's name does not matter), so `count("X")` keeps its value;
+ *   - a windowed count: by matcher and span (the newest timestamps, up to the new capacity);
+ *   - a sequence: by its steps and span;
+ *   - a trait slot: by the trait's name; the feature path: its latest features, up to the
+ *     new length;
+ *   - a segment's membership bit: by the segment's name;
+ *   - a trigger's state (once per user / once per window / cooldown, idle bit, absence
+ *     deadline): by the trigger's name, when its ident is unchanged.
+ * Fields with no counterpart start zeroed (empty).
+ */
+typedef enum rule_move_kind {
+    RMOVE_BYTES = 0, /* len bytes */
+    RMOVE_BIT,       /* one bit: from/to are the offsets of bit arrays */
+    RMOVE_WINDOW,    /* a windowed count: its newest timestamps, at most cap */
+    RMOVE_PATH,      /* the feature path: its latest features, at most cap */
+} rule_move_kind;
+
+typedef struct rule_move {
+    rule_move_kind kind;
+    int from, to;         /* byte offsets in the old and the new profile */
+    int len;              /* RMOVE_BYTES */
+    int from_bit, to_bit; /* RMOVE_BIT */
+    int cap;              /* RMOVE_WINDOW, RMOVE_PATH: capacity in the new profile */
+} rule_move;
+
+typedef struct rule_map {
+    size_t from_size, to_size; /* profile bytes, old and new */
+    rule_move *moves;
+    int nmoves;
+    /* by new trigger: the old trigger whose state it keeps (the same name and ident), or -1
+     * when it is new or changed (it starts fresh) */
+    int *trigger_from;
+    /* by new segment: the old segment of that name, or -1 */
+    int *segment_from;
+    /* new segments, and kept ones whose ident changed: to be evaluated again */
+    uint64_t segments_fresh;
+    /* every field of both stays at its offset: a profile carries over byte for byte */
+    bool identity;
+} rule_map;
+
+/* Plans how to carry profiles of rule set `from` to rule set `to`. Caller owns *out; free it
+ * with rule_map_free. */
+void rule_layout_map(const rule_set *from, const rule_set *to, rule_map *out);
+/* Writes to (m->to_size bytes) from an old profile (m->from_size bytes): carried fields
+ * copied, every other byte zero. from and to must not overlap. */
+void rule_map_apply(const rule_map *m, const uint8_t *from, uint8_t *to);
+void rule_map_free(rule_map *m);
 
 /* Writes a human-readable listing of rs: tables, layout and bytecode. */
 void rule_dump(const rule_set *rs, onr_buf *out);
