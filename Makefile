@@ -8,7 +8,7 @@ MESON_OPTS ?= --werror
 RULES      ?= rules/onboarding.rules
 DEMO_USERS ?= 2000
 
-.PHONY: all deps build run test sanitize bench clean
+.PHONY: all deps build run demo test sanitize bench bench-ingest clean
 
 all: build
 
@@ -21,9 +21,17 @@ $(BUILD)/build.ninja: | deps
 build: deps $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
-# Until the server exists, the main job replays a generated demo day through the default
-# rules and prints the segment summary.
+# The main job: `onramp serve` on its embedded defaults (ingest and API on 127.0.0.1:8088,
+# data in ./var/onramp, the default rules). It prints the write key, the admin token and the
+# API URL at start; Ctrl-C stops it (the engine checkpoints first). ONRAMP_* variables and
+# SERVE_OPTS change the defaults (onramp serve --help).
+SERVE_OPTS ?=
 run: build
+	@echo "onramp: starting the server; API at http://127.0.0.1:8088/api/ (see docs/api.md)"
+	$(BUILD)/onramp serve --rules $(RULES) $(SERVE_OPTS)
+
+# A generated day of onboarding replayed through the default rules, with the segment summary.
+demo: build
 	$(BUILD)/onramp simulate --users $(DEMO_USERS) --seed 1 > $(BUILD)/demo.jsonl
 	$(BUILD)/onramp replay --rules $(RULES) --summary --stats $(BUILD)/demo.jsonl > $(BUILD)/demo.out
 	@echo "fires and segment changes: $(BUILD)/demo.out"
@@ -42,6 +50,11 @@ sanitize: deps $(SAN_BUILD)/build.ninja
 
 bench: build
 	bench/run.sh $(BUILD)
+	bench/ingest.sh $(BUILD)
+
+# onramp serve against nginx on this machine: peak rates, ratios, latency at 70% of peak.
+bench-ingest: build
+	bench/ingest.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)

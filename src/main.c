@@ -5,13 +5,16 @@
 #include "base/base.h"
 #include "base/json.h"
 #include "engine/replay.h"
+#include "engine/shard.h"
 #include "http/http.h"
 #include "rules/rules.h"
 #include "stream/elog.h"
+#include "track/enrich.h"
 #include "track/simulate.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +22,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static void usage(FILE *out)
 {
@@ -241,6 +245,101 @@ static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
     return 0;
 }
 
+/* ---- the event log as the engine shards' source */
+
+typedef struct live_source {
+    elog *log;
+    http_server *_Atomic srv; /* set once ingest is listening */
+    int64_t retain_age_ms;
+    uint64_t retain_bytes;
+} live_source;
+
+static int src_open(void *ctx, int p, uint64_t from, void **reader)
+{
+    return elog_reader_open(((live_source *)ctx)->log, p, from, (elog_reader **)reader);
+}
+
+static int src_next(void *reader, const void **rec, size_t *len, uint64_t *offset)
+{
+    return elog_reader_next(reader, rec, len, offset);
+}
+
+static void src_close(void *reader)
+{
+    elog_reader_close(reader);
+}
+
+static uint64_t src_start(void *ctx, int p)
+{
+    return elog_start_offset(((live_source *)ctx)->log, p);
+}
+
+static uint64_t src_end(void *ctx, int p)
+{
+    return elog_end_offset(((live_source *)ctx)->log, p);
+}
+
+static uint64_t src_synced(void *ctx, int p)
+{
+    return elog_synced_offset(((live_source *)ctx)->log, p);
+}
+
+static int64_t src_watermark(void *ctx)
+{
+    http_server *srv = atomic_load(&((live_source *)ctx)->srv);
+    /* until ingest is up (and once it is down) the shards wait, or drain at stop */
+    return srv ? http_watermark(srv) : -1;
+}
+
+static void src_retain(void *ctx, int p, uint64_t offset)
+{
+    live_source *ls = ctx;
+    int n = elog_retain(ls->log, p, offset, ls->retain_bytes, ls->retain_age_ms, wall_ms());
+    if (n < 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "retention of partition %d failed: %s", p, strerror(-n));
+        log_line("error", msg, NULL);
+    }
+}
+
+/* Reads and compiles the rules file; errors go to the log, one line per diagnostic block. */
+static rule_set *load_rules(const char *path)
+{
+    rule_set *rs = NULL;
+    onr_buf errs = {0};
+    int n = rule_compile_file(path, &rs, &errs);
+    if (n) {
+        onr_buf extra = {0};
+        onr_buf_puts(&extra, "\"rules\":");
+        jw_strz(&extra, path);
+        onr_buf_puts(&extra, ",\"errors\":");
+        jw_str(&extra, errs.data ? errs.data : "", errs.len);
+        log_line("error", "the rules do not compile", onr_buf_cstr(&extra));
+        onr_buf_free(&extra);
+    }
+    onr_buf_free(&errs);
+    return rs;
+}
+
+static bool parse_duration_flag(const char *flag, const char *s, int64_t *out)
+{
+    if (replay_parse_duration(s, out) == 0)
+        return true;
+    fprintf(stderr, "onramp serve: %s needs a duration like 30s, 5m or 7d, got \"%s\"\n", flag, s);
+    return false;
+}
+
+static void random_hex(char *out, int bytes)
+{
+    uint8_t r[32];
+    if (getrandom(r, (size_t)bytes, 0) != (ssize_t)bytes) {
+        fprintf(stderr, "onramp serve: no randomness: %s\n", strerror(errno));
+        exit(1);
+    }
+    for (int i = 0; i < bytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+}
+
 static const char serve_help[] =
     "usage: onramp serve [options]\n"
     "\n"
@@ -255,11 +354,42 @@ static const char serve_help[] =
     "                        (env: comma-separated)           and printed]\n"
     "  --fsync POLICY        always | batch | everysec       [batch]           ONRAMP_FSYNC\n"
     "  --partitions N        partitions of the log (fixed)   [16]              ONRAMP_PARTITIONS\n"
-    "  --threads N           HTTP thread pool size           [2]               ONRAMP_THREADS\n"
+    "  --threads N           HTTP thread pool size           [64]              ONRAMP_THREADS\n"
+    "  --route-capacity N    ids the partition router keeps  [4194304]         "
+    "ONRAMP_ROUTE_CAPACITY\n"
+    "                        (16 bytes each: 64 MiB; 0: hash routing only)\n"
+    "  --rate-limit N        events a second per write key   [0: unlimited]    ONRAMP_RATE_LIMIT\n"
+    "                        (a batch of 100 counts 100; over it: 429 + Retry-After)\n"
+    "  --rate-burst N        events a key may send at once   [one second's]    ONRAMP_RATE_BURST\n"
+    "  --http-timeout S      close a connection silent for S [30]              "
+    "ONRAMP_HTTP_TIMEOUT\n"
+    "                        seconds, or whose request headers take longer\n"
+    "  --rules FILE          the rules the engine runs       [rules/onboarding.rules]\n"
+    "                                                                          ONRAMP_RULES\n"
+    "  --admin-token TOKEN   bearer token of /api/ and       [one generated    ONRAMP_ADMIN_TOKEN\n"
+    "                        /metrics                         and printed]\n"
+    "  --shards N            engine threads                  [one per core]    ONRAMP_SHARDS\n"
+    "  --checkpoint-every D  between engine checkpoints      [30s]             "
+    "ONRAMP_CHECKPOINT_EVERY\n"
+    "  --lateness D          how far the engine's clock      [2s]              ONRAMP_LATENESS\n"
+    "                        trails the newest receive time\n"
+    "  --max-lag N           records a partition's shard may [1000000]         ONRAMP_MAX_LAG\n"
+    "                        be behind before ingest answers 503\n"
+    "  --retain-age D        delete checkpointed log older   [7d; 0: keep]     ONRAMP_RETAIN_AGE\n"
+    "  --retain-bytes N      or beyond N bytes a partition   [0: no limit]     "
+    "ONRAMP_RETAIN_BYTES\n"
+    "  --max-event-bytes N   largest message, as sent        [32768]           "
+    "ONRAMP_MAX_EVENT_BYTES\n"
+    "  --max-request-bytes N largest request body, unzipped  [512000]          "
+    "ONRAMP_MAX_REQUEST_BYTES\n"
+    "                        (at most 64 MiB, and at least --max-event-bytes)\n"
+    "  --geoip FILE          a MaxMind .mmdb: adds           [none]            ONRAMP_GEOIP\n"
+    "                        context.location.country from context.ip or the client address\n"
     "  --help                this text\n"
     "\n"
-    "SIGTERM or SIGINT stops accepting connections, finishes requests in flight, closes the\n"
-    "log and exits 0.\n";
+    "SIGHUP reloads the rules file (a file that does not compile is refused; the running rules\n"
+    "stay). SIGTERM or SIGINT stops accepting connections, finishes requests in flight, runs\n"
+    "what is in the log, checkpoints the engine, closes the log and exits 0.\n";
 
 #define MAX_WRITE_KEYS 64
 
@@ -270,11 +400,27 @@ static int cmd_serve(int argc, char **argv)
     const char *fsync_s = getenv("ONRAMP_FSYNC");
     const char *parts_s = getenv("ONRAMP_PARTITIONS");
     const char *threads_s = getenv("ONRAMP_THREADS");
+    const char *route_s = getenv("ONRAMP_ROUTE_CAPACITY");
+    const char *rate_s = getenv("ONRAMP_RATE_LIMIT");
+    const char *burst_s = getenv("ONRAMP_RATE_BURST");
+    const char *timeout_s = getenv("ONRAMP_HTTP_TIMEOUT");
+    const char *rules_path = getenv("ONRAMP_RULES");
+    const char *admin_token = getenv("ONRAMP_ADMIN_TOKEN");
+    const char *shards_s = getenv("ONRAMP_SHARDS");
+    const char *ckpt_s = getenv("ONRAMP_CHECKPOINT_EVERY");
+    const char *late_s = getenv("ONRAMP_LATENESS");
+    const char *lag_s = getenv("ONRAMP_MAX_LAG");
+    const char *rage_s = getenv("ONRAMP_RETAIN_AGE");
+    const char *rbytes_s = getenv("ONRAMP_RETAIN_BYTES");
+    const char *max_event_s = getenv("ONRAMP_MAX_EVENT_BYTES");
+    const char *max_request_s = getenv("ONRAMP_MAX_REQUEST_BYTES");
+    const char *geoip = getenv("ONRAMP_GEOIP");
     const char *keys[MAX_WRITE_KEYS];
     size_t nkeys = 0;
     char *env_keys = getenv("ONRAMP_WRITE_KEY") ? onr_strdup(getenv("ONRAMP_WRITE_KEY")) : NULL;
     bool flag_keys = false;
     int rc = 2;
+    rule_set *rules = NULL; /* until the shards own it */
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -283,12 +429,27 @@ static int cmd_serve(int argc, char **argv)
             rc = 0;
             goto out;
         }
-        const char **slot = strcmp(a, "--listen") == 0       ? &listen
-                            : strcmp(a, "--data") == 0       ? &data
-                            : strcmp(a, "--fsync") == 0      ? &fsync_s
-                            : strcmp(a, "--partitions") == 0 ? &parts_s
-                            : strcmp(a, "--threads") == 0    ? &threads_s
-                                                             : NULL;
+        const char **slot = strcmp(a, "--listen") == 0              ? &listen
+                            : strcmp(a, "--data") == 0              ? &data
+                            : strcmp(a, "--fsync") == 0             ? &fsync_s
+                            : strcmp(a, "--partitions") == 0        ? &parts_s
+                            : strcmp(a, "--threads") == 0           ? &threads_s
+                            : strcmp(a, "--route-capacity") == 0    ? &route_s
+                            : strcmp(a, "--rate-limit") == 0        ? &rate_s
+                            : strcmp(a, "--rate-burst") == 0        ? &burst_s
+                            : strcmp(a, "--http-timeout") == 0      ? &timeout_s
+                            : strcmp(a, "--rules") == 0             ? &rules_path
+                            : strcmp(a, "--admin-token") == 0       ? &admin_token
+                            : strcmp(a, "--shards") == 0            ? &shards_s
+                            : strcmp(a, "--checkpoint-every") == 0  ? &ckpt_s
+                            : strcmp(a, "--lateness") == 0          ? &late_s
+                            : strcmp(a, "--max-lag") == 0           ? &lag_s
+                            : strcmp(a, "--retain-age") == 0        ? &rage_s
+                            : strcmp(a, "--retain-bytes") == 0      ? &rbytes_s
+                            : strcmp(a, "--max-event-bytes") == 0   ? &max_event_s
+                            : strcmp(a, "--max-request-bytes") == 0 ? &max_request_s
+                            : strcmp(a, "--geoip") == 0             ? &geoip
+                                                                    : NULL;
         bool is_key = strcmp(a, "--write-key") == 0;
         if (!slot && !is_key) {
             fprintf(stderr, "onramp serve: unknown option \"%s\" (see onramp serve --help)\n", a);
@@ -337,7 +498,7 @@ static int cmd_serve(int argc, char **argv)
                 fsync_s);
         goto out;
     }
-    uint64_t parts = 16, threads = 2;
+    uint64_t parts = 16, threads = 64;
     if ((parts_s && parse_u64("serve", "--partitions", parts_s, &parts)) ||
         (threads_s && parse_u64("serve", "--threads", threads_s, &threads)))
         goto out;
@@ -345,8 +506,79 @@ static int cmd_serve(int argc, char **argv)
         fputs("onramp serve: --partitions must be 1..1000 and --threads 1..256\n", stderr);
         goto out;
     }
+    uint64_t route_cap = TRK_ROUTE_DEFAULT_CAPACITY;
+    if (route_s && parse_u64("serve", "--route-capacity", route_s, &route_cap))
+        goto out;
+    if (route_cap > TRK_ROUTE_MAX_CAPACITY) {
+        fprintf(stderr, "onramp serve: --route-capacity must be at most %zu\n",
+                TRK_ROUTE_MAX_CAPACITY);
+        goto out;
+    }
+    uint64_t rate = 0, burst = 0, timeout = 30;
+    if ((rate_s && parse_u64("serve", "--rate-limit", rate_s, &rate)) ||
+        (burst_s && parse_u64("serve", "--rate-burst", burst_s, &burst)) ||
+        (timeout_s && parse_u64("serve", "--http-timeout", timeout_s, &timeout)))
+        goto out;
+    if (rate > 1000000000 || burst > 1000000000 || timeout < 1 || timeout > 86400) {
+        fputs("onramp serve: --rate-limit and --rate-burst must be at most 1e9, and "
+              "--http-timeout 1..86400\n",
+              stderr);
+        goto out;
+    }
+    uint64_t max_event = HTTP_MAX_EVENT_BYTES, max_request = HTTP_MAX_REQUEST_BYTES;
+    if ((max_event_s && parse_u64("serve", "--max-event-bytes", max_event_s, &max_event)) ||
+        (max_request_s && parse_u64("serve", "--max-request-bytes", max_request_s, &max_request)))
+        goto out;
+    if (max_request < 1 || max_request > HTTP_MAX_REQUEST_LIMIT) {
+        fprintf(stderr, "onramp serve: --max-request-bytes must be 1..%d (64 MiB), got %llu\n",
+                HTTP_MAX_REQUEST_LIMIT, (unsigned long long)max_request);
+        goto out;
+    }
+    if (max_event < 1 || max_event > max_request) {
+        fprintf(stderr,
+                "onramp serve: --max-event-bytes must be 1..%llu (--max-request-bytes), got "
+                "%llu\n",
+                (unsigned long long)max_request, (unsigned long long)max_event);
+        goto out;
+    }
+    if (geoip && !*geoip)
+        geoip = NULL;
+    if (geoip) { /* checked now, before the log is opened; the server opens its own */
+        char gerr[512];
+        trk_geo *geo = NULL;
+        if (trk_enrich_geo_open(geoip, &geo, gerr, sizeof(gerr))) {
+            fprintf(stderr, "onramp serve: %s\n", gerr);
+            goto out;
+        }
+        trk_enrich_geo_close(geo);
+    }
     eo.partitions = (int)parts;
     eo.log = elog_log_cb;
+
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t nshards = cores > 0 ? (uint64_t)cores : 1, max_lag = 1000000, retain_bytes = 0;
+    int64_t ckpt_ms = 30 * ONR_SECOND_MS, late_ms = 2 * ONR_SECOND_MS, retain_age = 7 * ONR_DAY_MS;
+    if ((shards_s && parse_u64("serve", "--shards", shards_s, &nshards)) ||
+        (lag_s && parse_u64("serve", "--max-lag", lag_s, &max_lag)) ||
+        (rbytes_s && parse_u64("serve", "--retain-bytes", rbytes_s, &retain_bytes)) ||
+        (ckpt_s && !parse_duration_flag("--checkpoint-every", ckpt_s, &ckpt_ms)) ||
+        (late_s && !parse_duration_flag("--lateness", late_s, &late_ms)) ||
+        (rage_s && !parse_duration_flag("--retain-age", rage_s, &retain_age)))
+        goto out;
+    if (nshards < 1 || nshards > 256 || max_lag < 1 || ckpt_ms < ONR_SECOND_MS ||
+        late_ms > ONR_HOUR_MS) {
+        fputs("onramp serve: --shards must be 1..256, --max-lag at least 1, --checkpoint-every "
+              "at least 1s and --lateness at most 1h\n",
+              stderr);
+        goto out;
+    }
+    if (!rules_path || !*rules_path)
+        rules_path = "rules/onboarding.rules";
+    char gen_token[65];
+    if (!admin_token || !*admin_token) {
+        random_hex(gen_token, 24);
+        admin_token = gen_token;
+    }
 
     char generated[33];
     if (nkeys == 0) {
@@ -367,6 +599,7 @@ static int cmd_serve(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -376,6 +609,11 @@ static int cmd_serve(int argc, char **argv)
     onr_buf_printf(&extra, ",\"fsync\":\"%s\",\"partitions\":%d,\"threads\":%d",
                    elog_fsync_name(eo.fsync), eo.partitions, (int)threads);
     log_line("info", "onramp serve starting", onr_buf_cstr(&extra));
+    rules = load_rules(rules_path);
+    if (!rules) {
+        rc = 1;
+        goto out_extra;
+    }
 
     char logdir[4096], err[512];
     snprintf(logdir, sizeof(logdir), "%s/log", data);
@@ -396,6 +634,8 @@ static int cmd_serve(int argc, char **argv)
 
     /* resent messages: the last 24 hours, at most 10 million ids (docs/api.md) */
     trk_dedup *dedup = trk_dedup_new(10 * 1000 * 1000, 24 * ONR_HOUR_MS);
+    /* user ids -> partitions, so that one user's messages meet in one shard (docs/api.md) */
+    trk_router *router = route_cap ? trk_route_new((size_t)route_cap) : NULL;
     http_opts ho = {
         .host = host,
         .port = port,
@@ -404,12 +644,20 @@ static int cmd_serve(int argc, char **argv)
         .nwrite_keys = nkeys,
         .log = log,
         .dedup = dedup,
+        .router = router,
         .logf = log_cb,
+        .timeout_ms = (int64_t)timeout * ONR_SECOND_MS,
+        .rate_limit = (double)rate,
+        .rate_burst = (size_t)burst,
+        .max_event_bytes = (size_t)max_event,
+        .max_request_bytes = (size_t)max_request,
+        .geoip = geoip,
     };
     long recovered = http_dedup_recover(&ho, 24 * ONR_HOUR_MS, wall_ms(), err, sizeof(err));
     if (recovered < 0) {
         log_line("error", err, NULL);
         trk_dedup_free(dedup);
+        trk_route_free(router);
         elog_close(log);
         rc = 1;
         goto out_extra;
@@ -417,11 +665,49 @@ static int cmd_serve(int argc, char **argv)
     onr_buf_clear(&extra);
     onr_buf_printf(&extra, "\"message_ids\":%ld", recovered);
     log_line("info", "recent messageIds recovered from the event log", onr_buf_cstr(&extra));
+
+    /* the live engine: it runs the log's tail first, while ingest already accepts */
+    live_source lsrc = {.log = log, .retain_age_ms = retain_age, .retain_bytes = retain_bytes};
+    shard_opts so = {
+        .shards = (int)nshards,
+        .partitions = eo.partitions,
+        .dir = data,
+        .checkpoint_ms = ckpt_ms,
+        .lateness_ms = late_ms ? late_ms : -1,
+        .max_lag = max_lag,
+        .logf = log_cb,
+        .src = {.open = src_open,
+                .next = src_next,
+                .close = src_close,
+                .start = src_start,
+                .end = src_end,
+                .synced = src_synced,
+                .watermark = src_watermark,
+                .retain = src_retain,
+                .ctx = &lsrc},
+    };
+    shard_set *shards = NULL;
+    e = shard_start(&so, rules, &shards, err, sizeof(err));
+    if (e) {
+        log_line("error", err, NULL);
+        trk_dedup_free(dedup);
+        trk_route_free(router);
+        elog_close(log);
+        rc = 1;
+        goto out_extra;
+    }
+    rules = NULL;
+    ho.shards = shards;
+    ho.admin_token = admin_token;
+    ho.rules_path = rules_path;
+
     http_server *srv = NULL;
     e = http_start(&ho, &srv, err, sizeof(err));
     if (e) {
         log_line("error", err, NULL);
+        shard_stop(shards);
         trk_dedup_free(dedup);
+        trk_route_free(router);
         elog_close(log);
         rc = 1;
         goto out_extra;
@@ -432,6 +718,24 @@ static int cmd_serve(int argc, char **argv)
                    host, v6 ? "]" : "", http_port(srv), v6 ? "[" : "", host, v6 ? "]" : "",
                    http_port(srv));
     log_line("info", "listening", onr_buf_cstr(&extra));
+    atomic_store(&lsrc.srv, srv);
+    onr_buf_clear(&extra);
+    onr_buf_printf(&extra,
+                   "\"api\":\"http://%s%s%s:%u/api/\",\"metrics\":\"http://%s%s%s:%u/metrics\","
+                   "\"rules\":",
+                   v6 ? "[" : "", host, v6 ? "]" : "", http_port(srv), v6 ? "[" : "", host,
+                   v6 ? "]" : "", http_port(srv));
+    jw_strz(&extra, rules_path);
+    if (admin_token == gen_token) {
+        onr_buf_puts(&extra, ",\"admin_token\":");
+        jw_strz(&extra, gen_token);
+        log_line("info",
+                 "management API ready; no --admin-token given: generated one for this run "
+                 "(send it as Authorization: Bearer TOKEN)",
+                 onr_buf_cstr(&extra));
+    } else {
+        log_line("info", "management API ready", onr_buf_cstr(&extra));
+    }
     if (keys[0] == generated) {
         onr_buf_clear(&extra);
         onr_buf_puts(&extra, "\"write_key\":");
@@ -447,17 +751,38 @@ static int cmd_serve(int argc, char **argv)
     }
 
     int sig = 0;
-    sigwait(&sigs, &sig);
+    for (;;) {
+        sigwait(&sigs, &sig);
+        if (sig != SIGHUP)
+            break;
+        log_line("info", "SIGHUP: reloading the rules", NULL);
+        rule_set *next = load_rules(rules_path);
+        if (!next) {
+            log_line("warn", "the running rules stay", NULL);
+            continue;
+        }
+        if (shard_reload(shards, next, err, sizeof(err)) != 0) {
+            rule_free(next);
+            log_line("error", err, NULL);
+        }
+    }
     onr_buf_clear(&extra);
     onr_buf_printf(&extra, "\"signal\":\"%s\"", sig == SIGINT ? "SIGINT" : "SIGTERM");
     log_line("info", "stopping: no new connections, finishing requests in flight",
              onr_buf_cstr(&extra));
     http_stop(srv, 10 * ONR_SECOND_MS);
+    atomic_store(&lsrc.srv, NULL);
+    log_line("info", "ingest stopped; the engine runs what is in the log and checkpoints", NULL);
+    int se = shard_stop(shards);
     trk_dedup_free(dedup);
+    trk_route_free(router);
     e = elog_close(log);
     if (e) {
         snprintf(err, sizeof(err), "closing the event log failed: %s", strerror(-e));
         log_line("error", err, NULL);
+        rc = 1;
+    } else if (se) {
+        log_line("error", "stopped, but the engine's last checkpoint failed (see above)", NULL);
         rc = 1;
     } else {
         log_line("info", "stopped", NULL);
@@ -465,6 +790,7 @@ static int cmd_serve(int argc, char **argv)
     }
 out_extra:
     onr_buf_free(&extra);
+    rule_free(rules);
 out:
     onr_free(env_keys);
     return rc;

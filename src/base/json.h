@@ -36,9 +36,20 @@ typedef enum jtype {
 jdoc *jdoc_new(size_t max_bytes);
 void jdoc_free(jdoc *d);
 
+/* The deepest nesting of arrays and objects jdoc_parse accepts: JDOC_MAX_DEPTH unless set
+ * lower here; a deeper document fails with ONR_E_PARSE ("too deep"). Returns 0, or
+ * ONR_E_INVALID for a depth outside 1..JDOC_MAX_DEPTH (or no memory). */
+#define JDOC_MAX_DEPTH 1024
+int jdoc_set_max_depth(jdoc *d, size_t depth);
+
 /* Parses buf[0..len). On failure returns ONR_E_PARSE (or ONR_E_LIMIT when len exceeds the
  * bound) and writes a one-line reason into err. buf needs no padding. */
 int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char *err, size_t errlen);
+
+/* After jdoc_parse failed with ONR_E_PARSE: the byte offset in buf at which the input stops
+ * being JSON (its length when it ends too soon), for a message that points at it; -1 when it
+ * cannot be told. Reads the jdoc's copy of the input, so call it before the next parse. */
+long jdoc_error_offset(const jdoc *d);
 
 jtype jval_type(jval v);
 const char *jtype_name(jtype t);

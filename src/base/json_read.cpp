@@ -5,7 +5,11 @@
  */
 #include "json.h"
 
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <new>
 #include <simdjson.h>
 
@@ -15,6 +19,9 @@ struct jdoc {
     dom::parser parser;
     padded_string pad; /* scratch copy with the padding simdjson reads past the end */
     size_t max_bytes;
+    size_t max_depth;
+    size_t len;          /* of the last document parsed */
+    error_code last_err; /* of the last jdoc_parse */
 };
 
 static_assert(sizeof(dom::element) == sizeof(jval), "jval must hold a dom::element");
@@ -41,6 +48,9 @@ extern "C" jdoc *jdoc_new(size_t max_bytes)
     if (!d)
         return nullptr;
     d->max_bytes = max_bytes;
+    d->max_depth = JDOC_MAX_DEPTH;
+    d->len = 0;
+    d->last_err = SUCCESS;
     return d;
 }
 
@@ -49,9 +59,24 @@ extern "C" void jdoc_free(jdoc *d)
     delete d;
 }
 
+extern "C" int jdoc_set_max_depth(jdoc *d, size_t depth)
+{
+    static_assert(JDOC_MAX_DEPTH == DEFAULT_MAX_DEPTH, "the depth simdjson allows by default");
+    if (depth < 1 || depth > JDOC_MAX_DEPTH)
+        return ONR_E_INVALID;
+    /* later growth (parser::ensure_capacity) keeps the depth set here */
+    size_t cap = d->parser.capacity() ? d->parser.capacity() : 4096;
+    if (d->parser.allocate(cap, depth))
+        return ONR_E_INVALID;
+    d->max_depth = depth;
+    return 0;
+}
+
 extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char *err,
                           size_t errlen)
 {
+    d->len = 0;
+    d->last_err = CAPACITY;
     if (len > d->max_bytes) {
         snprintf(err, errlen, "document of %zu bytes exceeds the limit of %zu", len,
                  d->max_bytes);
@@ -65,12 +90,268 @@ extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char
     dom::element e;
     auto error = d->parser.parse(reinterpret_cast<const uint8_t *>(d->pad.data()), len, false)
                      .get(e);
+    d->len = len;
+    d->last_err = error;
     if (error) {
         snprintf(err, errlen, "invalid JSON: %s", error_message(error));
         return ONR_E_PARSE;
     }
     *root = from_el(e);
     return 0;
+}
+
+/* ---- where a document stops being JSON (for error messages only) */
+
+/* Length of the valid UTF-8 sequence at p[0..n), or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t k;
+    unsigned lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        k = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        k = 3;
+        lo = c == 0xe0 ? 0xa0 : 0x80; /* no overlong forms */
+        hi = c == 0xed ? 0x9f : 0xbf; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        k = 4;
+        lo = c == 0xf0 ? 0x90 : 0x80;
+        hi = c == 0xf4 ? 0x8f : 0xbf; /* nothing past U+10FFFF */
+    } else
+        return 0;
+    if (n < k || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < k; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return k;
+}
+
+static bool is_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* What may follow a number or an atom. */
+static bool is_end(unsigned char c)
+{
+    return is_ws(c) || c == ',' || c == ']' || c == '}';
+}
+
+/* Skips the string starting at p[*i] (a quote); false with *i at the offending byte. */
+static bool skip_string(const unsigned char *p, size_t n, size_t *i)
+{
+    size_t k = *i + 1;
+    while (k < n) {
+        unsigned char c = p[k];
+        if (c == '"') {
+            *i = k + 1;
+            return true;
+        }
+        if (c == '\\') {
+            if (k + 1 >= n)
+                break;
+            unsigned char e = p[k + 1];
+            if (e == 'u') {
+                for (size_t h = k + 2; h < k + 6; h++)
+                    if (h >= n || !isxdigit(p[h])) {
+                        *i = h;
+                        return false;
+                    }
+                k += 6;
+            } else if (e && strchr("\"\\/bfnrt", e)) {
+                k += 2;
+            } else {
+                *i = k + 1;
+                return false;
+            }
+        } else if (c < 0x20) {
+            *i = k;
+            return false;
+        } else {
+            size_t m = utf8_seq(p + k, n - k);
+            if (!m) {
+                *i = k;
+                return false;
+            }
+            k += m;
+        }
+    }
+    *i = n;
+    return false;
+}
+
+/* Skips the number at p[*i]; false with *i at the offending byte, or at the number when it is
+ * out of range (an integer past 64 bits, a float past double). */
+static bool skip_number(const unsigned char *p, size_t n, size_t *i)
+{
+    size_t k = *i;
+    bool neg = k < n && p[k] == '-', frac = false;
+    if (neg)
+        k++;
+    if (k < n && p[k] == '0')
+        k++;
+    else if (k < n && is_digit(p[k]))
+        while (k < n && is_digit(p[k]))
+            k++;
+    else
+        goto bad;
+    if (k < n && p[k] == '.') {
+        frac = true;
+        if (++k >= n || !is_digit(p[k]))
+            goto bad;
+        while (k < n && is_digit(p[k]))
+            k++;
+    }
+    if (k < n && (p[k] == 'e' || p[k] == 'E')) {
+        frac = true;
+        k++;
+        if (k < n && (p[k] == '+' || p[k] == '-'))
+            k++;
+        if (k >= n || !is_digit(p[k]))
+            goto bad;
+        while (k < n && is_digit(p[k]))
+            k++;
+    }
+    if (k < n && !is_end(p[k]))
+        goto bad;
+    {
+        std::string num(reinterpret_cast<const char *>(p + *i), k - *i);
+        const char *digits = num.c_str() + neg,
+                   *most = neg ? "9223372036854775808" : "18446744073709551615";
+        size_t nd = strlen(digits), nm = strlen(most);
+        if (frac ? std::isinf(std::strtod(num.c_str(), nullptr))
+                 : nd > nm || (nd == nm && strcmp(digits, most) > 0))
+            return false; /* *i stays at the number */
+    }
+    *i = k;
+    return true;
+bad:
+    *i = k;
+    return false;
+}
+
+/*
+ * The offset of the first byte at which p[0..n) cannot continue as one JSON text (n when it
+ * ends too soon), or -1 when a scan finds nothing wrong. Nesting deeper than max_depth
+ * counts as wrong, at the bracket that goes too deep.
+ */
+static long syntax_error_at(const unsigned char *p, size_t n, size_t max_depth)
+{
+    enum { VALUE, VALUE_OR_CLOSE, KEY, KEY_OR_CLOSE, COLON, NEXT } st = VALUE;
+    uint64_t in_object[DEFAULT_MAX_DEPTH / 64 + 1] = {0}; /* one bit per open container */
+    size_t depth = 0, i = 0;
+    if (max_depth > DEFAULT_MAX_DEPTH)
+        max_depth = DEFAULT_MAX_DEPTH;
+    for (;;) {
+        while (i < n && is_ws(p[i]))
+            i++;
+        if (i == n)
+            return st == NEXT && depth == 0 ? -1 : (long)n;
+        unsigned char c = p[i];
+        bool obj = depth && (in_object[(depth - 1) / 64] >> ((depth - 1) % 64) & 1);
+        switch (st) {
+        case KEY_OR_CLOSE:
+        case VALUE_OR_CLOSE:
+            if (c == (st == KEY_OR_CLOSE ? '}' : ']')) {
+                depth--;
+                st = NEXT;
+                i++;
+                continue;
+            }
+            if (st == VALUE_OR_CLOSE)
+                goto value;
+            [[fallthrough]];
+        case KEY:
+            if (c != '"' || !skip_string(p, n, &i))
+                return (long)i;
+            st = COLON;
+            continue;
+        case COLON:
+            if (c != ':')
+                return (long)i;
+            i++;
+            st = VALUE;
+            continue;
+        case NEXT:
+            if (depth == 0)
+                return (long)i; /* content after the document */
+            if (c == ',') {
+                st = obj ? KEY : VALUE;
+                i++;
+            } else if (c == (obj ? '}' : ']')) {
+                depth--;
+                i++;
+            } else {
+                return (long)i;
+            }
+            continue;
+        case VALUE:
+        value:
+            if (c == '{' || c == '[') {
+                if (depth == max_depth)
+                    return (long)i;
+                uint64_t bit = (uint64_t)1 << (depth % 64);
+                if (c == '{')
+                    in_object[depth / 64] |= bit;
+                else
+                    in_object[depth / 64] &= ~bit;
+                depth++;
+                st = c == '{' ? KEY_OR_CLOSE : VALUE_OR_CLOSE;
+                i++;
+                continue;
+            }
+            st = NEXT;
+            if (c == '"') {
+                if (!skip_string(p, n, &i))
+                    return (long)i;
+            } else if (c == '-' || is_digit(c)) {
+                if (!skip_number(p, n, &i))
+                    return (long)i;
+            } else {
+                static const char *const atoms[] = {"true", "false", "null"};
+                size_t m = 0;
+                for (const char *a : atoms)
+                    if (n - i >= strlen(a) && memcmp(p + i, a, strlen(a)) == 0)
+                        m = strlen(a);
+                if (!m || (i + m < n && !is_end(p[i + m])))
+                    return (long)i;
+                i += m;
+            }
+            continue;
+        }
+    }
+}
+
+extern "C" long jdoc_error_offset(const jdoc *d)
+{
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(d->pad.data());
+    size_t n = d->len;
+    switch (d->last_err) {
+    case SUCCESS:
+    case CAPACITY:
+    case MEMALLOC:
+        return -1;
+    case UTF8_ERROR:
+        /* found before any structure is read: the first bad sequence anywhere */
+        for (size_t i = 0; i < n;) {
+            size_t m = utf8_seq(p + i, n - i);
+            if (!m)
+                return (long)i;
+            i += m;
+        }
+        return -1;
+    default:
+        return syntax_error_at(p, n, d->max_depth);
+    }
 }
 
 extern "C" jtype jval_type(jval v)

@@ -110,6 +110,21 @@ void eng_trigger_counts(const eng *e, uint64_t *fires, uint64_t *held_out);
 int eng_save(const eng *e, FILE *out);
 int eng_load(eng *e, FILE *in, char *err, size_t errlen);
 
+/*
+ * One user's state as JSON (inspect.c): canonical key, first/last seen, sessions, fire count,
+ * the segments the user is in and the traits the rules keep. key may be any of the user's
+ * ids. Returns 0, or ONR_E_NOTFOUND when no profile has that key.
+ */
+int eng_user_json(eng *e, const char *key, size_t klen, onr_buf *out);
+/* The canonical key (userId once known) of the user with any id key, or NULL. Valid until the
+ * next event. */
+const char *eng_user_canonical(eng *e, const char *key, size_t klen, size_t *n);
+/* Makes key the explain user from now on (the recorder starts empty); a no-op when it already
+ * is. The previous explain user's record is dropped. */
+void eng_explain_watch(eng *e, const char *key);
+/* The explain user, or NULL. */
+const char *eng_explain_user(const eng *e);
+
 /* Writes, for the explain user, each segment and trigger with why it did or did not
  * fire: the last evaluation's conditions with their values. */
 void eng_explain(const eng *e, onr_buf *out);

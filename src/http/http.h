@@ -8,14 +8,17 @@
 #define ONR_HTTP_H
 
 #include "base/base.h"
+#include "engine/shard.h"
 #include "stream/elog.h"
 #include "track/dedup.h"
+#include "track/route.h"
 
 typedef struct http_server http_server;
 
-/* Limits of the ingest API (Segment's). */
-#define HTTP_MAX_EVENT_BYTES (32 * 1024)    /* one message, minified as sent */
-#define HTTP_MAX_REQUEST_BYTES (500 * 1024) /* one request body, after gzip */
+/* Limits of the ingest API: the defaults are Segment's (http_opts can change them). */
+#define HTTP_MAX_EVENT_BYTES (32 * 1024)          /* one message, minified as sent */
+#define HTTP_MAX_REQUEST_BYTES (500 * 1024)       /* one request body, after gzip */
+#define HTTP_MAX_REQUEST_LIMIT (64 * 1024 * 1024) /* the largest max_request_bytes allowed */
 
 typedef struct http_opts {
     const char *host;              /* numeric address to bind, IPv4 or IPv6 ("127.0.0.1", "::1") */
@@ -27,10 +30,38 @@ typedef struct http_opts {
     /* messageIds accepted lately: a message whose id is in it is answered 200 and not stored
      * again (stock libraries resend when an answer is lost). NULL: no deduplication. */
     trk_dedup *dedup;
+    /* Which partition a message goes to: the identity router (docs/api.md, "Partitions and
+     * identity"), shared by the ingest threads. NULL: hash(userId, else anonymousId). */
+    trk_router *router;
     /* Operator-facing messages (a JSON-line logger in main.c). Called from any thread, so it
      * must be thread-safe. level is "info", "warn" or "error". NULL: silent. */
     void (*logf)(void *ctx, const char *level, const char *msg);
     void *log_ctx;
+    /* The live engine: ingest wakes the shard of each partition it appends to and answers 503
+     * while that shard lags (shard_admit); /readyz waits for it; the management API under
+     * /api/ and /metrics read it. NULL: ingest only (no /api/). Not owned. */
+    shard_set *shards;
+    /* The management API's bearer token; required when shards is set. */
+    const char *admin_token;
+    /* PUT /api/rules writes accepted rules here (atomically) before swapping them in, so that
+     * a restart runs them. NULL: not written. */
+    const char *rules_path;
+    /* Per-message and per-request body limits; 0: HTTP_MAX_EVENT_BYTES, HTTP_MAX_REQUEST_BYTES.
+     * max_event_bytes <= max_request_bytes <= HTTP_MAX_REQUEST_LIMIT, or http_start fails. */
+    size_t max_event_bytes, max_request_bytes;
+    /* A MaxMind .mmdb file: when set, stored messages get context.location.country from
+     * context.ip, else the client's address (docs/api.md, "Enrichment"). NULL: none. */
+    const char *geoip;
+    /* [30 s] A connection that sends nothing for this long is closed, and so is one whose
+     * request headers have not all arrived this long after the server began waiting for them
+     * (a client trickling its headers a byte at a time). Whole seconds are used for the
+     * former (libmicrohttpd's unit). */
+    int64_t timeout_ms;
+    /* Per write key, a token bucket: rate_limit events a second (a batch of 100 counts 100),
+     * bursts of up to rate_burst events (0: one second's worth, at least 1). Over it: 429 with
+     * Retry-After. rate_limit 0: unlimited. */
+    double rate_limit;
+    size_t rate_burst;
 } http_opts;
 
 /*
@@ -41,12 +72,22 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen);
 
 /*
  * Refills o->dedup from the log: the messageIds of records received within the set's window
- * before now_ms, so that a restart keeps recognising resent messages. Reads every partition
- * from its first retained record. Returns the number of ids added, or a negative code with
- * a message in err.
+ * before now_ms, so that a restart keeps recognising resent messages. In the same one pass,
+ * when o->router is set, refills the router from the ids, partition and receivedAt of every
+ * retained record (trk_route_learn), so that a restart routes as the server before it did.
+ * Reads every partition from its first retained record, in order. Either of o->dedup and
+ * o->router may be NULL. Returns the number of messageIds added, or a negative code with a
+ * message in err.
  */
 long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, char *err,
                         size_t errlen);
+
+/*
+ * The receive-time watermark for the engine shards (shard_source.watermark): every message
+ * not yet in the log was, or will be, stamped with a receivedAt at or after it. -1 when a
+ * request is reading the clock at this very moment (ask again).
+ */
+int64_t http_watermark(http_server *s);
 
 /* The port actually bound (useful with port 0). */
 uint16_t http_port(const http_server *s);

@@ -1,17 +1,21 @@
 /*
  * server.c - the ingest half of `onramp serve`: libmicrohttpd with its epoll thread pool,
- * the Segment Tracking API routes, write-key auth, body limits and gzip, and the append of
- * accepted messages to the event log before the 200. Each message is stored as its own
- * minified JSON plus the fields the server fills in (type, messageId, receivedAt, batch-level
- * context/integrations/sentAt), so that a replay of the log decodes exactly what was accepted.
+ * the Segment Tracking API routes, write-key auth and rate limits, body limits and gzip, a
+ * deadline for slow clients' headers, and the append of accepted messages to the event log
+ * before the 200. Each message is stored as its own minified JSON plus the fields the server
+ * fills in (type, messageId, receivedAt, batch-level context/integrations/sentAt), so that a
+ * replay of the log decodes exactly what was accepted.
  */
 #include "http/http.h"
+#include "http/http_int.h"
 
 #include "base/json.h"
+#include "track/enrich.h"
 #include "track/track.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -28,9 +33,26 @@
 #define ROUTE_BATCH TRK_KIND_COUNT
 #define ROUTE_HEALTHZ (TRK_KIND_COUNT + 1)
 #define ROUTE_READYZ (TRK_KIND_COUNT + 2)
+#define ROUTE_API (TRK_KIND_COUNT + 3) /* /api/... and /metrics: api.c */
 
-/* The re-written messages of a request: the body plus what the server fills in per item. */
-#define OUT_DOC_BYTES (4 * HTTP_MAX_REQUEST_BYTES)
+/* Ingest threads stamp receivedAt in one of these slots until the request's appends are
+ * done; the smallest stamp is the watermark the engine shards wait for (http_watermark). */
+#define STAMP_SLOTS 512
+#define STAMPING INT64_MIN /* a thread is reading the clock */
+
+/* The re-written messages of a request are the body plus what the server fills in per item:
+ * messageId, receivedAt, enrichment (a User-Agent header of at most UA_HEADER_MAX among it:
+ * about ITEM_EXTRA_BYTES in all) and copies of the batch-level fields. They are bounded by
+ * out_doc_bytes (http_start): 4 times the body limit, plus ITEM_EXTRA_BYTES for every
+ * MIN_ITEM_BYTES of it (no valid message is shorter); a request past it is refused, so that
+ * what a request costs stays bounded whatever the copies of a batch context add. */
+#define UA_HEADER_MAX 512
+#define ITEM_EXTRA_BYTES (UA_HEADER_MAX + 512)
+#define MIN_ITEM_BYTES 24
+
+/* Nesting a body may have: one level less than the parser's most, for the array the messages
+ * are re-written into and parsed again (a single message gains a level there). */
+#define MAX_BODY_DEPTH (JDOC_MAX_DEPTH - 1)
 
 /* A body that broke a limit mid-way (chunked, or gzip) is read and dropped up to this many
  * more bytes so that the client can be answered; past it the connection is closed. */
@@ -50,12 +72,31 @@ typedef struct work {
     size_t *end;
     int *part;      /* partition of item i; -1 for a resent message, not stored again */
     uint64_t *mid;  /* digest of item i's messageId */
+    trk_str *ids;   /* item i's userId and anonymousId (alias: previousId) at 2i, 2i+1 */
+    uint8_t *alias; /* item i is an alias */
     uint8_t *bad;   /* item i failed before decoding: ITEM_NOT_OBJECT or ITEM_TOO_BIG */
     size_t *aux;    /* its jtype, or its size */
     elog_rec *recs; /* items grouped by partition */
     size_t *count;  /* per partition, partitions + 1 entries */
+    uint64_t *ends; /* per partition: the log offset after this request's records */
     trk_event ev;
 } work;
+
+/* A token bucket: the rate limit of one write key. */
+typedef struct bucket {
+    pthread_mutex_t mu;
+    double tokens; /* may go below 0 after a batch larger than the burst */
+    int64_t at_ms; /* monotonic time of the last refill */
+} bucket;
+
+/* A TCP connection, while it is open: watched for request headers that take too long. */
+typedef struct conn {
+    struct conn *prev, *next;
+    int fd;
+    bool cut;                   /* shut down by the reaper */
+    _Atomic int64_t waiting_ms; /* monotonic time the server began waiting for headers; 0:
+                                   a request is being read or answered */
+} conn;
 
 struct http_server {
     http_opts o;
@@ -65,11 +106,27 @@ struct http_server {
     atomic_int active; /* requests between their first call and their completion */
     pthread_mutex_t pool_mu;
     work *pool;
+    size_t max_event, max_request;       /* the limits in force */
+    size_t out_doc_bytes;                /* bound of a request's re-written messages */
+    trk_geo *geo;                        /* --geoip; NULL: none */
+    _Atomic int64_t stamps[STAMP_SLOTS]; /* 0: free */
+    atomic_int nstamps;
+    http_counters counters;
+    bucket *buckets; /* per write key, when there is a rate limit; else NULL */
+    double burst;
+    /* Open connections and the thread that closes those whose headers take too long. */
+    pthread_mutex_t conns_mu;
+    conn *conns;
+    pthread_cond_t reaper_cv;
+    pthread_t reaper;
+    bool reaper_stop;
 };
 
 /* One request, from its headers to its completion callback. */
 typedef struct req {
     int route;
+    int key;     /* index of the write key that authenticated it; -1 before */
+    conn *conn;  /* its connection (NULL when not known) */
     bool authed; /* by the Authorization header */
     bool gzip;
     bool z_init, z_end;
@@ -78,6 +135,8 @@ typedef struct req {
     const char *fail_msg, *fail_limit;
     size_t discarded;
     size_t limit;
+    bool import; /* /v1/import: a backfill, not sent from the users' devices */
+    char fail_buf[96];
     z_stream z;
     onr_buf body;
 } req;
@@ -89,6 +148,53 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* For deadlines and rates: never 0, never steps back. */
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + 1;
+}
+
+/* This thread's stamp slot in s (pool threads get one each on first use). */
+static _Thread_local struct {
+    const http_server *s;
+    int slot;
+} tl_stamp;
+
+static _Atomic int64_t *stamp_slot(http_server *s)
+{
+    if (tl_stamp.s != s) {
+        tl_stamp.s = s;
+        tl_stamp.slot = atomic_fetch_add(&s->nstamps, 1);
+    }
+    return &s->stamps[tl_stamp.slot];
+}
+
+int64_t http_watermark(http_server *s)
+{
+    /* The clock is read before the slots: a request that takes its stamp after a slot was
+     * read reads the clock later, so its stamp is at least w. */
+    int64_t w = now_ms();
+    int n = ONR_MIN(atomic_load(&s->nstamps), STAMP_SLOTS);
+    for (int i = 0; i < n; i++) {
+        int64_t v = atomic_load(&s->stamps[i]);
+        if (v == STAMPING)
+            return -1;
+        if (v && v < w)
+            w = v;
+    }
+    return w;
+}
+
+/* The status of the last answer this thread queued, for the counters. */
+static _Thread_local unsigned tl_status;
+
+void http__answered(unsigned status)
+{
+    tl_status = status;
 }
 
 static void logmsg(http_server *s, const char *level, const char *fmt, ...)
@@ -156,12 +262,14 @@ static bool key_eq(const char *a, size_t an, const char *b)
     return diff == 0;
 }
 
-static bool write_key_ok(const http_server *s, const char *k, size_t n)
+/* The index of write key k[0..n), or -1. Every key is compared, whatever matched. */
+static int write_key_index(const http_server *s, const char *k, size_t n)
 {
-    bool ok = false;
+    int found = -1;
     for (size_t i = 0; i < s->o.nwrite_keys; i++)
-        ok |= key_eq(k, n, s->o.write_keys[i]);
-    return ok && n > 0;
+        if (key_eq(k, n, s->o.write_keys[i]))
+            found = (int)i;
+    return n > 0 ? found : -1;
 }
 
 static int b64val(unsigned char c)
@@ -217,10 +325,21 @@ static const char *basic_user(const char *hdr, char *buf, size_t cap, size_t *le
     return buf;
 }
 
+/* A limit for people: "32 KB" when a whole number of KB, else "1000 bytes". */
+static const char *limit_text(size_t n, char *buf, size_t cap)
+{
+    if (n % 1024 == 0)
+        snprintf(buf, cap, "%zu KB", n / 1024);
+    else
+        snprintf(buf, cap, "%zu bytes", n);
+    return buf;
+}
+
 /* ---- answers */
 
+/* retry_s > 0 adds Retry-After: retry_s. */
 static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, const char *body,
-                                 size_t len, bool auth_challenge, bool retry)
+                                 size_t len, bool auth_challenge, unsigned retry_s)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -229,16 +348,20 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, cons
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     if (auth_challenge)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"onramp\"");
-    if (retry)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (retry_s) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%u", retry_s);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    tl_status = status;
     enum MHD_Result r = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return r;
 }
 
-/* {"success":false,"error":msg[,"limit":limit]} */
-static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *msg,
-                                  const char *limit)
+/* {"success":false,"error":msg[,"limit":limit]}, with Retry-After: retry_s when > 0 */
+static enum MHD_Result send_error_retry(struct MHD_Connection *c, unsigned status, const char *msg,
+                                        const char *limit, unsigned retry_s)
 {
     onr_buf b = {0};
     onr_buf_puts(&b, "{\"success\":false,\"error\":");
@@ -248,10 +371,16 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, con
         jw_strz(&b, limit);
     }
     onr_buf_putc(&b, '}');
-    enum MHD_Result r = send_json(c, status, b.data, b.len, status == MHD_HTTP_UNAUTHORIZED,
-                                  status == MHD_HTTP_SERVICE_UNAVAILABLE);
+    enum MHD_Result r =
+        send_json(c, status, b.data, b.len, status == MHD_HTTP_UNAUTHORIZED, retry_s);
     onr_buf_free(&b);
     return r;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, const char *msg,
+                                  const char *limit)
+{
+    return send_error_retry(c, status, msg, limit, status == MHD_HTTP_SERVICE_UNAVAILABLE);
 }
 
 static const char SUCCESS[] = "{\"success\":true}";
@@ -268,10 +397,11 @@ static work *work_get(http_server *s)
     if (w)
         return w;
     w = onr_calloc(1, sizeof(*w));
-    w->in = jdoc_new(HTTP_MAX_REQUEST_BYTES);
-    w->out = jdoc_new(OUT_DOC_BYTES);
+    w->in = jdoc_new(s->max_request);
+    w->out = jdoc_new(s->out_doc_bytes);
     w->count = onr_calloc((size_t)s->partitions + 1, sizeof(*w->count));
-    if (!w->in || !w->out) {
+    w->ends = onr_calloc((size_t)s->partitions + 1, sizeof(*w->ends));
+    if (!w->in || !w->out || jdoc_set_max_depth(w->in, MAX_BODY_DEPTH)) {
         fputs("onramp: out of memory (JSON parser)\n", stderr);
         abort();
     }
@@ -298,8 +428,11 @@ static void work_free(work *w)
     onr_free(w->bad);
     onr_free(w->aux);
     onr_free(w->mid);
+    onr_free(w->ids);
+    onr_free(w->alias);
     onr_free(w->recs);
     onr_free(w->count);
+    onr_free(w->ends);
     onr_free(w);
 }
 
@@ -314,8 +447,36 @@ static void work_reserve(work *w, size_t n)
     w->bad = onr_realloc(w->bad, cap * sizeof(*w->bad));
     w->aux = onr_realloc(w->aux, cap * sizeof(*w->aux));
     w->mid = onr_realloc(w->mid, cap * sizeof(*w->mid));
+    w->ids = onr_realloc(w->ids, 2 * cap * sizeof(*w->ids));
+    w->alias = onr_realloc(w->alias, cap * sizeof(*w->alias));
     w->recs = onr_realloc(w->recs, cap * sizeof(*w->recs));
     w->cap = cap;
+}
+
+/* ---- rate limits */
+
+/*
+ * Takes n events from the bucket of write key k. Returns 0 when they may pass, else the whole
+ * seconds (>= 1) until they would. A request larger than the burst passes when the bucket is
+ * full and leaves it in debt, so that such a batch is not refused forever and the average
+ * rate still holds.
+ */
+static unsigned rate_take(http_server *s, int k, size_t n)
+{
+    if (!s->buckets || k < 0 || n == 0)
+        return 0;
+    bucket *b = &s->buckets[k];
+    double rate = s->o.rate_limit, need = ONR_MIN((double)n, s->burst), wait = 0;
+    pthread_mutex_lock(&b->mu);
+    int64_t t = mono_ms();
+    b->tokens = ONR_MIN(s->burst, b->tokens + (double)(t - b->at_ms) * rate / 1000.0);
+    b->at_ms = t;
+    if (b->tokens >= need)
+        b->tokens -= (double)n;
+    else
+        wait = ceil((need - b->tokens) / rate);
+    pthread_mutex_unlock(&b->mu);
+    return wait <= 0 ? 0 : wait >= 86400 ? 86400 : ONR_MAX((unsigned)wait, 1u);
 }
 
 /* ---- messages */
@@ -330,16 +491,278 @@ typedef struct batch_fields {
     jval context, integrations, sent_at;
 } batch_fields;
 
-/*
- * Writes item as stored: its own members (minus writeKey, receivedAt, and type when the
- * endpoint implies it), then type, messageId when missing, receivedAt, and the batch-level
- * fields it lacks. *own is the size of its own members (what the per-event limit counts).
- */
-static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, int64_t now,
-                       size_t *own)
+/* ---- enrichment (docs/api.md, "Enrichment") */
+
+/* What enrichment reads from the request; each part is worked out at most once. */
+typedef struct enrich_req {
+    const trk_geo *geo; /* NULL: no --geoip */
+    struct MHD_Connection *c;
+    bool from_request;  /* the header and the peer's address describe the sender's device */
+    const char *ua_hdr; /* the User-Agent header; NULL when absent, empty or too long */
+    size_t ua_hdr_len;
+    const char *ua_last; /* the User-Agent classified last, and what it gave */
+    size_t ua_last_len;
+    trk_ua ua;
+    bool peer_done;
+    char peer_cc[TRK_COUNTRY_BYTES];
+} enrich_req;
+
+static void enrich_init(enrich_req *en, const http_server *s, struct MHD_Connection *c,
+                        bool from_request)
+{
+    memset(en, 0, sizeof(*en));
+    en->geo = s->geo;
+    en->c = c;
+    en->from_request = from_request;
+    const char *ua =
+        from_request ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT)
+                     : NULL;
+    size_t n = ua ? strlen(ua) : 0;
+    if (n && n <= UA_HEADER_MAX) {
+        en->ua_hdr = ua;
+        en->ua_hdr_len = n;
+    }
+}
+
+/* The members enrichment adds to inside context, and the one it sets in each. */
+enum { EK_DEVICE, EK_OS, EK_BROWSER, EK_LOCATION, EK_COUNT };
+static const char *const ek_names[EK_COUNT] = {"device", "os", "browser", "location"};
+
+/* What enrichment found for one message; NULL or empty when nothing. */
+typedef struct enrich_vals {
+    const char *ua_add; /* the header, stored as context.userAgent */
+    size_t ua_add_len;
+    const char *device, *os, *browser, *country;
+    trk_str version;
+    char cc[TRK_COUNTRY_BYTES];
+} enrich_vals;
+
+/* Member key of the item's context, else of the batch's (a or bc may be J_NONE). */
+static jval ctx_member(jval a, jval bc, const char *key)
+{
+    jval none = {0};
+    jval v = jval_type(a) == J_OBJECT ? jval_getz(a, key) : none;
+    if (jval_type(v) == J_NONE && jval_type(bc) == J_OBJECT)
+        v = jval_getz(bc, key);
+    return v;
+}
+
+/* Classifies the User-Agent and looks up the country the stored context will be read with:
+ * context.userAgent / context.ip as sent, else the request's header / peer address. */
+static bool enrich_values(enrich_req *en, jval a, jval bc, enrich_vals *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+    jval uav = ctx_member(a, bc, "userAgent");
+    const char *ua = NULL;
+    size_t n = 0;
+    if (jval_type(uav) == J_STRING) {
+        ua = jval_str(uav, &n);
+    } else if (jval_type(uav) == J_NONE && en->ua_hdr) {
+        ua = ev->ua_add = en->ua_hdr;
+        n = ev->ua_add_len = en->ua_hdr_len;
+    }
+    if (n) {
+        if (n != en->ua_last_len || memcmp(ua, en->ua_last, n) != 0) {
+            trk_enrich_ua(ua, n, &en->ua);
+            en->ua_last = ua;
+            en->ua_last_len = n;
+        }
+        ev->device = en->ua.device ? trk_enrich_device_name(en->ua.device) : NULL;
+        ev->os = en->ua.os;
+        ev->browser = en->ua.browser;
+        ev->version = en->ua.version;
+    }
+    if (en->geo) {
+        jval ip = ctx_member(a, bc, "ip");
+        if (jval_type(ip) == J_STRING) {
+            const char *p = jval_str(ip, &n);
+            if (trk_enrich_country(en->geo, p, n, ev->cc))
+                ev->country = ev->cc;
+        } else if (jval_type(ip) == J_NONE && en->from_request) {
+            if (!en->peer_done) {
+                en->peer_done = true;
+                const union MHD_ConnectionInfo *ci =
+                    MHD_get_connection_info(en->c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+                if (ci && ci->client_addr)
+                    trk_enrich_country_addr(en->geo, ci->client_addr, en->peer_cc);
+            }
+            if (en->peer_cc[0]) {
+                memcpy(ev->cc, en->peer_cc, sizeof(ev->cc));
+                ev->country = ev->cc;
+            }
+        }
+    }
+    return ev->ua_add || ev->device || ev->os || ev->browser || ev->country;
+}
+
+/* The field enrichment sets inside member e, and its value (NULL: none found). */
+static const char *ek_field(int e)
+{
+    return e == EK_DEVICE ? "type" : e == EK_LOCATION ? "country" : "name";
+}
+
+static const char *ek_value(const enrich_vals *ev, int e)
+{
+    return e == EK_DEVICE    ? ev->device
+           : e == EK_OS      ? ev->os
+           : e == EK_BROWSER ? ev->browser
+                             : ev->country;
+}
+
+/* Whether enrichment adds a field inside one of obj's device/os/browser/location objects. */
+static bool adds_inside(jval obj, const enrich_vals *ev)
+{
+    for (int e = 0; e < EK_COUNT; e++) {
+        if (!ek_value(ev, e))
+            continue;
+        jval v = jval_getz(obj, ek_names[e]);
+        if (jval_type(v) == J_OBJECT && jval_type(jval_getz(v, ek_field(e))) == J_NONE)
+            return true;
+    }
+    return false;
+}
+
+/* Writes obj (an object) as "{members" with no closing brace, in one piece; returns whether
+ * it has members. */
+static bool write_open(onr_buf *b, jval obj)
 {
     size_t at = b->len;
-    bool first = true, has_mid = false, has_ctx = false, has_int = false, has_sent = false;
+    jval_write(obj, b);
+    b->len--; /* its '}' */
+    return b->len - at > 1;
+}
+
+/* Writes obj (an object, or J_NONE for a new one) with the enrichment field of member e
+ * added when obj lacks it. Returns the bytes added to obj's own. */
+static size_t write_enriched(onr_buf *b, jval obj, int e, const enrich_vals *ev)
+{
+    bool has = jval_type(obj) == J_OBJECT, first = true;
+    if (has)
+        first = !write_open(b, obj);
+    else
+        onr_buf_putc(b, '{');
+    size_t at = b->len;
+    const char *key = ek_field(e), *val = ek_value(ev, e);
+    if (val && !(has && jval_type(jval_getz(obj, key)) != J_NONE)) {
+        onr_buf_puts(b, first ? "\"" : ",\"");
+        onr_buf_puts(b, key);
+        onr_buf_puts(b, "\":");
+        jw_strz(b, val);
+        /* a version only with the name it belongs to */
+        if (e == EK_BROWSER && ev->version.n &&
+            !(has && jval_type(jval_getz(obj, "version")) != J_NONE)) {
+            onr_buf_puts(b, ",\"version\":");
+            jw_str(b, ev->version.p, ev->version.n);
+        }
+    }
+    size_t added = b->len - at;
+    onr_buf_putc(b, '}');
+    return added;
+}
+
+/* Writes one member of the stored context; returns the bytes enrichment added inside it. */
+static size_t write_ctx_member(onr_buf *b, const char *k, size_t kn, jval v, const enrich_vals *ev)
+{
+    jw_str(b, k, kn);
+    onr_buf_putc(b, ':');
+    for (int e = 0; e < EK_COUNT; e++)
+        if (is_key(k, kn, ek_names[e]) && jval_type(v) == J_OBJECT)
+            return write_enriched(b, v, e, ev);
+    jval_write(v, b);
+    return 0;
+}
+
+/*
+ * Writes ,"context":{...} as stored: the item's own context members, then the batch-level
+ * context's members it lacks, then what enrichment found that neither set (inside device,
+ * os, browser and location when the sender sent those objects). No key appears twice. A
+ * context that gets nothing inside its members is copied in one piece.
+ * Returns the size of "context":... as the sender wrote it in the item (0 when it had none),
+ * which is what the per-event limit counts.
+ */
+static size_t write_context(onr_buf *b, jval a, jval bc, enrich_req *en)
+{
+    jtype at = jval_type(a), bt = jval_type(bc);
+    size_t start = b->len;
+    if ((at != J_NONE && at != J_OBJECT) || (at == J_NONE && bt != J_NONE && bt != J_OBJECT)) {
+        /* not an object (decode rejects all but null): stored as sent, nothing merged */
+        onr_buf_puts(b, ",\"context\":");
+        jval_write(at != J_NONE ? a : bc, b);
+        return at != J_NONE ? b->len - start - 1 : 0;
+    }
+    enrich_vals ev;
+    bool found = en && enrich_values(en, a, bc, &ev);
+    if (at == J_NONE && bt == J_NONE && !found)
+        return 0;
+    if (!found)
+        memset(&ev, 0, sizeof(ev));
+    onr_buf_puts(b, ",\"context\":");
+    bool first = true, b_done = false;
+    size_t added = 0, own = 0;
+    jiter it;
+    jval v;
+    const char *k;
+    size_t kn;
+    if (at == J_OBJECT) {
+        if (!adds_inside(a, &ev)) {
+            first = !write_open(b, a);
+        } else {
+            onr_buf_putc(b, '{');
+            for (it = jval_iter(a); jiter_next(&it, &v, &k, &kn); first = false) {
+                if (!first)
+                    onr_buf_putc(b, ',');
+                added += write_ctx_member(b, k, kn, v, &ev);
+            }
+        }
+        own = b->len - start - added; /* "context":{... less the comma, plus its '}' */
+    } else if (bt == J_OBJECT && !adds_inside(bc, &ev)) {
+        first = !write_open(b, bc);
+        b_done = true;
+    } else {
+        onr_buf_putc(b, '{');
+    }
+    if (bt == J_OBJECT && !b_done) {
+        for (it = jval_iter(bc); jiter_next(&it, &v, &k, &kn);) {
+            if (at == J_OBJECT && jval_type(jval_get(a, k, kn)) != J_NONE)
+                continue;
+            if (!first)
+                onr_buf_putc(b, ',');
+            first = false;
+            write_ctx_member(b, k, kn, v, &ev);
+        }
+    }
+    if (ev.ua_add) {
+        onr_buf_puts(b, first ? "\"userAgent\":" : ",\"userAgent\":");
+        jw_str(b, ev.ua_add, ev.ua_add_len);
+        first = false;
+    }
+    for (int e = 0; e < EK_COUNT; e++) {
+        /* a member the sender set, whatever it holds, is not added again */
+        if (!ek_value(&ev, e) || jval_type(ctx_member(a, bc, ek_names[e])) != J_NONE)
+            continue;
+        onr_buf_puts(b, first ? "\"" : ",\"");
+        onr_buf_puts(b, ek_names[e]);
+        onr_buf_puts(b, "\":");
+        jval none = {0};
+        write_enriched(b, none, e, &ev);
+        first = false;
+    }
+    onr_buf_putc(b, '}');
+    return own;
+}
+
+/*
+ * Writes item as stored: its own members (minus writeKey, receivedAt, and type when the
+ * endpoint implies it), then type, messageId when missing, receivedAt, the batch-level
+ * fields it lacks, and its context merged with the batch's and with enrichment (en; NULL:
+ * none). *own is the size of its own members (what the per-event limit counts).
+ */
+static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, int64_t now,
+                       enrich_req *en, size_t *own)
+{
+    size_t at = b->len;
+    bool first = true, has_mid = false, has_int = false, has_sent = false;
+    jval ctx = {0};
     onr_buf_putc(b, '{');
     jiter it = jval_iter(item);
     jval v;
@@ -356,7 +779,8 @@ static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, 
                 continue; /* generated below */
             has_mid = true;
         } else if (is_key(k, kn, "context")) {
-            has_ctx = true;
+            ctx = v; /* written last, merged */
+            continue;
         } else if (is_key(k, kn, "integrations")) {
             has_int = true;
         } else if (is_key(k, kn, "sentAt")) {
@@ -370,6 +794,7 @@ static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, 
         jval_write(v, b);
     }
     *own = b->len - at + 1;
+    bool own_members = !first;
     if (kind >= 0) {
         onr_buf_puts(b, first ? "\"type\":" : ",\"type\":");
         jw_strz(b, trk_kind_name((trk_kind)kind));
@@ -382,10 +807,6 @@ static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, 
     }
     onr_buf_puts(b, first ? "\"receivedAt\":" : ",\"receivedAt\":");
     jw_time(b, now);
-    if (!has_ctx && bf && jval_type(bf->context) != J_NONE) {
-        onr_buf_puts(b, ",\"context\":");
-        jval_write(bf->context, b);
-    }
     if (!has_int && bf && jval_type(bf->integrations) != J_NONE) {
         onr_buf_puts(b, ",\"integrations\":");
         jval_write(bf->integrations, b);
@@ -394,6 +815,10 @@ static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, 
         onr_buf_puts(b, ",\"sentAt\":");
         jval_write(bf->sent_at, b);
     }
+    jval none = {0};
+    size_t ctx_own = write_context(b, ctx, bf ? bf->context : none, en);
+    if (ctx_own)
+        *own += ctx_own + own_members; /* and the comma before it */
     onr_buf_putc(b, '}');
 }
 
@@ -405,10 +830,40 @@ static void reply_item_error(onr_buf *r, size_t *nbad, size_t index, const char 
     onr_buf_putc(r, '}');
 }
 
-static int partition_of(const trk_event *ev, int partitions)
+/* The partition of item i: by the identity router, or by hash(userId, else anonymousId). */
+static int partition_of(http_server *s, const work *w, size_t i, int64_t now)
 {
-    trk_str k = ev->user_id.n ? ev->user_id : ev->anon_id;
-    return (int)(onr_hash64(k.p, k.n, 0x75736572) % (uint64_t)partitions);
+    trk_str uid = w->ids[2 * i], aid = w->ids[2 * i + 1];
+    if (!s->o.router)
+        return trk_route_hash(uid.n ? uid : aid, s->partitions);
+    if (w->alias[i])
+        return trk_route_alias(s->o.router, uid, aid, s->partitions, now);
+    return trk_route(s->o.router, uid, aid, s->partitions, now);
+}
+
+/* Points a parse error at where the body broke: "invalid JSON: why" becomes "invalid JSON at
+ * line L, column C (byte B): why", counted in the body as received (after gzip). */
+static void say_where(char *err, size_t cap, const char *body, long at)
+{
+    static const char head[] = "invalid JSON: ";
+    if (at < 0 || strncmp(err, head, sizeof(head) - 1) != 0)
+        return;
+    size_t line = 1, col = 1;
+    for (long i = 0; i < at; i++) {
+        col = body[i] == '\n' ? 1 : col + 1;
+        line += body[i] == '\n';
+    }
+    char where[96];
+    size_t k = (size_t)snprintf(where, sizeof(where),
+                                "invalid JSON at line %zu, column %zu (byte %ld): ", line, col, at);
+    const char *why = err + sizeof(head) - 1;
+    size_t wn = strlen(why);
+    if (k + 1 >= cap)
+        return;
+    wn = ONR_MIN(wn, cap - k - 1);
+    memmove(err + k, why, wn);
+    memcpy(err, where, k);
+    err[k + wn] = 0;
 }
 
 /* Parses, authenticates, validates and appends a whole body; queues the answer. */
@@ -420,9 +875,13 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
 
     work *w = work_get(s);
     enum MHD_Result ret;
+    _Atomic int64_t *stamp = stamp_slot(s);
+    atomic_store(stamp, STAMPING);
     int64_t now = now_ms();
+    atomic_store(stamp, now);
     jval root;
     if (jdoc_parse(w->in, r->body.data ? r->body.data : "", r->body.len, &root, err, sizeof(err))) {
+        say_where(err, sizeof(err), r->body.data, jdoc_error_offset(w->in));
         ret = send_error(c, MHD_HTTP_BAD_REQUEST, err, NULL);
         goto done;
     }
@@ -436,7 +895,9 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         jval wk = jval_getz(root, "writeKey");
         size_t n = 0;
         const char *k = jval_type(wk) == J_STRING ? jval_str(wk, &n) : NULL;
-        if (!k || !write_key_ok(s, k, n)) {
+        if (k)
+            r->key = write_key_index(s, k, n);
+        if (!k || r->key < 0) {
             ret = send_error(c, MHD_HTTP_UNAUTHORIZED,
                              k ? "unknown write key"
                                : "missing write key (HTTP Basic auth user name, or \"writeKey\")",
@@ -468,11 +929,22 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     } else {
         n = 1;
     }
+    unsigned wait_s = rate_take(s, r->key, n);
+    if (wait_s) {
+        snprintf(err, sizeof(err),
+                 "over the rate limit of this write key: %g events a second, bursts of %.0f; "
+                 "retry in %u s",
+                 s->o.rate_limit, s->burst, wait_s);
+        ret = send_error_retry(c, MHD_HTTP_TOO_MANY_REQUESTS, err, "rate", wait_s);
+        goto done;
+    }
     work_reserve(w, n);
     onr_buf_clear(&w->items);
     onr_buf_clear(&w->reply);
     onr_buf_putc(&w->items, '[');
     size_t nbad = 0;
+    enrich_req en;
+    enrich_init(&en, s, c, !r->import);
     jiter it = kind < 0 ? jval_iter(batch) : (jiter){0};
     for (size_t i = 0; i < n; i++) {
         jval item = root;
@@ -488,13 +960,22 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             w->aux[i] = jval_type(item);
         } else {
             size_t own;
-            write_item(&w->items, item, kind, kind < 0 ? &bf : NULL, now, &own);
-            if (own > HTTP_MAX_EVENT_BYTES) {
+            write_item(&w->items, item, kind, kind < 0 ? &bf : NULL, now, &en, &own);
+            if (own > s->max_event) {
                 w->bad[i] = ITEM_TOO_BIG;
                 w->aux[i] = own;
             }
         }
         w->end[i] = w->items.len;
+        if (w->items.len > s->out_doc_bytes) {
+            char lt[32];
+            snprintf(err, sizeof(err),
+                     "the %zu messages of this request take more than %s once stored (with "
+                     "the batch context copied into each); send fewer per request",
+                     n, limit_text(s->out_doc_bytes, lt, sizeof(lt)));
+            ret = send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, err, "request");
+            goto done;
+        }
     }
     onr_buf_putc(&w->items, ']');
 
@@ -516,8 +997,9 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             continue;
         }
         if (w->bad[i] == ITEM_TOO_BIG) {
-            snprintf(err, sizeof(err), "message of %zu bytes exceeds the %d KB limit per event",
-                     w->aux[i], HTTP_MAX_EVENT_BYTES / 1024);
+            char lt[32];
+            snprintf(err, sizeof(err), "message of %zu bytes exceeds the %s limit per event",
+                     w->aux[i], limit_text(s->max_event, lt, sizeof(lt)));
             reply_item_error(&w->reply, &nbad, i, err);
             continue;
         }
@@ -525,7 +1007,11 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             reply_item_error(&w->reply, &nbad, i, err);
             continue;
         }
-        w->part[i] = partition_of(&w->ev, s->partitions);
+        /* the ids are views into w->out, which is not parsed again before the append */
+        w->alias[i] = w->ev.kind == TRK_ALIAS;
+        w->ids[2 * i] = w->ev.user_id;
+        w->ids[2 * i + 1] = w->alias[i] ? w->ev.previous_id : w->ev.anon_id;
+        w->part[i] = 0; /* routed below, once the request is known to be stored */
         w->mid[i] = trk_dedup_digest(w->ev.message_id.p, w->ev.message_id.n);
     }
 
@@ -562,6 +1048,26 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                 w->part[i] = -1;
         }
 
+    /* Routed in request order (an anonymous event, then the identify naming its visitor),
+     * and only what is stored: a rejected request or a resend teaches the router nothing. */
+    for (size_t i = 0; i < n; i++)
+        if (w->part[i] >= 0)
+            w->part[i] = partition_of(s, w, i, now);
+
+    /* Bounded lag: when a shard is too far behind, senders wait rather than the log grow. */
+    size_t stored = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (w->part[i] < 0)
+            continue;
+        stored++;
+        if (s->o.shards && shard_admit(s->o.shards, w->part[i])) {
+            ret =
+                send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                           "the engine is behind the event log; retry after the time given", NULL);
+            goto done;
+        }
+    }
+
     /* Group by partition (counting sort) and append each group as one batch. */
     int P = s->partitions;
     memset(w->count, 0, ((size_t)P + 1) * sizeof(*w->count));
@@ -579,13 +1085,33 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     }
     /* count[p] is now the end of partition p's group. */
     size_t from = 0;
+    int failed = P; /* the first partition whose write failed */
     for (int p = 0; p < P; p++) {
         size_t to = w->count[p];
         if (to == from)
             continue;
-        int rc = elog_append_batch(s->o.log, p, w->recs + from, to - from, NULL);
+        /* written (readable) first; the fsync policy is waited for below */
+        int rc = elog_write_batch(s->o.log, p, w->recs + from, to - from, NULL, &w->ends[p]);
         if (rc) {
             logmsg(s, "error", "event log append to partition %d failed: %s", p,
+                   rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
+            failed = p;
+            break;
+        }
+        if (s->o.shards)
+            shard_notify(s->o.shards, p);
+        from = to;
+    }
+    /* Every record written is readable: the engine need not wait for the fsync. */
+    atomic_store(stamp, 0);
+    from = 0;
+    for (int p = 0; p < failed; p++) {
+        size_t to = w->count[p];
+        if (to == from)
+            continue;
+        int rc = elog_wait(s->o.log, p, w->ends[p]);
+        if (rc) {
+            logmsg(s, "error", "event log fsync of partition %d failed: %s", p,
                    rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
             ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                              "the event log could not store the messages; retry", NULL);
@@ -597,8 +1123,16 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                     trk_dedup_add(s->o.dedup, w->mid[i], now);
         from = to;
     }
+    if (failed < P) {
+        ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                         "the event log could not store the messages; retry", NULL);
+        goto done;
+    }
+    atomic_fetch_add(&s->counters.events, stored);
+    atomic_fetch_add(&s->counters.duplicates, n - stored);
     ret = send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false);
 done:
+    atomic_store(stamp, 0);
     work_put(s, w);
     return ret;
 }
@@ -619,6 +1153,7 @@ static const struct {
 
 typedef struct header_count {
     int content_length, transfer_encoding;
+    const char *te; /* the first Transfer-Encoding's value */
 } header_count;
 
 static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -627,9 +1162,17 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
     header_count *h = cls;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
         h->content_length++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
-        h->transfer_encoding++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0 && h->transfer_encoding++ == 0)
+        h->te = value;
     return MHD_YES;
+}
+
+/* "chunked", with optional white space around it. */
+static bool only_chunked(const char *v)
+{
+    v += strspn(v, " \t");
+    size_t n = strcspn(v, " \t");
+    return n == 7 && strncasecmp(v, "chunked", 7) == 0 && v[n + strspn(v + n, " \t")] == 0;
 }
 
 /* Checks what the headers alone decide; returns true when an answer was queued. */
@@ -637,7 +1180,7 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
                          enum MHD_Result *ret)
 {
     char msg[200];
-    header_count h = {0, 0};
+    header_count h = {0, 0, NULL};
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &h);
     if (h.content_length > 1 || (h.content_length && h.transfer_encoding)) {
         *ret =
@@ -647,12 +1190,23 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
                        NULL);
         return true;
     }
+    /* libmicrohttpd 0.9.75 reads a body under any other coding until the connection ends */
+    if (h.transfer_encoding > 1 || (h.te && !only_chunked(h.te))) {
+        snprintf(msg, sizeof(msg), "%s (only one, \"chunked\", is supported)",
+                 h.transfer_encoding > 1 ? "more than one Transfer-Encoding header"
+                                         : "unsupported Transfer-Encoding");
+        *ret = send_error(c, MHD_HTTP_BAD_REQUEST, msg, NULL);
+        return true;
+    }
     if (r->route == ROUTE_HEALTHZ || r->route == ROUTE_READYZ) {
         if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
             *ret = send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET", NULL);
             return true;
         }
-        if (r->route == ROUTE_HEALTHZ || s->o.log) {
+        if (r->route == ROUTE_READYZ && s->o.shards && !shard_ready(s->o.shards)) {
+            *ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                              "the engine is still running the event log's tail", NULL);
+        } else if (r->route == ROUTE_HEALTHZ || s->o.log) {
             static const char ok[] = "{\"ok\":true}";
             *ret = send_json(c, MHD_HTTP_OK, ok, sizeof(ok) - 1, false, false);
         } else {
@@ -664,14 +1218,16 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         *ret = send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST", NULL);
         return true;
     }
-    r->limit = r->route == ROUTE_BATCH ? HTTP_MAX_REQUEST_BYTES : HTTP_MAX_EVENT_BYTES;
+    r->limit = r->route == ROUTE_BATCH ? s->max_request : s->max_event;
     const char *cl =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && strtoull(cl, NULL, 10) > r->limit) {
-        snprintf(msg, sizeof(msg), "%s of %s bytes exceeds the %zu KB limit",
-                 r->route == ROUTE_BATCH ? "request body" : "message", cl, r->limit / 1024);
-        *ret =
-            send_error(c, MHD_HTTP_BAD_REQUEST, msg, r->route == ROUTE_BATCH ? "request" : "event");
+        char lt[32];
+        snprintf(msg, sizeof(msg), "%s of %.40s bytes exceeds the %s limit",
+                 r->route == ROUTE_BATCH ? "request body" : "message", cl,
+                 limit_text(r->limit, lt, sizeof(lt)));
+        *ret = send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg,
+                          r->route == ROUTE_BATCH ? "request" : "event");
         return true;
     }
     const char *enc =
@@ -688,7 +1244,8 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
     if (auth) {
         char user[512];
         size_t n = 0;
-        if (!basic_user(auth, user, sizeof(user), &n) || !write_key_ok(s, user, n)) {
+        r->key = basic_user(auth, user, sizeof(user), &n) ? write_key_index(s, user, n) : -1;
+        if (r->key < 0) {
             *ret = send_error(c, MHD_HTTP_UNAUTHORIZED, "unknown write key", NULL);
             return true;
         }
@@ -697,15 +1254,26 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
     return false;
 }
 
+/* The answer to a body over r->limit: 413, with msg and limit set. */
+static unsigned too_big(req *r, const char **msg, const char **limit)
+{
+    char lt[32];
+    limit_text(r->limit, lt, sizeof(lt));
+    *limit = r->route == ROUTE_BATCH ? "request" : "event";
+    if (r->route == ROUTE_BATCH)
+        snprintf(r->fail_buf, sizeof(r->fail_buf), "request body exceeds the %s limit", lt);
+    else
+        snprintf(r->fail_buf, sizeof(r->fail_buf), "message exceeds the %s limit per event", lt);
+    *msg = r->fail_buf;
+    return MHD_HTTP_CONTENT_TOO_LARGE;
+}
+
 /* Adds a chunk of body; returns 0, or an HTTP status with msg/limit set. */
 static unsigned feed(req *r, const char *data, size_t n, const char **msg, const char **limit)
 {
-    *limit = r->route == ROUTE_BATCH ? "request" : "event";
-    *msg = r->route == ROUTE_BATCH ? "request body exceeds the 500 KB limit"
-                                   : "message exceeds the 32 KB limit per event";
     if (!r->gzip) {
         if (r->body.len + n > r->limit)
-            return MHD_HTTP_BAD_REQUEST;
+            return too_big(r, msg, limit);
         onr_buf_put(&r->body, data, n);
         return 0;
     }
@@ -732,7 +1300,7 @@ static unsigned feed(req *r, const char *data, size_t n, const char **msg, const
         int zr = inflate(&r->z, Z_NO_FLUSH);
         r->body.len = (size_t)((char *)r->z.next_out - r->body.data);
         if (r->body.len > r->limit) /* the decompressed size counts */
-            return MHD_HTTP_BAD_REQUEST;
+            return too_big(r, msg, limit);
         if (zr == Z_STREAM_END) {
             r->z_end = true;
         } else if (zr != Z_OK) {
@@ -744,21 +1312,35 @@ static unsigned feed(req *r, const char *data, size_t n, const char **msg, const
     return 0;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
+static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, const char *url,
+                                      const char *method, const char *upload_data,
+                                      size_t *upload_data_size, void **con_cls)
 {
-    http_server *s = cls;
     req *r = *con_cls;
     if (!r) {
         r = onr_calloc(1, sizeof(*r));
         *con_cls = r;
         atomic_fetch_add(&s->active, 1);
         r->route = -1;
+        r->key = -1;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->conn = ci ? ci->socket_context : NULL;
+        if (r->conn) /* its headers are in: the reaper leaves it alone until it ends */
+            atomic_store(&r->conn->waiting_ms, 0);
         for (size_t i = 0; i < ONR_ARRAY_LEN(routes); i++)
             if (strcmp(url, routes[i].path) == 0)
                 r->route = routes[i].route;
+        r->import = strcmp(url, "/v1/import") == 0;
         enum MHD_Result ret;
+        if (r->route < 0 && (strncmp(url, "/api/", 5) == 0 || strcmp(url, "/metrics") == 0)) {
+            r->route = ROUTE_API;
+            if (api_begin(s, c, url, method, &ret)) {
+                r->rejected = true;
+                return ret;
+            }
+            return MHD_YES; /* a body to read */
+        }
         if (r->route < 0) {
             r->rejected = true;
             return send_error(c, MHD_HTTP_NOT_FOUND, "no such endpoint", NULL);
@@ -771,6 +1353,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     }
     if (r->rejected) {
         *upload_data_size = 0; /* the answer is queued; MHD closes the connection */
+        return MHD_YES;
+    }
+    if (*upload_data_size && r->route == ROUTE_API) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (!r->fail_status && r->body.len + n > API_MAX_BODY) {
+            r->fail_status = MHD_HTTP_CONTENT_TOO_LARGE;
+            r->fail_msg = "request body exceeds the 1 MB limit of the management API";
+            r->fail_limit = "request";
+            onr_buf_free(&r->body);
+        }
+        if (r->fail_status) {
+            r->discarded += n;
+            return r->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
+        }
+        onr_buf_put(&r->body, upload_data, n);
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -795,7 +1393,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     r->rejected = true;
     if (r->fail_status)
         return send_error(c, r->fail_status, r->fail_msg, r->fail_limit);
+    if (r->route == ROUTE_API)
+        return api_finish(s, c, url, method, r->body.data ? r->body.data : "", r->body.len);
     return ingest(s, c, r);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
+{
+    http_server *s = cls;
+    tl_status = 0;
+    enum MHD_Result ret = handle_request(s, c, url, method, upload_data, upload_data_size, con_cls);
+    if (tl_status)
+        http__count(&s->counters, tl_status);
+    return ret;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -807,13 +1419,123 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         return;
     if (r->z_init)
         inflateEnd(&r->z);
+    if (r->conn) /* a kept-alive connection waits for the headers of its next request */
+        atomic_store(&r->conn->waiting_ms, mono_ms());
     onr_buf_free(&r->body);
     onr_free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->active, 1);
 }
 
+/* ---- connections and their deadline for headers */
+
+/* libmicrohttpd's timeout counts silence only, so a client that trickles its headers a byte at
+ * a time would hold a connection for ever: every open connection is listed here, and the
+ * reaper shuts down those that have waited too long for headers. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn *k = onr_calloc(1, sizeof(*k));
+        k->fd = ci ? ci->connect_fd : -1;
+        atomic_init(&k->waiting_ms, mono_ms());
+        pthread_mutex_lock(&s->conns_mu);
+        k->next = s->conns;
+        if (s->conns)
+            s->conns->prev = k;
+        s->conns = k;
+        pthread_mutex_unlock(&s->conns_mu);
+        *socket_context = k;
+        return;
+    }
+    conn *k = *socket_context;
+    if (!k)
+        return;
+    /* Called before libmicrohttpd closes the socket, so the reaper (which shuts sockets down
+     * under the same lock) never touches a descriptor already reused by another connection. */
+    pthread_mutex_lock(&s->conns_mu);
+    if (k->prev)
+        k->prev->next = k->next;
+    else
+        s->conns = k->next;
+    if (k->next)
+        k->next->prev = k->prev;
+    pthread_mutex_unlock(&s->conns_mu);
+    onr_free(k);
+    *socket_context = NULL;
+}
+
+static void *reaper_main(void *arg)
+{
+    http_server *s = arg;
+    int64_t tick_ms = ONR_MAX(ONR_MIN(s->o.timeout_ms / 4, 1000), 10);
+    pthread_mutex_lock(&s->conns_mu);
+    while (!s->reaper_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = ts.tv_nsec + tick_ms * 1000000;
+        ts.tv_sec += ns / 1000000000;
+        ts.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&s->reaper_cv, &s->conns_mu, &ts);
+        int64_t now = mono_ms();
+        int cut = 0;
+        for (conn *k = s->conns; k; k = k->next) {
+            int64_t since = atomic_load(&k->waiting_ms);
+            if (since && !k->cut && k->fd >= 0 && now - since > s->o.timeout_ms) {
+                shutdown(k->fd, SHUT_RDWR); /* libmicrohttpd sees the end and closes it */
+                k->cut = true;
+                cut++;
+            }
+        }
+        if (cut) {
+            pthread_mutex_unlock(&s->conns_mu);
+            logmsg(s, "info",
+                   "closed %d connections that sent no complete request headers "
+                   "within %lld ms",
+                   cut, (long long)s->o.timeout_ms);
+            pthread_mutex_lock(&s->conns_mu);
+        }
+    }
+    pthread_mutex_unlock(&s->conns_mu);
+    return NULL;
+}
+
 /* ---- start and stop */
+
+/* The limits o asks for, defaults filled in; 0, or ONR_E_INVALID with a message in err. */
+static int limits_of(const http_opts *o, size_t *event, size_t *request, char *err, size_t errlen)
+{
+    *event = o->max_event_bytes ? o->max_event_bytes : HTTP_MAX_EVENT_BYTES;
+    *request = o->max_request_bytes ? o->max_request_bytes : HTTP_MAX_REQUEST_BYTES;
+    if (*request > HTTP_MAX_REQUEST_LIMIT || *event > *request) {
+        snprintf(err, errlen,
+                 "the limits must be max event bytes (%zu) <= max request bytes (%zu) <= %d",
+                 *event, *request, HTTP_MAX_REQUEST_LIMIT);
+        return ONR_E_INVALID;
+    }
+    return 0;
+}
+
+/* Frees what http_start made, once the daemon and the reaper are stopped. */
+static void release(http_server *s)
+{
+    while (s->pool) {
+        work *w = s->pool;
+        s->pool = w->next;
+        work_free(w);
+    }
+    for (size_t i = 0; s->buckets && i < s->o.nwrite_keys; i++)
+        pthread_mutex_destroy(&s->buckets[i].mu);
+    onr_free(s->buckets);
+    pthread_cond_destroy(&s->reaper_cv);
+    pthread_mutex_destroy(&s->conns_mu);
+    pthread_mutex_destroy(&s->pool_mu);
+    trk_enrich_geo_close(s->geo);
+    onr_free(s);
+}
 
 int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
 {
@@ -839,14 +1561,58 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
         snprintf(err, errlen, "the server needs an open log and at least one write key");
         return ONR_E_INVALID;
     }
+    if (!(o->rate_limit >= 0 && o->rate_limit <= 1e9) || o->timeout_ms > 24 * ONR_HOUR_MS) {
+        snprintf(err, errlen,
+                 "the rate limit must be 0..1e9 events a second, and the "
+                 "timeout at most a day");
+        return ONR_E_INVALID;
+    }
+
+    size_t max_event, max_request;
+    int rc = limits_of(o, &max_event, &max_request, err, errlen);
+    if (rc)
+        return rc;
+    trk_geo *geo = NULL;
+    if (o->geoip && (rc = trk_enrich_geo_open(o->geoip, &geo, err, errlen)))
+        return rc;
 
     http_server *s = onr_calloc(1, sizeof(*s));
     s->o = *o;
+    s->geo = geo;
+    s->max_event = max_event;
+    s->max_request = max_request;
+    /* simdjson reads documents of up to 4 GB */
+    s->out_doc_bytes =
+        ONR_MIN(4 * max_request + (max_request / MIN_ITEM_BYTES + 1) * (size_t)ITEM_EXTRA_BYTES,
+                (size_t)UINT32_MAX - 4096);
     if (s->o.threads <= 0)
         s->o.threads = 2;
+    if (s->o.threads > STAMP_SLOTS / 2) {
+        snprintf(err, errlen, "at most %d threads", STAMP_SLOTS / 2);
+        trk_enrich_geo_close(geo);
+        onr_free(s);
+        return ONR_E_INVALID;
+    }
     s->partitions = elog_partitions(o->log);
     atomic_init(&s->active, 0);
     pthread_mutex_init(&s->pool_mu, NULL);
+    if (s->o.timeout_ms <= 0)
+        s->o.timeout_ms = 30 * ONR_SECOND_MS;
+    if (s->o.rate_limit > 0) {
+        s->burst = s->o.rate_burst ? (double)s->o.rate_burst : ONR_MAX(ceil(s->o.rate_limit), 1.0);
+        s->buckets = onr_calloc(s->o.nwrite_keys, sizeof(*s->buckets));
+        for (size_t i = 0; i < s->o.nwrite_keys; i++) {
+            pthread_mutex_init(&s->buckets[i].mu, NULL);
+            s->buckets[i].tokens = s->burst;
+            s->buckets[i].at_ms = mono_ms();
+        }
+    }
+    pthread_mutex_init(&s->conns_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->reaper_cv, &ca);
+    pthread_condattr_destroy(&ca);
 
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (v6)
@@ -854,18 +1620,36 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     s->d = MHD_start_daemon(flags, o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
                             mhd_logger, s, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->o.threads,
                             MHD_OPTION_SOCK_ADDR, &addr.sa, MHD_OPTION_NOTIFY_COMPLETED,
-                            on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT, 30u, MHD_OPTION_END);
+                            on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)((s->o.timeout_ms + 999) / 1000), MHD_OPTION_END);
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s%s%s:%u (address in use, or not local?)",
                  v6 ? "[" : "", o->host, v6 ? "]" : "", (unsigned)o->port);
-        pthread_mutex_destroy(&s->pool_mu);
-        onr_free(s);
+        release(s);
         return -EADDRINUSE;
+    }
+    int e = pthread_create(&s->reaper, NULL, reaper_main, s);
+    if (e) {
+        snprintf(err, errlen, "cannot start a thread: %s", strerror(e));
+        MHD_stop_daemon(s->d);
+        release(s);
+        return -e;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info && info->port ? info->port : o->port;
     *out = s;
     return 0;
+}
+
+const http_opts *http__opts(const http_server *s)
+{
+    return &s->o;
+}
+
+http_counters *http__counters(http_server *s)
+{
+    return &s->counters;
 }
 
 uint16_t http_port(const http_server *s)
@@ -887,23 +1671,38 @@ void http_stop(http_server *s, int64_t drain_ms)
     MHD_stop_daemon(s->d);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
-    while (s->pool) {
-        work *w = s->pool;
-        s->pool = w->next;
-        work_free(w);
-    }
-    pthread_mutex_destroy(&s->pool_mu);
-    onr_free(s);
+    pthread_mutex_lock(&s->conns_mu);
+    s->reaper_stop = true;
+    pthread_cond_signal(&s->reaper_cv);
+    pthread_mutex_unlock(&s->conns_mu);
+    pthread_join(s->reaper, NULL);
+    release(s);
 }
 
 /* ---- restart */
 
+/* Tells the router where a stored message went, read with the ids ingest routed it by. */
+static void learn_route(trk_router *router, jval msg, int partition, int64_t at_ms)
+{
+    size_t tn, un, an;
+    const char *t = jval_str(jval_getz(msg, "type"), &tn);
+    bool alias = tn == 5 && memcmp(t, "alias", 5) == 0;
+    const char *u = jval_str(jval_getz(msg, "userId"), &un);
+    const char *a = jval_str(jval_getz(msg, alias ? "previousId" : "anonymousId"), &an);
+    trk_route_learn(router, (trk_str){u, (uint32_t)un}, (trk_str){a, (uint32_t)an}, partition,
+                    at_ms);
+}
+
 long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, char *err,
                         size_t errlen)
 {
-    if (!o->dedup)
+    if (!o->dedup && !o->router)
         return 0;
-    jdoc *doc = jdoc_new(HTTP_MAX_EVENT_BYTES + 4096);
+    /* a stored message: its own members, the batch context, and what the server added */
+    size_t max_event, max_request;
+    if (limits_of(o, &max_event, &max_request, err, errlen))
+        return ONR_E_INVALID;
+    jdoc *doc = jdoc_new(max_event + max_request + ITEM_EXTRA_BYTES);
     long added = 0;
     char perr[256];
     for (int p = 0; p < elog_partitions(o->log); p++) {
@@ -926,7 +1725,10 @@ long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, c
             const char *id = jval_str(jval_getz(root, "messageId"), &idn);
             const char *t = jval_str(jval_getz(root, "receivedAt"), &tn);
             int64_t at;
-            if (!idn || onr_time_parse(t, tn, &at) || at < now_ms - window_ms)
+            bool timed = onr_time_parse(t, tn, &at) == 0;
+            if (o->router)
+                learn_route(o->router, root, p, timed ? at : 0);
+            if (!o->dedup || !idn || !timed || at < now_ms - window_ms)
                 continue;
             trk_dedup_add(o->dedup, trk_dedup_digest(id, idn), at);
             added++;

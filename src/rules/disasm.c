@@ -176,8 +176,7 @@ uint64_t rule_layout_fingerprint(const rule_set *rs)
     }
     for (int i = 0; i < rs->nwindows; i++)
         onr_buf_printf(&b, "w %d %lld %d %d|", rs->windows[i].matcher,
-                       (long long)rs->windows[i].within_ms, rs->windows[i].cap,
-                       rs->windows[i].off);
+                       (long long)rs->windows[i].within_ms, rs->windows[i].cap, rs->windows[i].off);
     for (int i = 0; i < rs->nseqs; i++) {
         onr_buf_printf(&b, "q %lld %d", (long long)rs->seqs[i].within_ms, rs->seqs[i].off);
         for (int k = 0; k < rs->seqs[i].nsteps; k++)

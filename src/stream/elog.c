@@ -949,8 +949,8 @@ int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
     return append(l, partition, recs, n, first_offset, NULL, true);
 }
 
-int elog_write_batch(elog *l, int partition, const elog_rec *recs, size_t n,
-                     uint64_t *first_offset, uint64_t *end_offset)
+int elog_write_batch(elog *l, int partition, const elog_rec *recs, size_t n, uint64_t *first_offset,
+                     uint64_t *end_offset)
 {
     return append(l, partition, recs, n, first_offset, end_offset, false);
 }

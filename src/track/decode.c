@@ -219,8 +219,8 @@ static int read_time(jval v, const char *field, int64_t *ms, bool *present, char
     return 0;
 }
 
-static int read_event_time(const fields *f, int64_t default_ts_ms, int64_t *ts_ms, char *err,
-                           size_t errlen)
+static int read_event_time(const fields *f, int64_t default_ts_ms, int64_t *ts_ms, int64_t *recv_ms,
+                           char *err, size_t errlen)
 {
     int64_t ts = 0, orig = 0, sent = 0, recv = 0;
     bool has_ts, has_orig, has_sent, has_recv;
@@ -230,6 +230,7 @@ static int read_event_time(const fields *f, int64_t default_ts_ms, int64_t *ts_m
         (rc = read_time(f->sent_at, "sentAt", &sent, &has_sent, err, errlen)) ||
         (rc = read_time(f->received_at, "receivedAt", &recv, &has_recv, err, errlen)))
         return rc;
+    *recv_ms = has_recv ? recv : 0;
 
     /*
      * The skew clamp compares the event time with the time the message was sent, both read
@@ -416,7 +417,7 @@ int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
 
     if ((rc = opt_str(f.message_id, "messageId", TRK_MAX_ID_BYTES, &ev->message_id, err, errlen)))
         return rc;
-    if ((rc = read_event_time(&f, default_ts_ms, &ev->ts_ms, err, errlen)))
+    if ((rc = read_event_time(&f, default_ts_ms, &ev->ts_ms, &ev->received_ms, err, errlen)))
         return rc;
 
     /* The containers are type-checked whatever the schema asks for, so that whether a

@@ -84,6 +84,7 @@ void trk_pack(char *p, const trk_event *ev, const trk_schema *sc)
 void trk_unpack(const char *p, trk_event *ev, const trk_schema *sc)
 {
     memcpy(&ev->ts_ms, p, 8);
+    ev->received_ms = 0; /* not packed: replay orders by event time alone */
     ev->kind = (trk_kind)p[8];
     p += 9;
     ev->user_id = get_str(&p);

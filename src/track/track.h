@@ -57,6 +57,7 @@ typedef struct trk_schema {
 typedef struct trk_event {
     trk_kind kind;
     int64_t ts_ms;                    /* event time, Segment's rule (see trk_decode) */
+    int64_t received_ms;              /* `receivedAt`, 0 when absent */
     trk_str user_id;                  /* empty when absent */
     trk_str anon_id;                  /* empty when absent */
     trk_str previous_id;              /* alias only */

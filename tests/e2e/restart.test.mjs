@@ -4,62 +4,28 @@
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
+import { serve, post, readLog } from './helpers.mjs';
 
-const BIN = resolve(process.env.ONRAMP_BIN ?? 'build/onramp');
 const KEY = 'restart-key';
 const data = mkdtempSync(join(tmpdir(), 'onramp-e2e-restart-'));
 after(() => rmSync(data, { recursive: true, force: true }));
 
-function start() {
-  return new Promise((ok, fail) => {
-    let err = '';
-    const p = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--write-key', KEY,
-      '--partitions', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    const timer = setTimeout(() => fail(new Error('no "listening" line:\n' + err)), 5000);
-    p.stderr.on('data', (b) => {
-      err += b;
-      const m = err.match(/"msg":"listening","listen":"127\.0\.0\.1:(\d+)"/);
-      if (m) { clearTimeout(timer); ok({ p, base: `http://127.0.0.1:${m[1]}`, log: () => err }); }
-    });
-    p.on('exit', (code) => { clearTimeout(timer); fail(new Error(`exited ${code}:\n${err}`)); });
-  });
-}
+const start = () => serve(['--data', data, '--write-key', KEY, '--partitions', '2']);
 
 async function stop(s) {
-  const exited = new Promise((ok) => s.p.on('exit', (code) => ok(code)));
-  s.p.kill('SIGTERM');
-  assert.equal(await exited, 0, s.log());
+  assert.equal(await s.stop(), 0, s.log());
 }
 
 async function track(s, m) {
-  const res = await fetch(s.base + '/v1/track', {
-    method: 'POST', body: JSON.stringify(m),
-    headers: { 'Content-Type': 'application/json', Authorization: 'Basic ' + Buffer.from(KEY + ':').toString('base64') },
-  });
-  assert.equal(res.status, 200, await res.text());
+  const r = await post(s.base, '/v1/track', m, { key: KEY });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
 }
 
-function stored() {
-  const ids = [];
-  const dir = join(data, 'log');
-  for (const p of readdirSync(dir).filter((d) => /^p\d{3}$/.test(d))) {
-    for (const f of readdirSync(join(dir, p)).filter((n) => n.endsWith('.log'))) {
-      const buf = readFileSync(join(dir, p, f));
-      for (let off = 0; off + 8 <= buf.length;) {
-        const len = buf.readUInt32LE(off);
-        if (len === 0 || off + 8 + len > buf.length) break;
-        ids.push(JSON.parse(buf.subarray(off + 8, off + 8 + len).toString('utf8')).messageId);
-        off += 8 + len;
-      }
-    }
-  }
-  return ids;
-}
+const stored = () => readLog(join(data, 'log')).map((r) => r.json.messageId);
 
 test('a message resent after a restart is stored once', async () => {
   const m = { userId: 'u-restart', event: 'Signed Up', messageId: randomUUID() };

@@ -11,9 +11,9 @@ mkdir -p "$out"
 cd "$root"
 
 flags=(-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
-       -D_GNU_SOURCE -Isrc $(pkg-config --cflags simdjson libxxhash))
-libs=($(pkg-config --libs simdjson libxxhash) -lm -lpthread)
-srcs=(src/base/alloc.c src/base/util.c src/base/json_write.c src/track/decode.c
+       -D_GNU_SOURCE -Isrc $(pkg-config --cflags simdjson libxxhash libmaxminddb))
+libs=($(pkg-config --libs simdjson libxxhash libmaxminddb) -lm -lpthread)
+srcs=(src/base/alloc.c src/base/util.c src/base/json_write.c src/track/decode.c src/track/enrich.c
       src/track/pack.c src/rules/diag.c src/rules/lex.c src/rules/parse.c src/rules/check.c
       src/rules/compile.c src/rules/vm.c src/rules/disasm.c src/engine/timers.c
       src/engine/engine.c src/engine/explain.c)
@@ -50,7 +50,7 @@ for f in tests/rules/*/events.jsonl; do
     i=$((i + 1))
 done
 
-for t in rules decode engine; do
+for t in rules decode engine enrich; do
     bin="$out/fuzz_$t"
     if [ "$build_ok" -ne 1 ] ||
         ! clang -std=c11 "${flags[@]}" -c "tests/fuzz/fuzz_$t.c" -o "$bin.o" ||

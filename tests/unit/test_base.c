@@ -570,6 +570,77 @@ Test(json_read, enforces_the_size_limit)
     jdoc_free(f.d);
 }
 
+Test(json_read, points_at_where_a_document_breaks)
+{
+    static const struct {
+        const char *in;
+        long at;
+    } cases[] = {
+        {"{\"a\":1,}", 7},
+        {"[1 2]", 3},
+        {"{\"a\" 1}", 5},
+        {"[01]", 2},
+        {"\"bad \\x escape\"", 6},
+        {"{\"a\":tru}", 5},
+        {"{\"a\":\"x", 7},
+        {"", 0},
+        {"{\"a\":1} x", 8},
+        {"[\"\\u12G4\"]", 6},
+        {"[\"a\x01\"]", 3},
+        {"[\"a\xff\"]", 3},
+        {"[1, 1e999]", 4},
+        {"[18446744073709551616]", 1},
+        {"{\"a\":[1,{\"b\":]}}", 13},
+    };
+    doc_fixture f = {.d = jdoc_new(4096)};
+    for (size_t i = 0; i < ONR_ARRAY_LEN(cases); i++) {
+        cr_assert_eq(parse_json(&f, cases[i].in), ONR_E_PARSE, "accepted %s", cases[i].in);
+        cr_assert_eq(jdoc_error_offset(f.d), cases[i].at, "%s: at %ld, not %ld (%s)", cases[i].in,
+                     jdoc_error_offset(f.d), cases[i].at, f.err);
+    }
+    cr_assert_eq(parse_json(&f, "[18446744073709551615, -9223372036854775808]"), 0, "%s", f.err);
+    cr_assert_eq(jdoc_error_offset(f.d), -1, "a document that parsed has no error");
+    jdoc_free(f.d);
+}
+
+/* depth arrays nested in one another */
+static void nested(onr_buf *b, int depth)
+{
+    onr_buf_clear(b);
+    for (int i = 0; i < depth; i++)
+        onr_buf_putc(b, '[');
+    for (int i = 0; i < depth; i++)
+        onr_buf_putc(b, ']');
+}
+
+Test(json_read, limits_the_nesting_depth)
+{
+    doc_fixture f = {.d = jdoc_new(1 << 20)};
+    onr_buf b = {0};
+    nested(&b, JDOC_MAX_DEPTH);
+    cr_assert_eq(jdoc_parse(f.d, b.data, b.len, &f.root, f.err, sizeof(f.err)), 0, "%s", f.err);
+    nested(&b, JDOC_MAX_DEPTH + 1);
+    cr_assert_eq(jdoc_parse(f.d, b.data, b.len, &f.root, f.err, sizeof(f.err)), ONR_E_PARSE);
+    cr_assert(strstr(f.err, "deep"), "%s", f.err);
+    cr_assert_eq(jdoc_error_offset(f.d), JDOC_MAX_DEPTH, "the bracket one too deep");
+
+    cr_assert_eq(jdoc_set_max_depth(f.d, 0), ONR_E_INVALID);
+    cr_assert_eq(jdoc_set_max_depth(f.d, JDOC_MAX_DEPTH + 1), ONR_E_INVALID);
+    cr_assert_eq(jdoc_set_max_depth(f.d, 10), 0);
+    nested(&b, 10);
+    cr_assert_eq(jdoc_parse(f.d, b.data, b.len, &f.root, f.err, sizeof(f.err)), 0, "%s", f.err);
+    /* the parser grows for a larger document and keeps the depth */
+    onr_buf_clear(&b);
+    onr_buf_puts(&b, "[[[[[[[[[[[\"");
+    for (int i = 0; i < 100000; i++)
+        onr_buf_putc(&b, 'x');
+    onr_buf_puts(&b, "\"]]]]]]]]]]]");
+    cr_assert_eq(jdoc_parse(f.d, b.data, b.len, &f.root, f.err, sizeof(f.err)), ONR_E_PARSE);
+    cr_assert_eq(jdoc_error_offset(f.d), 10);
+    onr_buf_free(&b);
+    jdoc_free(f.d);
+}
+
 Test(json_read, reparsing_replaces_the_document)
 {
     doc_fixture f = {.d = jdoc_new(1 << 20)};

@@ -1,0 +1,1272 @@
+/*
+ * shard.c - the live engine: shard threads that each own some partitions of the log and one
+ * engine for their users. A shard merges its partitions' records in receive order (below
+ * the source's watermark, so thread timing never changes the order), keeps the clock a
+ * bounded lateness behind the newest receive time, checkpoints profiles with the offsets
+ * they cover, and answers queries and reloads through a one-slot mailbox between events.
+ * A restart loads the checkpoint and runs the log's tail through the same merge, so it
+ * reaches the same state; fires already in the journal are not recorded again.
+ */
+#include "shard.h"
+
+#include "base/json.h"
+#include "track/dedup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BATCH 256
+#define MAX_RECORD (1024 * 1024)
+#define IDLE_WAIT_MS 20
+#define RECENT_EVENTS 16384
+#define RECENT_FIRES 4096
+#define NAME_KEEP 48
+#define CKPT_MAGIC "ONRSHRD1"
+#define FIRED_WINDOW_MS (30 * ONR_DAY_MS)
+#define FIRED_MAX 4000000
+#define JOURNAL_ROTATE_BYTES (64u * 1024 * 1024)
+#define CKPT_WAIT_MS 3000
+
+/* One partition's next record, read and decoded but not yet run. */
+typedef struct head {
+    int p;
+    void *reader;
+    jdoc *doc;
+    const void *rec;
+    size_t len;
+    uint64_t off;
+    int64_t recv_ms;
+    trk_event ev;
+    bool valid;
+} head;
+
+typedef struct recent_event {
+    uint64_t uid, aid; /* digests of userId and anonymousId (0: absent) */
+    int64_t ts_ms;
+    uint8_t kind;
+    char name[NAME_KEEP];
+} recent_event;
+
+/* An identify or alias joined two ids (digests): events sent under `from` are the user's. */
+typedef struct recent_join {
+    uint64_t from, to;
+} recent_join;
+
+#define RECENT_JOINS 4096
+#define USER_IDS 16 /* ids of one user a query follows */
+
+typedef struct recent_fire {
+    uint64_t id, user;
+    int64_t at_ms;
+    bool held_out;
+    char trigger[NAME_KEEP];
+} recent_fire;
+
+enum { Q_USER = 1, Q_EXPLAIN, Q_COUNTS, Q_RELOAD };
+
+/* A request to a shard, answered by its thread between two events. */
+typedef struct query {
+    int kind;
+    const char *key;
+    size_t klen;
+    onr_buf *out;
+    const rule_set *rs;           /* Q_RELOAD */
+    uint64_t *seg, *fires, *held; /* Q_COUNTS: added to */
+    eng_stats st;
+    uint64_t suppressed, decode_errors; /* Q_COUNTS */
+    char *err;
+    size_t errlen;
+    int rc;
+    bool done;
+} query;
+
+typedef struct shard {
+    shard_set *set;
+    int index;
+    pthread_t thread;
+    bool started;
+    eng *e;
+    const rule_set *rs;
+    head *heads;
+    int nheads;
+    uint64_t *ready_at; /* per head: the log's end when the shard started */
+    bool ready;
+
+    pthread_mutex_t mu;
+    pthread_cond_t wake, answered;
+    atomic_bool notified; /* set by shard_notify: records (or a query) may be waiting */
+    atomic_bool sleeping; /* the thread is (about to be) waiting on wake */
+    query *q;
+
+    int64_t last_wm;
+    int64_t ckpt_wait_since; /* a due checkpoint waits for the log's fsync since then */
+    bool dirty;              /* something ran since the last checkpoint */
+
+    recent_event *events;
+    uint64_t nevents;
+    recent_fire *fires;
+    uint64_t nfires;
+    recent_join *joins;
+    uint64_t njoins;
+
+    uint64_t decode_errors, read_errors, suppressed;
+    bool read_error_logged;
+} shard;
+
+struct shard_set {
+    shard_opts o;
+    shard *sh;
+    int n;
+    rule_set *rules;
+    pthread_mutex_t qmu;        /* one query or reload at a time */
+    _Atomic uint64_t *consumed; /* per partition: the next offset to run */
+    atomic_bool stop;
+    atomic_int nready;
+    trk_dedup *fired;
+    pthread_mutex_t jmu;
+    int journal_fd;
+    uint64_t journal_bytes;
+    char *edir;
+    int ckpt_error; /* first checkpoint error, for shard_stop */
+};
+
+static void logf_(const shard_set *s, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logf_(const shard_set *s, const char *level, const char *fmt, ...)
+{
+    if (!s->o.logf)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    s->o.logf(s->o.log_ctx, level, msg);
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t id_digest(trk_str s)
+{
+    return s.n ? onr_hash64(s.p, s.n, 0x69647321) | 1 : 0;
+}
+
+/* ---- the fire journal: one JSON line per recorded fire; its ids survive restarts */
+
+static void journal_write(shard_set *s, const eng_out *o, const char *trigger)
+{
+    onr_buf b = {0};
+    char t[32];
+    onr_time_format(o->at_ms, t);
+    onr_buf_printf(&b, "{\"id\":\"%016llx\",\"at_ms\":%lld,\"at\":\"%s\",\"trigger\":",
+                   (unsigned long long)o->id, (long long)o->at_ms, t);
+    jw_strz(&b, trigger);
+    onr_buf_puts(&b, ",\"user\":");
+    jw_str(&b, o->user, o->user_len);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    onr_buf_printf(&b, ",\"held_out\":%s,\"recorded_ms\":%lld}\n", o->held_out ? "true" : "false",
+                   (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+    pthread_mutex_lock(&s->jmu);
+    if (s->journal_fd >= 0) {
+        ssize_t w = write(s->journal_fd, b.data, b.len);
+        if (w != (ssize_t)b.len)
+            logf_(s, "error", "writing the fire journal failed: %s",
+                  w < 0 ? strerror(errno) : "short write");
+        else
+            s->journal_bytes += b.len;
+    }
+    pthread_mutex_unlock(&s->jmu);
+    onr_buf_free(&b);
+}
+
+/* Reads the ids of recorded fires from one journal file into s->fired. */
+static long journal_load(shard_set *s, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : -errno;
+    jdoc *doc = jdoc_new(64 * 1024);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long count = 0;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        jval root;
+        char err[128];
+        if (jdoc_parse(doc, line, (size_t)n, &root, err, sizeof(err)))
+            continue; /* a torn last line */
+        size_t idn = 0;
+        const char *id = jval_str(jval_getz(root, "id"), &idn);
+        jval at = jval_getz(root, "at_ms");
+        if (!id || idn != 16 || jval_type(at) != J_NUMBER)
+            continue;
+        char hex[17];
+        memcpy(hex, id, 16);
+        hex[16] = 0;
+        trk_dedup_add(s->fired, strtoull(hex, NULL, 16), (int64_t)jval_number(at));
+        count++;
+    }
+    free(line);
+    jdoc_free(doc);
+    fclose(f);
+    return count;
+}
+
+static int journal_open(shard_set *s, char *err, size_t errlen)
+{
+    char path[4096], old[4100];
+    snprintf(path, sizeof(path), "%s/fires.jsonl", s->edir);
+    snprintf(old, sizeof(old), "%s.1", path);
+    long a = journal_load(s, old), b = a < 0 ? 0 : journal_load(s, path);
+    if (a < 0 || b < 0) {
+        snprintf(err, errlen, "cannot read the fire journal in %s: %s", s->edir,
+                 strerror((int)-(a < 0 ? a : b)));
+        return (int)(a < 0 ? a : b);
+    }
+    s->journal_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (s->journal_fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "cannot open the fire journal %s: %s", path, strerror(e));
+        return -e;
+    }
+    struct stat st;
+    s->journal_bytes = fstat(s->journal_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    if (a + b > 0)
+        logf_(s, "info", "fire journal: %ld recorded fire ids loaded", a + b);
+    return 0;
+}
+
+/* Makes the journal durable (before a checkpoint that covers its fires); rotates it when
+ * large, keeping one previous file, which holds every id a restart can still meet. */
+static int journal_sync(shard_set *s)
+{
+    int rc = 0;
+    pthread_mutex_lock(&s->jmu);
+    if (s->journal_fd >= 0 && fsync(s->journal_fd) != 0)
+        rc = -errno;
+    if (!rc && s->journal_bytes > JOURNAL_ROTATE_BYTES) {
+        char path[4096], old[4100];
+        snprintf(path, sizeof(path), "%s/fires.jsonl", s->edir);
+        snprintf(old, sizeof(old), "%s.1", path);
+        if (rename(path, old) == 0) {
+            close(s->journal_fd);
+            s->journal_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+            s->journal_bytes = 0;
+            if (s->journal_fd < 0)
+                rc = -errno;
+        }
+    }
+    pthread_mutex_unlock(&s->jmu);
+    return rc;
+}
+
+/* ---- the engine's outputs */
+
+static void on_output(void *ctx, const eng_out *o)
+{
+    shard *sh = ctx;
+    shard_set *s = sh->set;
+    if (o->kind != EO_TRIGGER_FIRED)
+        return;
+    if (trk_dedup_seen(s->fired, o->id, o->at_ms)) {
+        sh->suppressed++; /* recorded before a restart */
+        return;
+    }
+    trk_dedup_add(s->fired, o->id, o->at_ms);
+    journal_write(s, o, sh->rs->triggers[o->trigger].name);
+    recent_fire *f = &sh->fires[sh->nfires++ % RECENT_FIRES];
+    f->id = o->id;
+    f->user = id_digest((trk_str){o->user, (uint32_t)o->user_len});
+    f->at_ms = o->at_ms;
+    f->held_out = o->held_out;
+    snprintf(f->trigger, sizeof(f->trigger), "%s", sh->rs->triggers[o->trigger].name);
+}
+
+/* ---- checkpoints */
+
+static void ckpt_path(const shard *sh, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/shard-%d-of-%d.ckpt", sh->set->edir, sh->index, sh->set->n);
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
+}
+
+typedef struct ckpt_hdr {
+    char magic[8];
+    uint32_t shards, index, partitions, nheads;
+    uint64_t fingerprint;
+    uint64_t source_len, path_len;
+    uint64_t check; /* digest of the header (this member zero) */
+} ckpt_hdr;
+
+/* Writes the checkpoint: the offsets run so far, the rules' text, and the engine. Only
+ * when every offset is durable in the log, so that the checkpoint never holds the effects
+ * of records a power loss could take away. Returns 1 when written, 0 when deferred. */
+static int checkpoint(shard *sh)
+{
+    shard_set *s = sh->set;
+    const shard_source *src = &s->o.src;
+    for (int i = 0; i < sh->nheads; i++) {
+        int p = sh->heads[i].p;
+        if (atomic_load(&s->consumed[p]) > src->synced(src->ctx, p))
+            return 0;
+    }
+    int rc = journal_sync(s);
+    if (rc) {
+        logf_(s, "error", "fsync of the fire journal failed: %s", strerror(-rc));
+        return rc;
+    }
+    char path[4096], tmp[4200];
+    ckpt_path(sh, path, sizeof(path));
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        rc = -errno;
+        goto fail;
+    }
+    const rule_set *rs = sh->rs;
+    ckpt_hdr h = {.shards = (uint32_t)s->n,
+                  .index = (uint32_t)sh->index,
+                  .partitions = (uint32_t)s->o.partitions,
+                  .nheads = (uint32_t)sh->nheads,
+                  .fingerprint = rule_layout_fingerprint(rs),
+                  .source_len = strlen(rs->source),
+                  .path_len = strlen(rs->path)};
+    memcpy(h.magic, CKPT_MAGIC, 8);
+    h.check = onr_hash64(&h, sizeof(h), 0x73686472);
+    bool ok = fwrite(&h, sizeof(h), 1, f) == 1;
+    for (int i = 0; ok && i < sh->nheads; i++) {
+        uint64_t pair[2] = {(uint64_t)sh->heads[i].p, atomic_load(&s->consumed[sh->heads[i].p])};
+        ok = fwrite(pair, sizeof(pair), 1, f) == 1;
+    }
+    ok = ok && fwrite(rs->source, 1, h.source_len, f) == h.source_len &&
+         fwrite(rs->path, 1, h.path_len, f) == h.path_len;
+    if (!ok) {
+        rc = errno ? -errno : -EIO;
+        fclose(f);
+        goto fail;
+    }
+    rc = eng_save(sh->e, f);
+    if (!rc && fflush(f) != 0)
+        rc = -errno;
+    if (!rc && fsync(fileno(f)) != 0)
+        rc = -errno;
+    if (fclose(f) != 0 && !rc)
+        rc = -errno;
+    if (rc)
+        goto fail;
+    if (rename(tmp, path) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    rc = fsync_dir(s->edir);
+    if (rc)
+        goto fail;
+    sh->dirty = false;
+    if (src->retain)
+        for (int i = 0; i < sh->nheads; i++)
+            src->retain(src->ctx, sh->heads[i].p, atomic_load(&s->consumed[sh->heads[i].p]));
+    return 1;
+fail:
+    unlink(tmp);
+    logf_(s, "error", "shard %d: writing its checkpoint %s failed: %s", sh->index, path,
+          strerror(-rc));
+    if (!s->ckpt_error)
+        s->ckpt_error = rc;
+    return rc;
+}
+
+/* Loads the shard's checkpoint when there is one: fills the offsets and the engine. Rules
+ * that lay profiles out differently from the checkpoint's are reached by loading under the
+ * checkpoint's own rules and reloading. Returns 0 (loaded, or none) or a negative code. */
+static int load_checkpoint(shard *sh, uint64_t *offsets, bool *found, char *err, size_t errlen)
+{
+    shard_set *s = sh->set;
+    char path[4096];
+    ckpt_path(sh, path, sizeof(path));
+    *found = false;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            return 0;
+        int e = errno;
+        snprintf(err, errlen, "cannot open the checkpoint %s: %s", path, strerror(e));
+        return -e;
+    }
+    int rc = ONR_E_INVALID;
+    char *source = NULL, *rpath = NULL;
+    rule_set *old = NULL;
+    eng *e = NULL;
+    ckpt_hdr h;
+    if (fread(&h, sizeof(h), 1, f) != 1 || memcmp(h.magic, CKPT_MAGIC, 8) != 0) {
+        snprintf(err, errlen, "%s is not a shard checkpoint", path);
+        goto out;
+    }
+    uint64_t check = h.check;
+    h.check = 0;
+    if (onr_hash64(&h, sizeof(h), 0x73686472) != check || h.nheads != (uint32_t)sh->nheads ||
+        h.shards != (uint32_t)s->n || h.index != (uint32_t)sh->index ||
+        h.partitions != (uint32_t)s->o.partitions || h.source_len > (64u << 20) ||
+        h.path_len > 4096) {
+        snprintf(err, errlen, "%s is damaged or belongs to another shard layout", path);
+        goto out;
+    }
+    for (int i = 0; i < sh->nheads; i++) {
+        uint64_t pair[2];
+        if (fread(pair, sizeof(pair), 1, f) != 1 || pair[0] != (uint64_t)sh->heads[i].p) {
+            snprintf(err, errlen, "%s is damaged (partition offsets)", path);
+            goto out;
+        }
+        offsets[i] = pair[1];
+    }
+    source = onr_malloc(h.source_len + 1);
+    rpath = onr_malloc(h.path_len + 1);
+    if (fread(source, 1, h.source_len, f) != h.source_len ||
+        fread(rpath, 1, h.path_len, f) != h.path_len) {
+        snprintf(err, errlen, "%s is damaged (rules)", path);
+        goto out;
+    }
+    source[h.source_len] = 0;
+    rpath[h.path_len] = 0;
+    const rule_set *under = s->rules;
+    if (h.fingerprint != rule_layout_fingerprint(s->rules)) {
+        onr_buf errs = {0};
+        if (rule_compile(rpath, source, h.source_len, &old, &errs) != 0) {
+            snprintf(err, errlen, "%s: the rules it was written under no longer compile", path);
+            onr_buf_free(&errs);
+            goto out;
+        }
+        onr_buf_free(&errs);
+        under = old;
+    }
+    eng_opts eo;
+    eng_opts_default(&eo);
+    eo.session_timeout_ms = s->o.session_timeout_ms;
+    e = eng_new(under, &eo, on_output, sh);
+    char why[256];
+    rc = eng_load(e, f, why, sizeof(why));
+    if (rc) {
+        snprintf(err, errlen, "%s: %s", path, why);
+        goto out;
+    }
+    if (old) {
+        rc = eng_reload(e, s->rules, why, sizeof(why));
+        if (rc) {
+            snprintf(err, errlen, "%s: moving its users to the current rules failed: %s", path,
+                     why);
+            goto out;
+        }
+        logf_(s, "info", "shard %d: checkpoint written under other rules; users moved to %s",
+              sh->index, s->rules->path);
+    }
+    eng_free(sh->e);
+    sh->e = e;
+    e = NULL;
+    *found = true;
+    rc = 0;
+out:
+    eng_free(e);
+    rule_free(old);
+    onr_free(source);
+    onr_free(rpath);
+    fclose(f);
+    return rc;
+}
+
+/* ---- running records */
+
+static void decode_head(shard *sh, head *hd)
+{
+    char err[256];
+    hd->valid = false;
+    for (;;) {
+        /* ingest bounds what it stores (--max-event-bytes, plus what it fills in): the
+         * replay limit on a message's size does not apply to the log */
+        jval root;
+        if (jdoc_parse(hd->doc, hd->rec, hd->len, &root, err, sizeof(err)) == 0 &&
+            trk_decode_value(root, &sh->rs->schema, -1, &hd->ev, err, sizeof(err)) == 0) {
+            hd->recv_ms = hd->ev.received_ms ? hd->ev.received_ms : hd->ev.ts_ms;
+            hd->valid = true;
+            return;
+        }
+        /* ingest validated it: only a record written by something else gets here */
+        sh->decode_errors++;
+        logf_(sh->set, "warn", "partition %d offset %llu: record skipped: %s", hd->p,
+              (unsigned long long)hd->off, err);
+        atomic_store(&sh->set->consumed[hd->p], hd->off + 1);
+        int rc = sh->set->o.src.next(hd->reader, &hd->rec, &hd->len, &hd->off);
+        if (rc != 1)
+            return;
+    }
+}
+
+static void fill(shard *sh, head *hd)
+{
+    if (hd->valid)
+        return;
+    int rc = sh->set->o.src.next(hd->reader, &hd->rec, &hd->len, &hd->off);
+    if (rc == 1) {
+        decode_head(sh, hd);
+    } else if (rc < 0) {
+        sh->read_errors++;
+        if (!sh->read_error_logged)
+            logf_(sh->set, "error", "partition %d: reading the log failed: %s", hd->p,
+                  strerror(-rc));
+        sh->read_error_logged = true;
+    }
+}
+
+static void remember_event(shard *sh, const trk_event *ev)
+{
+    recent_event *r = &sh->events[sh->nevents++ % RECENT_EVENTS];
+    r->uid = id_digest(ev->user_id);
+    r->aid = id_digest(ev->anon_id);
+    r->ts_ms = ev->ts_ms;
+    r->kind = (uint8_t)ev->kind;
+    trk_str other = ev->kind == TRK_ALIAS ? ev->previous_id : ev->anon_id;
+    if (ev->user_id.n && other.n && (ev->kind == TRK_IDENTIFY || ev->kind == TRK_ALIAS)) {
+        recent_join *j = &sh->joins[sh->njoins++ % RECENT_JOINS];
+        j->from = id_digest(other);
+        j->to = r->uid;
+    }
+    size_t n = ONR_MIN(ev->name.n, NAME_KEEP - 1);
+    memcpy(r->name, ev->name.p, n);
+    r->name[n] = 0;
+}
+
+/* Runs up to BATCH records received before wm, in receive order (ties by partition).
+ * Returns how many ran; *early says a record is read but not yet below the watermark. */
+static int run_batch(shard *sh, int64_t wm, bool *early)
+{
+    shard_set *s = sh->set;
+    int ran = 0;
+    while (ran < BATCH) {
+        head *best = NULL;
+        for (int i = 0; i < sh->nheads; i++) {
+            head *hd = &sh->heads[i];
+            fill(sh, hd);
+            if (hd->valid && hd->recv_ms >= wm)
+                *early = true;
+            else if (hd->valid && (!best || hd->recv_ms < best->recv_ms))
+                best = hd;
+        }
+        if (!best)
+            break;
+        trk_event *ev = &best->ev;
+        int64_t at = best->recv_ms - s->o.lateness_ms;
+        if (at > eng_clock(sh->e))
+            eng_advance(sh->e, at);
+        if (ev->ts_ms > best->recv_ms)
+            ev->ts_ms = best->recv_ms; /* an event cannot happen after it was received */
+        eng_process(sh->e, ev);
+        remember_event(sh, ev);
+        atomic_store(&s->consumed[best->p], best->off + 1);
+        best->valid = false;
+        sh->dirty = true;
+        ran++;
+    }
+    return ran;
+}
+
+/* ---- queries */
+
+static bool has_id(const uint64_t *ids, int n, uint64_t d)
+{
+    for (int i = 0; i < n; i++)
+        if (ids[i] == d)
+            return true;
+    return false;
+}
+
+/* The digests of the ids a user was known by lately: the asked one, the canonical key, and
+ * the ids recent identify and alias calls joined to them. Returns their count. */
+static int user_ids(const shard *sh, uint64_t *ids, uint64_t want, uint64_t canon)
+{
+    int n = 0;
+    ids[n++] = want;
+    if (canon && canon != want)
+        ids[n++] = canon;
+    uint64_t joins = ONR_MIN(sh->njoins, (uint64_t)RECENT_JOINS);
+    for (int pass = 0, grew = 1; grew && pass < 4; pass++) {
+        grew = 0;
+        for (uint64_t i = 0; i < joins && n < USER_IDS; i++) {
+            const recent_join *j = &sh->joins[i];
+            if (has_id(ids, n, j->to) && !has_id(ids, n, j->from)) {
+                ids[n++] = j->from;
+                grew = 1;
+            }
+        }
+    }
+    return n;
+}
+
+static void answer_user(shard *sh, query *q)
+{
+    q->rc = eng_user_json(sh->e, q->key, q->klen, q->out);
+    if (q->rc)
+        return;
+    /* "...}" -> add the recent events and fires before the closing brace */
+    q->out->len--;
+    uint64_t want = id_digest((trk_str){q->key, (uint32_t)q->klen});
+    /* the canonical key too: events sent under it after an identify */
+    size_t cn = 0;
+    const char *ck = eng_user_canonical(sh->e, q->key, q->klen, &cn);
+    uint64_t canon = ck ? id_digest((trk_str){ck, (uint32_t)cn}) : 0;
+    uint64_t ids[USER_IDS];
+    int nids = user_ids(sh, ids, want, canon);
+    onr_buf_puts(q->out, ",\"recent_events\":[");
+    uint64_t n = ONR_MIN(sh->nevents, (uint64_t)RECENT_EVENTS);
+    int shown = 0;
+    for (uint64_t i = 0; i < n && shown < 50; i++) {
+        const recent_event *r = &sh->events[(sh->nevents - 1 - i) % RECENT_EVENTS];
+        if (!has_id(ids, nids, r->uid) && !has_id(ids, nids, r->aid))
+            continue;
+        char t[32];
+        onr_time_format(r->ts_ms, t);
+        onr_buf_printf(q->out, "%s{\"type\":\"%s\",\"at\":\"%s\"", shown++ ? "," : "",
+                       trk_kind_name((trk_kind)r->kind), t);
+        if (r->name[0]) {
+            onr_buf_puts(q->out, ",\"name\":");
+            jw_strz(q->out, r->name);
+        }
+        onr_buf_putc(q->out, '}');
+    }
+    onr_buf_puts(q->out, "],\"recent_fires\":[");
+    n = ONR_MIN(sh->nfires, (uint64_t)RECENT_FIRES);
+    shown = 0;
+    for (uint64_t i = 0; i < n && shown < 50; i++) {
+        const recent_fire *f = &sh->fires[(sh->nfires - 1 - i) % RECENT_FIRES];
+        if (!has_id(ids, nids, f->user))
+            continue;
+        char t[32];
+        onr_time_format(f->at_ms, t);
+        onr_buf_printf(q->out, "%s{\"id\":\"%016llx\",\"trigger\":", shown++ ? "," : "",
+                       (unsigned long long)f->id);
+        jw_strz(q->out, f->trigger);
+        onr_buf_printf(q->out, ",\"at\":\"%s\",\"held_out\":%s}", t,
+                       f->held_out ? "true" : "false");
+    }
+    onr_buf_puts(q->out, "]}");
+}
+
+static void answer(shard *sh, query *q)
+{
+    switch (q->kind) {
+    case Q_USER:
+        answer_user(sh, q);
+        break;
+    case Q_EXPLAIN: {
+        onr_buf probe = {0};
+        q->rc = eng_user_json(sh->e, q->key, q->klen, &probe);
+        onr_buf_free(&probe);
+        if (q->rc)
+            break;
+        char *key = onr_malloc(q->klen + 1);
+        memcpy(key, q->key, q->klen);
+        key[q->klen] = 0;
+        eng_explain_watch(sh->e, key);
+        onr_free(key);
+        eng_explain(sh->e, q->out);
+        break;
+    }
+    case Q_COUNTS: {
+        const rule_set *rs = sh->rs;
+        uint64_t *seg = onr_calloc((size_t)rs->nsegments + 1, sizeof(uint64_t));
+        uint64_t *fi = onr_calloc((size_t)rs->ntriggers + 1, sizeof(uint64_t));
+        uint64_t *he = onr_calloc((size_t)rs->ntriggers + 1, sizeof(uint64_t));
+        eng_segment_sizes(sh->e, seg);
+        eng_trigger_counts(sh->e, fi, he);
+        for (int i = 0; i < rs->nsegments; i++)
+            q->seg[i] += seg[i];
+        for (int i = 0; i < rs->ntriggers; i++) {
+            q->fires[i] += fi[i];
+            q->held[i] += he[i];
+        }
+        onr_free(seg);
+        onr_free(fi);
+        onr_free(he);
+        eng_get_stats(sh->e, &q->st);
+        q->suppressed = sh->suppressed;
+        q->decode_errors = sh->decode_errors;
+        break;
+    }
+    case Q_RELOAD:
+        q->rc = eng_reload(sh->e, q->rs, q->err, q->errlen);
+        if (!q->rc) {
+            sh->rs = q->rs;
+            for (int i = 0; i < sh->nheads; i++)
+                if (sh->heads[i].valid)
+                    decode_head(sh, &sh->heads[i]); /* the new rules read other fields */
+            sh->dirty = true;
+        }
+        break;
+    default:
+        q->rc = ONR_E_INVALID;
+        break;
+    }
+}
+
+static void serve_query(shard *sh)
+{
+    pthread_mutex_lock(&sh->mu);
+    query *q = sh->q;
+    pthread_mutex_unlock(&sh->mu);
+    if (!q)
+        return;
+    answer(sh, q);
+    pthread_mutex_lock(&sh->mu);
+    q->done = true;
+    sh->q = NULL;
+    pthread_cond_broadcast(&sh->answered);
+    pthread_mutex_unlock(&sh->mu);
+}
+
+/* Asks shard sh and waits for the answer. Callers hold s->qmu. */
+static void ask(shard *sh, query *q)
+{
+    pthread_mutex_lock(&sh->mu);
+    q->done = false;
+    sh->q = q;
+    pthread_cond_signal(&sh->wake);
+    while (!q->done)
+        pthread_cond_wait(&sh->answered, &sh->mu);
+    pthread_mutex_unlock(&sh->mu);
+}
+
+/* ---- the shard thread */
+
+static bool caught_up(shard *sh)
+{
+    for (int i = 0; i < sh->nheads; i++)
+        if (atomic_load(&sh->set->consumed[sh->heads[i].p]) < sh->ready_at[i])
+            return false;
+    return true;
+}
+
+/* Sleeps until notified, asked, stopped or ms pass. With shard_notify this is the usual
+ * pairing: each side writes its flag, then reads the other's, so one of them sees the other
+ * and no wake is lost, while a busy shard costs a notifier no lock. */
+static void wait_for_work(shard *sh, int64_t ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    until.tv_sec += ms / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&sh->mu);
+    atomic_store(&sh->sleeping, true);
+    while (!atomic_load(&sh->notified) && !sh->q && !atomic_load(&sh->set->stop))
+        if (pthread_cond_timedwait(&sh->wake, &sh->mu, &until) == ETIMEDOUT)
+            break;
+    atomic_store(&sh->sleeping, false);
+    pthread_mutex_unlock(&sh->mu);
+    atomic_store(&sh->notified, false);
+}
+
+static void wake(shard *sh)
+{
+    atomic_store(&sh->notified, true);
+    if (!atomic_load(&sh->sleeping))
+        return;
+    pthread_mutex_lock(&sh->mu);
+    pthread_cond_signal(&sh->wake);
+    pthread_mutex_unlock(&sh->mu);
+}
+
+/* Checkpoints when one is due. Returns true while one waits for the log to make the offsets
+ * run durable: the shard then holds further records (under everysec, up to about a second;
+ * past CKPT_WAIT_MS it gives up until the next interval). */
+static bool checkpoint_due(shard *sh, int64_t *last)
+{
+    shard_set *s = sh->set;
+    int64_t now = mono_ms();
+    if (!sh->dirty || now - *last < s->o.checkpoint_ms)
+        return false;
+    int rc = checkpoint(sh);
+    if (rc == 0 && !sh->ckpt_wait_since) {
+        sh->ckpt_wait_since = now;
+        return true;
+    }
+    if (rc == 0 && now - sh->ckpt_wait_since <= CKPT_WAIT_MS)
+        return true;
+    if (rc == 0)
+        logf_(s, "warn",
+              "shard %d: checkpoint skipped: the log did not fsync what ran within %d ms",
+              sh->index, CKPT_WAIT_MS);
+    *last = now; /* written, failed, or given up: the next one after an interval */
+    sh->ckpt_wait_since = 0;
+    return false;
+}
+
+static void *shard_main(void *arg)
+{
+    shard *sh = arg;
+    shard_set *s = sh->set;
+    const shard_source *src = &s->o.src;
+    int64_t last_ckpt = mono_ms();
+    for (;;) {
+        serve_query(sh);
+        bool stopping = atomic_load(&s->stop);
+        /* at stop, ingest is closed: everything in the log is ready to run */
+        int64_t wm = stopping ? INT64_MAX : src->watermark(src->ctx);
+        if (wm < 0)
+            wm = sh->last_wm;
+        else if (wm > sh->last_wm)
+            sh->last_wm = wm;
+        bool holding = !stopping && checkpoint_due(sh, &last_ckpt), early = false;
+        int ran = holding ? 0 : run_batch(sh, wm, &early);
+        if (!sh->ready && caught_up(sh)) {
+            sh->ready = true;
+            atomic_fetch_add(&s->nready, 1);
+        }
+        if (ran == BATCH)
+            continue;
+        if (stopping)
+            break;
+        /* nothing below the watermark is left: the clock may follow it */
+        if (!holding && wm - s->o.lateness_ms > eng_clock(sh->e))
+            eng_advance(sh->e, wm - s->o.lateness_ms);
+        /* a record waits for the watermark (the next millisecond, or a request finishing) */
+        if (ran == 0)
+            wait_for_work(sh, holding || early ? 1 : IDLE_WAIT_MS);
+    }
+    /* the final checkpoint waits (briefly) for the log to make the offsets durable */
+    for (int tries = 0; sh->dirty && tries < 300; tries++) {
+        if (checkpoint(sh) != 0)
+            break;
+        struct timespec ts = {0, 10 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (sh->dirty)
+        logf_(s, "warn",
+              "shard %d: stopped without a final checkpoint; the next start runs "
+              "more of the log",
+              sh->index);
+    return NULL;
+}
+
+/* ---- set up and tear down */
+
+static int mkdir_one(const char *path)
+{
+    if (mkdir(path, 0755) == 0 || errno == EEXIST)
+        return 0;
+    return -errno;
+}
+
+static void shard_free_one(shard *sh)
+{
+    const shard_source *src = &sh->set->o.src;
+    for (int i = 0; i < sh->nheads; i++) {
+        if (sh->heads[i].reader)
+            src->close(sh->heads[i].reader);
+        jdoc_free(sh->heads[i].doc);
+    }
+    onr_free(sh->heads);
+    onr_free(sh->ready_at);
+    onr_free(sh->events);
+    onr_free(sh->fires);
+    onr_free(sh->joins);
+    eng_free(sh->e);
+    pthread_mutex_destroy(&sh->mu);
+    pthread_cond_destroy(&sh->wake);
+    pthread_cond_destroy(&sh->answered);
+}
+
+static void set_free(shard_set *s)
+{
+    for (int i = 0; i < s->n; i++)
+        shard_free_one(&s->sh[i]);
+    onr_free(s->sh);
+    onr_free((void *)s->consumed);
+    rule_free(s->rules);
+    trk_dedup_free(s->fired);
+    if (s->journal_fd >= 0)
+        close(s->journal_fd);
+    onr_free(s->edir);
+    pthread_mutex_destroy(&s->qmu);
+    pthread_mutex_destroy(&s->jmu);
+    onr_free(s);
+}
+
+static int init_shard(shard_set *s, int index, char *err, size_t errlen)
+{
+    shard *sh = &s->sh[index];
+    const shard_source *src = &s->o.src;
+    sh->set = s;
+    sh->index = index;
+    sh->rs = s->rules;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->wake, NULL);
+    pthread_cond_init(&sh->answered, NULL);
+    sh->events = onr_calloc(RECENT_EVENTS, sizeof(recent_event));
+    sh->fires = onr_calloc(RECENT_FIRES, sizeof(recent_fire));
+    sh->joins = onr_calloc(RECENT_JOINS, sizeof(recent_join));
+    for (int p = index; p < s->o.partitions; p += s->n)
+        sh->nheads++;
+    sh->heads = onr_calloc((size_t)sh->nheads + 1, sizeof(head));
+    sh->ready_at = onr_calloc((size_t)sh->nheads + 1, sizeof(uint64_t));
+    uint64_t *offsets = onr_calloc((size_t)sh->nheads + 1, sizeof(uint64_t));
+    for (int i = 0; i < sh->nheads; i++) {
+        sh->heads[i].p = index + i * s->n;
+        sh->heads[i].doc = jdoc_new(MAX_RECORD);
+        offsets[i] = src->start(src->ctx, sh->heads[i].p);
+    }
+    eng_opts eo;
+    eng_opts_default(&eo);
+    eo.session_timeout_ms = s->o.session_timeout_ms;
+    sh->e = eng_new(s->rules, &eo, on_output, sh);
+    bool found;
+    int rc = load_checkpoint(sh, offsets, &found, err, errlen);
+    if (rc)
+        goto out;
+    uint64_t behind = 0;
+    for (int i = 0; i < sh->nheads; i++) {
+        head *hd = &sh->heads[i];
+        uint64_t start = src->start(src->ctx, hd->p);
+        if (!found && start > 0)
+            logf_(s, "warn",
+                  "partition %d: no checkpoint, and the log before offset %llu is gone; "
+                  "profiles are rebuilt from what remains",
+                  hd->p, (unsigned long long)start);
+        uint64_t end = src->end(src->ctx, hd->p);
+        if (offsets[i] > end) {
+            snprintf(err, errlen,
+                     "partition %d: the checkpoint has run the log to offset %llu, but the log "
+                     "ends at %llu (records it had fsynced are gone); move %s away to rebuild "
+                     "from the log",
+                     hd->p, (unsigned long long)offsets[i], (unsigned long long)end, s->edir);
+            rc = ONR_E_INVALID;
+            goto out;
+        }
+        rc = src->open(src->ctx, hd->p, offsets[i], &hd->reader);
+        if (rc) {
+            snprintf(err, errlen, "partition %d: cannot read the log from offset %llu: %s", hd->p,
+                     (unsigned long long)offsets[i],
+                     rc == ONR_E_NOTFOUND   ? "retention deleted it"
+                     : rc < 0 && rc > -4096 ? strerror(-rc)
+                                            : "bad offset");
+            goto out;
+        }
+        atomic_store(&s->consumed[hd->p], offsets[i]);
+        sh->ready_at[i] = src->end(src->ctx, hd->p);
+        behind += sh->ready_at[i] - offsets[i];
+    }
+    logf_(s, "info", "shard %d: %s; %llu records of the log to run before it is live", index,
+          found ? "checkpoint loaded" : "no checkpoint: starting empty",
+          (unsigned long long)behind);
+out:
+    onr_free(offsets);
+    return rc;
+}
+
+int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err, size_t errlen)
+{
+    shard_set *s = onr_calloc(1, sizeof(*s));
+    s->o = *o;
+    if (s->o.shards <= 0)
+        s->o.shards = 1;
+    if (s->o.shards > s->o.partitions)
+        s->o.shards = s->o.partitions;
+    if (s->o.checkpoint_ms <= 0)
+        s->o.checkpoint_ms = 30 * ONR_SECOND_MS;
+    if (s->o.lateness_ms < 0)
+        s->o.lateness_ms = 0;
+    else if (s->o.lateness_ms == 0)
+        s->o.lateness_ms = 2 * ONR_SECOND_MS;
+    if (s->o.session_timeout_ms <= 0)
+        s->o.session_timeout_ms = 30 * ONR_MINUTE_MS;
+    if (!s->o.max_lag)
+        s->o.max_lag = 1000000;
+    s->n = s->o.shards;
+    s->rules = rules;
+    s->journal_fd = -1;
+    pthread_mutex_init(&s->qmu, NULL);
+    pthread_mutex_init(&s->jmu, NULL);
+    s->consumed = onr_calloc((size_t)s->o.partitions, sizeof(*s->consumed));
+    s->fired = trk_dedup_new(FIRED_MAX, FIRED_WINDOW_MS);
+    size_t dl = strlen(o->dir);
+    s->edir = onr_malloc(dl + 8);
+    snprintf(s->edir, dl + 8, "%s/engine", o->dir);
+    s->sh = onr_calloc((size_t)s->n, sizeof(shard));
+    int rc = mkdir_one(s->edir);
+    if (rc) {
+        snprintf(err, errlen, "cannot create %s: %s", s->edir, strerror(-rc));
+        goto fail;
+    }
+    if ((rc = journal_open(s, err, errlen)))
+        goto fail;
+    for (int i = 0; i < s->n; i++)
+        if ((rc = init_shard(s, i, err, errlen)))
+            goto fail;
+    for (int i = 0; i < s->n; i++) {
+        rc = -pthread_create(&s->sh[i].thread, NULL, shard_main, &s->sh[i]);
+        if (rc) {
+            snprintf(err, errlen, "cannot start a shard thread: %s", strerror(-rc));
+            atomic_store(&s->stop, true);
+            for (int j = 0; j < i; j++)
+                pthread_join(s->sh[j].thread, NULL);
+            goto fail;
+        }
+        s->sh[i].started = true;
+    }
+    *out = s;
+    return 0;
+fail:
+    s->rules = NULL; /* the caller keeps its rules on failure */
+    set_free(s);
+    return rc;
+}
+
+int shard_stop(shard_set *s)
+{
+    atomic_store(&s->stop, true);
+    for (int i = 0; i < s->n; i++) {
+        shard *sh = &s->sh[i];
+        pthread_mutex_lock(&sh->mu);
+        pthread_cond_signal(&sh->wake);
+        pthread_mutex_unlock(&sh->mu);
+    }
+    for (int i = 0; i < s->n; i++)
+        if (s->sh[i].started)
+            pthread_join(s->sh[i].thread, NULL);
+    int rc = s->ckpt_error;
+    set_free(s);
+    return rc;
+}
+
+void shard_notify(shard_set *s, int p)
+{
+    wake(&s->sh[p % s->n]);
+}
+
+int shard_admit(shard_set *s, int p)
+{
+    uint64_t end = s->o.src.end(s->o.src.ctx, p), done = atomic_load(&s->consumed[p]);
+    return end > done && end - done > s->o.max_lag ? 1 : 0;
+}
+
+bool shard_ready(shard_set *s)
+{
+    return atomic_load(&s->nready) == s->n;
+}
+
+/* ---- the management side */
+
+int shard_reload(shard_set *s, rule_set *rules, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&s->qmu);
+    int rc = 0;
+    for (int i = 0; i < s->n && !rc; i++) {
+        query q = {.kind = Q_RELOAD, .rs = rules, .err = err, .errlen = errlen};
+        ask(&s->sh[i], &q);
+        rc = q.rc;
+    }
+    if (!rc) {
+        rule_set *old = s->rules;
+        s->rules = rules;
+        rule_free(old);
+        logf_(s, "info", "rules reloaded from %s", rules->path);
+    }
+    pthread_mutex_unlock(&s->qmu);
+    return rc;
+}
+
+void shard_rules_source(shard_set *s, onr_buf *out_path, onr_buf *out_source)
+{
+    pthread_mutex_lock(&s->qmu);
+    onr_buf_puts(out_path, s->rules->path);
+    onr_buf_puts(out_source, s->rules->source);
+    pthread_mutex_unlock(&s->qmu);
+}
+
+static int ask_each(shard_set *s, int kind, const char *key, size_t klen, onr_buf *out)
+{
+    pthread_mutex_lock(&s->qmu);
+    int rc = ONR_E_NOTFOUND;
+    for (int i = 0; i < s->n && rc == ONR_E_NOTFOUND; i++) {
+        query q = {.kind = kind, .key = key, .klen = klen, .out = out};
+        ask(&s->sh[i], &q);
+        rc = q.rc;
+    }
+    pthread_mutex_unlock(&s->qmu);
+    return rc;
+}
+
+int shard_user(shard_set *s, const char *key, size_t klen, onr_buf *out)
+{
+    return ask_each(s, Q_USER, key, klen, out);
+}
+
+int shard_explain(shard_set *s, const char *key, size_t klen, onr_buf *out)
+{
+    return ask_each(s, Q_EXPLAIN, key, klen, out);
+}
+
+typedef struct counts {
+    uint64_t *seg, *fires, *held;
+    eng_stats st;
+    uint64_t suppressed, decode_errors;
+} counts;
+
+/* Sums every shard's counters; callers hold s->qmu (the rules cannot change meanwhile). */
+static void gather(shard_set *s, counts *c)
+{
+    const rule_set *rs = s->rules;
+    memset(c, 0, sizeof(*c));
+    c->seg = onr_calloc((size_t)rs->nsegments + 1, sizeof(uint64_t));
+    c->fires = onr_calloc((size_t)rs->ntriggers + 1, sizeof(uint64_t));
+    c->held = onr_calloc((size_t)rs->ntriggers + 1, sizeof(uint64_t));
+    for (int i = 0; i < s->n; i++) {
+        query q = {.kind = Q_COUNTS, .seg = c->seg, .fires = c->fires, .held = c->held};
+        ask(&s->sh[i], &q);
+        c->st.events += q.st.events;
+        c->st.users += q.st.users;
+        c->st.merges += q.st.merges;
+        c->st.bytes += q.st.bytes;
+        c->suppressed += q.suppressed;
+        c->decode_errors += q.decode_errors;
+    }
+}
+
+static void counts_free(counts *c)
+{
+    onr_free(c->seg);
+    onr_free(c->fires);
+    onr_free(c->held);
+}
+
+void shard_segments_json(shard_set *s, onr_buf *out)
+{
+    pthread_mutex_lock(&s->qmu);
+    counts c;
+    gather(s, &c);
+    const rule_set *rs = s->rules;
+    onr_buf_puts(out, "{\"segments\":[");
+    for (int i = 0; i < rs->nsegments; i++) {
+        onr_buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
+        jw_strz(out, rs->segments[i].name);
+        onr_buf_printf(out, ",\"members\":%llu}", (unsigned long long)c.seg[i]);
+    }
+    onr_buf_printf(out, "],\"users\":%llu}", (unsigned long long)c.st.users);
+    counts_free(&c);
+    pthread_mutex_unlock(&s->qmu);
+}
+
+void shard_triggers_json(shard_set *s, onr_buf *out)
+{
+    pthread_mutex_lock(&s->qmu);
+    counts c;
+    gather(s, &c);
+    const rule_set *rs = s->rules;
+    onr_buf_puts(out, "{\"triggers\":[");
+    for (int i = 0; i < rs->ntriggers; i++) {
+        onr_buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
+        jw_strz(out, rs->triggers[i].name);
+        onr_buf_printf(out, ",\"fires\":%llu,\"held_out\":%llu,\"holdout_percent\":%g}",
+                       (unsigned long long)c.fires[i], (unsigned long long)c.held[i],
+                       rs->triggers[i].holdout_bp / 100.0);
+    }
+    onr_buf_puts(out, "]}");
+    counts_free(&c);
+    pthread_mutex_unlock(&s->qmu);
+}
+
+static void prom_label(onr_buf *out, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            onr_buf_putc(out, '\\');
+        if (*v == '\n')
+            onr_buf_puts(out, "\\n");
+        else
+            onr_buf_putc(out, *v);
+    }
+}
+
+void shard_metrics(shard_set *s, onr_buf *out)
+{
+    pthread_mutex_lock(&s->qmu);
+    counts c;
+    gather(s, &c);
+    const rule_set *rs = s->rules;
+    onr_buf_printf(out,
+                   "# HELP onramp_engine_events_total Events run by the engine.\n"
+                   "# TYPE onramp_engine_events_total counter\n"
+                   "onramp_engine_events_total %llu\n"
+                   "# HELP onramp_engine_users Profiles held (merged ones excluded).\n"
+                   "# TYPE onramp_engine_users gauge\n"
+                   "onramp_engine_users %llu\n"
+                   "# HELP onramp_engine_user_bytes Memory held for profiles and their keys.\n"
+                   "# TYPE onramp_engine_user_bytes gauge\n"
+                   "onramp_engine_user_bytes %llu\n"
+                   "# HELP onramp_engine_identity_merges_total Profiles merged by identify or "
+                   "alias.\n"
+                   "# TYPE onramp_engine_identity_merges_total counter\n"
+                   "onramp_engine_identity_merges_total %llu\n"
+                   "# HELP onramp_engine_fires_suppressed_total Fires found in the journal "
+                   "while running the log after a restart (recorded before it).\n"
+                   "# TYPE onramp_engine_fires_suppressed_total counter\n"
+                   "onramp_engine_fires_suppressed_total %llu\n"
+                   "# HELP onramp_engine_records_skipped_total Log records that did not "
+                   "decode.\n"
+                   "# TYPE onramp_engine_records_skipped_total counter\n"
+                   "onramp_engine_records_skipped_total %llu\n",
+                   (unsigned long long)c.st.events, (unsigned long long)c.st.users,
+                   (unsigned long long)c.st.bytes, (unsigned long long)c.st.merges,
+                   (unsigned long long)c.suppressed, (unsigned long long)c.decode_errors);
+    onr_buf_puts(out, "# HELP onramp_segment_members Users in each segment.\n"
+                      "# TYPE onramp_segment_members gauge\n");
+    for (int i = 0; i < rs->nsegments; i++) {
+        onr_buf_puts(out, "onramp_segment_members{segment=\"");
+        prom_label(out, rs->segments[i].name);
+        onr_buf_printf(out, "\"} %llu\n", (unsigned long long)c.seg[i]);
+    }
+    onr_buf_puts(out, "# HELP onramp_trigger_fires_total Fires per trigger, held out included.\n"
+                      "# TYPE onramp_trigger_fires_total counter\n");
+    for (int i = 0; i < rs->ntriggers; i++) {
+        onr_buf_puts(out, "onramp_trigger_fires_total{trigger=\"");
+        prom_label(out, rs->triggers[i].name);
+        onr_buf_printf(out, "\"} %llu\n", (unsigned long long)c.fires[i]);
+    }
+    onr_buf_puts(out, "# HELP onramp_trigger_held_out_total Fires held out by a holdout.\n"
+                      "# TYPE onramp_trigger_held_out_total counter\n");
+    for (int i = 0; i < rs->ntriggers; i++) {
+        onr_buf_puts(out, "onramp_trigger_held_out_total{trigger=\"");
+        prom_label(out, rs->triggers[i].name);
+        onr_buf_printf(out, "\"} %llu\n", (unsigned long long)c.held[i]);
+    }
+    onr_buf_puts(out, "# HELP onramp_engine_lag_records Records in the log not yet run, per "
+                      "partition.\n"
+                      "# TYPE onramp_engine_lag_records gauge\n");
+    for (int p = 0; p < s->o.partitions; p++) {
+        uint64_t end = s->o.src.end(s->o.src.ctx, p), done = atomic_load(&s->consumed[p]);
+        onr_buf_printf(out, "onramp_engine_lag_records{partition=\"%d\"} %llu\n", p,
+                       (unsigned long long)(end > done ? end - done : 0));
+    }
+    counts_free(&c);
+    pthread_mutex_unlock(&s->qmu);
+}

@@ -1,0 +1,109 @@
+/*
+ * shard.h - the live engine of `onramp serve`: shard threads, each owning a fixed set of
+ * partitions and one engine for every user in them. A shard reads its partitions' records
+ * through a source (the embedded event log; Kafka later), runs them in the order they were
+ * received, moves the engine's clock with the wall clock so that absences fire without
+ * traffic, writes checkpoints holding the log offsets they cover, remembers the ids of the
+ * fires it recorded, and answers queries and rule reloads between events. Nothing else
+ * touches its users. Semantics and files: docs/operations.md, "The live engine".
+ */
+#ifndef ONR_SHARD_H
+#define ONR_SHARD_H
+
+#include "engine.h"
+
+typedef struct shard_set shard_set;
+
+/*
+ * Where records come from. Records are Segment messages as stored by ingest (JSON with a
+ * `receivedAt`). Offsets are per partition and dense. Every member is required.
+ */
+typedef struct shard_source {
+    /* Opens a reader of partition p at offset from: 0 or a negative code. */
+    int (*open)(void *ctx, int p, uint64_t from, void **reader);
+    /* 1 with the next record (valid until the next call), 0 when there is none yet, or a
+     * negative code. */
+    int (*next)(void *reader, const void **rec, size_t *len, uint64_t *offset);
+    void (*close)(void *reader);
+    uint64_t (*start)(void *ctx, int p);  /* the first offset still stored */
+    uint64_t (*end)(void *ctx, int p);    /* the next offset to be written */
+    uint64_t (*synced)(void *ctx, int p); /* offsets below this are durable */
+    /*
+     * The receive-time watermark: every record not yet readable was (or will be) received
+     * at or after it. Returns -1 when it cannot tell right now (call again). Shards run a
+     * record only once its receive time is below the watermark, so that the order of
+     * records, and with it every output, does not depend on thread timing.
+     */
+    int64_t (*watermark)(void *ctx);
+    /* Optional: called after a checkpoint covering partition p's records below offset, which
+     * the source may now delete under its retention policy. */
+    void (*retain)(void *ctx, int p, uint64_t offset);
+    void *ctx;
+} shard_source;
+
+/* Options; a zero member takes the default in brackets. */
+typedef struct shard_opts {
+    int shards;                 /* [1] threads; shard i owns partitions p with p % shards == i */
+    int partitions;             /* of the source; required */
+    const char *dir;            /* required: checkpoints and the fire journal live here */
+    int64_t checkpoint_ms;      /* [30 s] between checkpoints */
+    int64_t lateness_ms;        /* [2 s] how far behind the newest receive time the clock runs */
+    int64_t session_timeout_ms; /* [30 min] */
+    uint64_t max_lag;           /* [1,000,000] records behind per partition before shard_admit
+                                   asks senders to wait */
+    /* Operator-facing messages, from any thread (must be thread-safe); NULL: silent. */
+    void (*logf)(void *ctx, const char *level, const char *msg);
+    void *log_ctx;
+    shard_source src;
+} shard_opts;
+
+/*
+ * Starts the shards with rules (the set takes ownership). Each shard loads its checkpoint
+ * (dir/engine/shard-I-of-N.ckpt) when there is one - compiling the rules the checkpoint was
+ * written under when they differ from rules, and reloading from those - then runs the log
+ * from the checkpoint's offsets, and then follows it live. Fires whose ids are in the fire
+ * journal (dir/engine/fires.jsonl) are not recorded again. Returns 0 or a negative code with
+ * a message for people in err. Caller owns *out; shard_stop it.
+ */
+int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err, size_t errlen);
+
+/* Says that partition p has new records (wakes its shard). Any thread. */
+void shard_notify(shard_set *s, int p);
+
+/* 0 when partition p's shard keeps up, else the seconds a sender should wait (Retry-After). */
+int shard_admit(shard_set *s, int p);
+
+/* Whether every shard has run the log as far as it reached when the shard started. */
+bool shard_ready(shard_set *s);
+
+/*
+ * Swaps in new rules (taking ownership on success): every shard moves its users to them at
+ * a point between two events (eng_reload), then the old rules are freed. Returns 0 or a
+ * negative code with a message in err; on failure the running rules stay and the caller
+ * still owns rules.
+ */
+int shard_reload(shard_set *s, rule_set *rules, char *err, size_t errlen);
+
+/* The running rules' path and source text (appended). */
+void shard_rules_source(shard_set *s, onr_buf *out_path, onr_buf *out_source);
+
+/*
+ * Queries, answered by the owning shard between events. shard_user writes the user's
+ * profile (eng_user_json) with "recent_events" and "recent_fires" added; shard_explain the
+ * explain report (the user becomes their shard's explain user). Both return 0 or
+ * ONR_E_NOTFOUND.
+ */
+int shard_user(shard_set *s, const char *key, size_t klen, onr_buf *out);
+int shard_explain(shard_set *s, const char *key, size_t klen, onr_buf *out);
+/* {"segments":[{"name":..,"members":N}...]} and {"triggers":[{"name":..,"fires":N,
+ * "held_out":N}...]} over all shards. */
+void shard_segments_json(shard_set *s, onr_buf *out);
+void shard_triggers_json(shard_set *s, onr_buf *out);
+/* The engine's Prometheus metrics (text exposition format). */
+void shard_metrics(shard_set *s, onr_buf *out);
+
+/* Stops the shards after the records already readable, writes a final checkpoint and frees
+ * s. Returns 0 or the first checkpoint error. */
+int shard_stop(shard_set *s);
+
+#endif

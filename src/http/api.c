@@ -1,0 +1,325 @@
+/*
+ * api.c - the management API of `onramp serve` (JSON under /api/, bearer-token auth) and
+ * /metrics in Prometheus' text format: users, explain, segment sizes, trigger counts, the
+ * rules and their hot reload, and the counters of ingest, the event log and the engine.
+ * Everything about users is asked of the shard that owns them (shard.h). Endpoints:
+ * docs/api.md.
+ */
+#include "http/http_int.h"
+
+#include "base/json.h"
+#include "rules/rules.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+static const unsigned status_codes[HTTP_STATUS_KINDS] = {200, 400, 401, 404, 405, 413,
+                                                         415, 422, 429, 500, 503};
+
+void http__count(http_counters *c, unsigned status)
+{
+    for (int i = 0; i < HTTP_STATUS_KINDS; i++)
+        if (status_codes[i] == status) {
+            atomic_fetch_add(&c->by_status[i], 1);
+            return;
+        }
+}
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype,
+                             const char *body, size_t len)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == MHD_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"onramp\"");
+    http__answered(status);
+    enum MHD_Result r = MHD_queue_response(c, status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+static enum MHD_Result reply_buf(struct MHD_Connection *c, unsigned status, onr_buf *b)
+{
+    enum MHD_Result r = reply(c, status, "application/json", b->data ? b->data : "", b->len);
+    onr_buf_free(b);
+    return r;
+}
+
+static enum MHD_Result fail(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    onr_buf b = {0};
+    onr_buf_puts(&b, "{\"success\":false,\"error\":");
+    jw_strz(&b, msg);
+    onr_buf_putc(&b, '}');
+    return reply_buf(c, status, &b);
+}
+
+/* Compares in time independent of where the strings differ. */
+static bool token_eq(const char *a, const char *b)
+{
+    size_t an = strlen(a), bn = strlen(b);
+    unsigned char d = an != bn;
+    for (size_t i = 0; i < an; i++)
+        d |= (unsigned char)(a[i] ^ b[i % (bn ? bn : 1)]);
+    return d == 0;
+}
+
+static bool authorized(const http_opts *o, struct MHD_Connection *c)
+{
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0 || !o->admin_token || !*o->admin_token)
+        return false;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    return token_eq(h, o->admin_token);
+}
+
+/* ---- /metrics */
+
+static void metrics(http_server *s, onr_buf *out)
+{
+    const http_opts *o = http__opts(s);
+    http_counters *k = http__counters(s);
+    onr_buf_printf(out,
+                   "# HELP onramp_ingest_events_total Messages stored in the event log.\n"
+                   "# TYPE onramp_ingest_events_total counter\n"
+                   "onramp_ingest_events_total %llu\n"
+                   "# HELP onramp_ingest_duplicates_total Resent messages (a messageId seen "
+                   "lately) answered 200 and not stored again.\n"
+                   "# TYPE onramp_ingest_duplicates_total counter\n"
+                   "onramp_ingest_duplicates_total %llu\n"
+                   "# HELP onramp_http_responses_total Answers by HTTP status (ingest, probes "
+                   "and API).\n"
+                   "# TYPE onramp_http_responses_total counter\n",
+                   (unsigned long long)atomic_load(&k->events),
+                   (unsigned long long)atomic_load(&k->duplicates));
+    for (int i = 0; i < HTTP_STATUS_KINDS; i++)
+        onr_buf_printf(out, "onramp_http_responses_total{code=\"%u\"} %llu\n", status_codes[i],
+                       (unsigned long long)atomic_load(&k->by_status[i]));
+
+    struct elog_stats ls;
+    elog_stats(o->log, -1, &ls);
+    onr_buf_printf(out,
+                   "# HELP onramp_log_bytes Bytes of the event log on disk.\n"
+                   "# TYPE onramp_log_bytes gauge\n"
+                   "onramp_log_bytes %llu\n"
+                   "# HELP onramp_log_segments Segment files of the event log.\n"
+                   "# TYPE onramp_log_segments gauge\n"
+                   "onramp_log_segments %llu\n"
+                   "# HELP onramp_log_appended_bytes_total Framed bytes appended since start.\n"
+                   "# TYPE onramp_log_appended_bytes_total counter\n"
+                   "onramp_log_appended_bytes_total %llu\n"
+                   "# HELP onramp_log_records_total Records appended since start.\n"
+                   "# TYPE onramp_log_records_total counter\n"
+                   "onramp_log_records_total %llu\n"
+                   "# HELP onramp_log_errors_total Failed writes and fsyncs of the event log.\n"
+                   "# TYPE onramp_log_errors_total counter\n"
+                   "onramp_log_errors_total{op=\"write\"} %llu\n"
+                   "onramp_log_errors_total{op=\"fsync\"} %llu\n"
+                   "# HELP onramp_log_fsync_seconds Latency of the event log's fsyncs.\n"
+                   "# TYPE onramp_log_fsync_seconds histogram\n",
+                   (unsigned long long)ls.bytes, (unsigned long long)ls.segments,
+                   (unsigned long long)ls.appended_bytes, (unsigned long long)ls.records,
+                   (unsigned long long)ls.write_errors, (unsigned long long)ls.fsync_errors);
+    uint64_t cum = 0;
+    for (int i = 0; i < ELOG_FSYNC_BUCKETS; i++) {
+        cum += ls.fsync_hist[i];
+        uint64_t b = elog_fsync_bucket_us(i);
+        if (b == UINT64_MAX)
+            onr_buf_printf(out, "onramp_log_fsync_seconds_bucket{le=\"+Inf\"} %llu\n",
+                           (unsigned long long)cum);
+        else
+            onr_buf_printf(out, "onramp_log_fsync_seconds_bucket{le=\"%g\"} %llu\n", b / 1e6,
+                           (unsigned long long)cum);
+    }
+    onr_buf_printf(out,
+                   "onramp_log_fsync_seconds_sum %.6f\n"
+                   "onramp_log_fsync_seconds_count %llu\n",
+                   ls.fsync_us_sum / 1e6, (unsigned long long)ls.fsyncs);
+    shard_metrics(o->shards, out);
+}
+
+/* ---- routes */
+
+/* The rules of a PUT, written next to the rules file and renamed over it. */
+static int write_rules(const char *path, const char *src, size_t len, char *err, size_t errlen)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        goto fail;
+    for (size_t off = 0; off < len;) {
+        ssize_t w = write(fd, src + off, len - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            close(fd);
+            goto fail;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0)
+        goto fail;
+    return 0;
+fail:;
+    int e = errno;
+    unlink(tmp);
+    snprintf(err, errlen, "cannot write the rules file %s: %s", path, strerror(e));
+    return -e;
+}
+
+static enum MHD_Result put_rules(http_server *s, struct MHD_Connection *c, const char *body,
+                                 size_t len)
+{
+    const http_opts *o = http__opts(s);
+    const char *path = o->rules_path ? o->rules_path : "rules";
+    rule_set *rs = NULL;
+    onr_buf errs = {0};
+    int n = rule_compile(path, body, len, &rs, &errs);
+    onr_buf b = {0};
+    if (n != 0) {
+        onr_buf_printf(&b,
+                       "{\"success\":false,\"error\":\"the rules have %d error%s; the running "
+                       "rules stay\",\"errors\":",
+                       n, n == 1 ? "" : "s");
+        jw_str(&b, errs.data ? errs.data : "", errs.len);
+        onr_buf_putc(&b, '}');
+        onr_buf_free(&errs);
+        return reply_buf(c, 422, &b);
+    }
+    onr_buf_free(&errs);
+    char err[512];
+    if (o->rules_path && write_rules(o->rules_path, body, len, err, sizeof(err)) != 0) {
+        rule_free(rs);
+        return fail(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    int nseg = rs->nsegments, ntrig = rs->ntriggers;
+    if (shard_reload(o->shards, rs, err, sizeof(err)) != 0) {
+        rule_free(rs);
+        return fail(c, MHD_HTTP_INTERNAL_SERVER_ERROR, err);
+    }
+    onr_buf_printf(&b, "{\"success\":true,\"segments\":%d,\"triggers\":%d}", nseg, ntrig);
+    return reply_buf(c, MHD_HTTP_OK, &b);
+}
+
+/* /api/users/{id}[/explain]: the id, and whether explain was asked. */
+static bool user_path(const char *url, const char **id, size_t *n, bool *explain)
+{
+    const char *p = url + strlen("/api/users/");
+    const char *slash = strchr(p, '/');
+    *explain = false;
+    if (slash) {
+        if (strcmp(slash, "/explain") != 0)
+            return false;
+        *explain = true;
+        *n = (size_t)(slash - p);
+    } else {
+        *n = strlen(p);
+    }
+    *id = p;
+    return *n > 0;
+}
+
+static enum MHD_Result route(http_server *s, struct MHD_Connection *c, const char *url,
+                             const char *method, const char *body, size_t len)
+{
+    const http_opts *o = http__opts(s);
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    onr_buf b = {0};
+    if (strcmp(url, "/metrics") == 0) {
+        if (!get)
+            return fail(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
+        metrics(s, &b);
+        enum MHD_Result r =
+            reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", b.data, b.len);
+        onr_buf_free(&b);
+        return r;
+    }
+    if (strcmp(url, "/api/rules") == 0) {
+        if (strcmp(method, "PUT") == 0)
+            return put_rules(s, c, body, len);
+        if (!get)
+            return fail(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET, or PUT with a rules file");
+        onr_buf path = {0}, src = {0};
+        shard_rules_source(o->shards, &path, &src);
+        onr_buf_puts(&b, "{\"path\":");
+        jw_str(&b, path.data ? path.data : "", path.len);
+        onr_buf_puts(&b, ",\"source\":");
+        jw_str(&b, src.data ? src.data : "", src.len);
+        onr_buf_putc(&b, '}');
+        onr_buf_free(&path);
+        onr_buf_free(&src);
+        return reply_buf(c, MHD_HTTP_OK, &b);
+    }
+    if (!get)
+        return fail(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
+    if (strcmp(url, "/api/segments") == 0) {
+        shard_segments_json(o->shards, &b);
+        return reply_buf(c, MHD_HTTP_OK, &b);
+    }
+    if (strcmp(url, "/api/triggers") == 0) {
+        shard_triggers_json(o->shards, &b);
+        return reply_buf(c, MHD_HTTP_OK, &b);
+    }
+    const char *id;
+    size_t n;
+    bool explain;
+    if (strncmp(url, "/api/users/", 11) == 0 && user_path(url, &id, &n, &explain)) {
+        if (n > TRK_MAX_ID_BYTES)
+            return fail(c, MHD_HTTP_BAD_REQUEST, "user id longer than 256 bytes");
+        if (explain) {
+            onr_buf report = {0};
+            if (shard_explain(o->shards, id, n, &report) != 0) {
+                onr_buf_free(&report);
+                return fail(c, MHD_HTTP_NOT_FOUND, "no user with that id");
+            }
+            onr_buf_puts(&b, "{\"user\":");
+            jw_str(&b, id, n);
+            onr_buf_puts(&b, ",\"report\":");
+            jw_str(&b, report.data ? report.data : "", report.len);
+            onr_buf_putc(&b, '}');
+            onr_buf_free(&report);
+            return reply_buf(c, MHD_HTTP_OK, &b);
+        }
+        if (shard_user(o->shards, id, n, &b) != 0) {
+            onr_buf_free(&b);
+            return fail(c, MHD_HTTP_NOT_FOUND, "no user with that id");
+        }
+        return reply_buf(c, MHD_HTTP_OK, &b);
+    }
+    return fail(c, MHD_HTTP_NOT_FOUND, "no such endpoint");
+}
+
+bool api_begin(http_server *s, struct MHD_Connection *c, const char *url, const char *method,
+               enum MHD_Result *ret)
+{
+    const http_opts *o = http__opts(s);
+    if (!o->shards) {
+        *ret = fail(c, MHD_HTTP_NOT_FOUND, "no such endpoint (the engine is not running)");
+        return true;
+    }
+    if (!authorized(o, c)) {
+        *ret = fail(c, MHD_HTTP_UNAUTHORIZED,
+                    "missing or wrong admin token (Authorization: Bearer TOKEN)");
+        return true;
+    }
+    if (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0)
+        return false; /* read the body first */
+    *ret = route(s, c, url, method, NULL, 0);
+    return true;
+}
+
+enum MHD_Result api_finish(http_server *s, struct MHD_Connection *c, const char *url,
+                           const char *method, const char *body, size_t len)
+{
+    return route(s, c, url, method, body, len);
+}

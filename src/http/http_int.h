@@ -1,0 +1,38 @@
+/*
+ * http_int.h - what server.c and api.c share inside src/http: the request counters behind
+ * /metrics and the management API's entry points. Never included outside src/http.
+ */
+#ifndef ONR_HTTP_INT_H
+#define ONR_HTTP_INT_H
+
+#include "http/http.h"
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+
+/* The management API reads request bodies (rules files) up to this size. */
+#define API_MAX_BODY (1024 * 1024)
+
+/* Answers by status, for onramp_http_responses_total. */
+#define HTTP_STATUS_KINDS 11
+typedef struct http_counters {
+    atomic_ullong events;     /* messages stored */
+    atomic_ullong duplicates; /* resent messages answered 200 and not stored again */
+    atomic_ullong by_status[HTTP_STATUS_KINDS];
+} http_counters;
+
+void http__count(http_counters *c, unsigned status);
+/* Notes the status of the answer this thread just queued (counted once the call returns). */
+void http__answered(unsigned status);
+const http_opts *http__opts(const http_server *s);
+http_counters *http__counters(http_server *s);
+
+/* Called with the headers of a request under /api/ or /metrics: authenticates it and
+ * answers it when it has no body to read (returns true with *ret set). */
+bool api_begin(http_server *s, struct MHD_Connection *c, const char *url, const char *method,
+               enum MHD_Result *ret);
+/* Answers a request whose body has been read. */
+enum MHD_Result api_finish(http_server *s, struct MHD_Connection *c, const char *url,
+                           const char *method, const char *body, size_t len);
+
+#endif

@@ -1,0 +1,320 @@
+// engine.test.mjs - `onramp serve` with its live engine: the management API (users,
+// explain, segments, triggers, rules and their hot reload, /metrics), absence firing on the
+// wall clock with no traffic, SIGHUP, and restarts in the middle of a stream - after SIGTERM
+// and after kill -9 - that neither lose nor repeat a fire.
+// Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve, post, api, until } from './helpers.mjs';
+
+const KEY = 'engine-key';
+const TOKEN = 'engine-admin-token';
+const dirs = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function tempDir() {
+  const d = mkdtempSync(join(tmpdir(), 'onramp-e2e-engine-'));
+  dirs.push(d);
+  return d;
+}
+
+// A data directory and a copy of the default rules that the test may change.
+function setup() {
+  const dir = tempDir();
+  const rules = join(dir, 'onboarding.rules');
+  copyFileSync('rules/onboarding.rules', rules);
+  return { dir, data: join(dir, 'data'), rules };
+}
+
+const start = (s, extra = []) =>
+  serve(['--data', s.data, '--rules', s.rules, '--write-key', KEY, '--admin-token', TOKEN,
+    '--partitions', '4', '--shards', '2', ...extra]);
+
+const get = (srv, path) => api(srv.base, 'GET', path, { token: TOKEN });
+
+async function send(srv, batch) {
+  const r = await post(srv.base, '/v1/batch', { batch }, { key: KEY });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+}
+
+// "API Error" with status 500 fires server_error_seen once per user (a 30 minute cooldown).
+const apiError = (user, i) => ({
+  type: 'track', userId: user, event: 'API Error', properties: { status: 500 },
+  messageId: `${user}-err-${i}`,
+});
+
+function journal(s) {
+  let text = '';
+  try { text = readFileSync(join(s.data, 'engine', 'fires.jsonl'), 'utf8'); } catch { /* none */ }
+  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+}
+
+test('the management API and /metrics need the admin token', async () => {
+  const s = setup();
+  const srv = await start(s);
+  try {
+    for (const path of ['/api/segments', '/api/users/u1', '/api/rules', '/metrics']) {
+      const none = await api(srv.base, 'GET', path);
+      assert.equal(none.status, 401, path);
+      assert.match(none.headers.get('www-authenticate'), /^Bearer/);
+      assert.match(none.json.error, /admin token/);
+      const wrong = await api(srv.base, 'GET', path, { token: TOKEN + 'x' });
+      assert.equal(wrong.status, 401, path);
+    }
+    // the write key is not an admin token
+    assert.equal((await api(srv.base, 'GET', '/api/segments', { token: KEY })).status, 401);
+    assert.equal((await get(srv, '/api/nothing')).status, 404);
+    assert.equal((await api(srv.base, 'DELETE', '/api/segments', { token: TOKEN })).status, 405);
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
+test('without --admin-token one is generated, printed and accepted', async () => {
+  const s = setup();
+  const srv = await serve(['--data', s.data, '--rules', s.rules, '--write-key', KEY]);
+  try {
+    const token = await until(() => srv.log().match(/"admin_token":"([0-9a-f]{48})"/)?.[1]);
+    assert.ok(token, srv.log());
+    assert.equal((await api(srv.base, 'GET', '/api/segments', { token })).status, 200);
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
+test('a user: profile, segments, recent events and fires; explain; sizes and counts', async () => {
+  const s = setup();
+  const srv = await start(s);
+  try {
+    assert.equal((await get(srv, '/api/users/nobody')).status, 404);
+    await send(srv, [
+      { type: 'track', anonymousId: 'anon-7', event: 'Signed Up', messageId: 'm1' },
+      { type: 'identify', anonymousId: 'anon-7', userId: 'ada', traits: { plan: 'pro' }, messageId: 'm2' },
+      { type: 'track', userId: 'ada', event: 'Onboarding Step Completed', properties: { step: 1 }, messageId: 'm3' },
+      apiError('ada', 1),
+    ]);
+    const u = await until(async () => {
+      const r = await get(srv, '/api/users/ada');
+      return r.status === 200 && r.json.recent_fires.length ? r : null;
+    });
+    assert.ok(u, 'no fire for ada');
+    assert.equal(u.json.user, 'ada');
+    assert.equal(u.json.signed_up, true);
+    assert.equal(u.json.fires, 1);
+    assert.deepEqual(u.json.recent_fires.map((f) => f.trigger), ['server_error_seen']);
+    assert.match(u.json.recent_fires[0].id, /^[0-9a-f]{16}$/);
+    assert.deepEqual(u.json.recent_events.map((e) => e.name ?? e.type),
+      ['API Error', 'Onboarding Step Completed', 'identify', 'Signed Up']);
+    // identify retired the anonymousId (docs/rules.md, "Identity"): only the userId finds ada
+    assert.equal((await get(srv, '/api/users/anon-7')).status, 404);
+
+    const x = await get(srv, '/api/users/ada/explain');
+    assert.equal(x.status, 200);
+    assert.match(x.json.report, /^user ada/);
+    assert.match(x.json.report, /server_error_seen: /);
+    assert.match(x.json.report, /segments:\n/);
+    assert.equal((await get(srv, '/api/users/nobody/explain')).status, 404);
+
+    const seg = await get(srv, '/api/segments');
+    assert.deepEqual(seg.json.segments.map((g) => g.name),
+      ['explorers', 'quick_completers', 'hesitant_users', 'drop_off_zones']);
+    assert.equal(seg.json.users, 1);
+    const trig = await get(srv, '/api/triggers');
+    const t = Object.fromEntries(trig.json.triggers.map((g) => [g.name, g]));
+    assert.equal(t.server_error_seen.fires, 1);
+    assert.equal(t.stalled_step.holdout_percent, 10);
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
+test('/metrics is Prometheus text with ingest, log and engine series', async () => {
+  const s = setup();
+  const srv = await start(s);
+  try {
+    await send(srv, [apiError('m1', 1), apiError('m2', 1)]);
+    await until(async () => (await get(srv, '/api/triggers')).json.triggers.some((t) => t.fires === 2));
+    const m = await get(srv, '/metrics');
+    assert.equal(m.status, 200);
+    assert.match(m.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
+    for (const line of m.text.split('\n').filter(Boolean)) {
+      if (line.startsWith('#')) assert.match(line, /^# (HELP|TYPE) [a-z_]+ /);
+      else assert.match(line, /^[a-z_]+(\{[a-z_]+="[^"]*"\})? [0-9.e+-]+$/, line);
+    }
+    const value = (series) => Number(m.text.match(new RegExp('^' + series.replace(/[{}"+]/g, '\\$&') + ' (\\S+)$', 'm'))?.[1]);
+    assert.equal(value('onramp_ingest_events_total'), 2);
+    assert.equal(value('onramp_engine_events_total'), 2);
+    assert.equal(value('onramp_engine_users'), 2);
+    assert.equal(value('onramp_trigger_fires_total{trigger="server_error_seen"}'), 2);
+    assert.equal(value('onramp_segment_members{segment="explorers"}'), 0);
+    for (let p = 0; p < 4; p++) assert.equal(value(`onramp_engine_lag_records{partition="${p}"}`), 0);
+    assert.ok(value('onramp_log_fsync_seconds_count') >= 1);
+    assert.equal(value('onramp_log_fsync_seconds_bucket{le="+Inf"}'), value('onramp_log_fsync_seconds_count'));
+    assert.ok(value('onramp_http_responses_total{code="200"}') >= 1);
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
+test('PUT /api/rules: a bad file is refused with file:line:col and changes nothing; a good one swaps in, keeping state', async () => {
+  const s = setup();
+  const before = readFileSync(s.rules, 'utf8');
+  const srv = await start(s);
+  try {
+    await send(srv, [apiError('keep', 1)]);
+    await until(async () => (await get(srv, '/api/users/keep')).json?.fires === 1);
+
+    const bad = before + '\nsegment broken {\n    enter when cuont(INTERACTION) >= 3\n}\n';
+    const r = await api(srv.base, 'PUT', '/api/rules', { token: TOKEN, body: bad });
+    assert.equal(r.status, 422);
+    assert.match(r.json.error, /1 error; the running rules stay/);
+    assert.match(r.json.errors, /onboarding\.rules:\d+:16: error: unknown function "cuont" \(did you mean "count"\?\)/);
+    assert.equal(readFileSync(s.rules, 'utf8'), before);
+    assert.equal((await get(srv, '/api/rules')).json.source, before);
+    assert.equal((await get(srv, '/api/segments')).json.segments.length, 4);
+
+    const good = before + '\nsegment errored {\n    enter on ERROR_500\n}\n';
+    const ok = await api(srv.base, 'PUT', '/api/rules', { token: TOKEN, body: good });
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual(ok.json, { success: true, segments: 5, triggers: 5 });
+    assert.equal(readFileSync(s.rules, 'utf8'), good);
+    assert.equal((await get(srv, '/api/rules')).json.source, good);
+    // the user and the trigger's count survive; the new segment works from the next event
+    const u = (await get(srv, '/api/users/keep')).json;
+    assert.equal(u.fires, 1);
+    assert.deepEqual(u.segments, []);
+    await send(srv, [apiError('keep', 2)]);
+    const after2 = await until(async () => {
+      const j = (await get(srv, '/api/users/keep')).json;
+      return j.segments.includes('errored') ? j : null;
+    });
+    assert.ok(after2, 'the new segment never took the user');
+    assert.equal(after2.fires, 1, 'the cooldown carried over the reload');
+    const seg = (await get(srv, '/api/segments')).json.segments;
+    assert.equal(seg.find((g) => g.name === 'errored').members, 1);
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
+test('SIGHUP reloads the rules file; a bad file leaves the running rules', async () => {
+  const s = setup();
+  const before = readFileSync(s.rules, 'utf8');
+  const srv = await start(s);
+  try {
+    writeFileSync(s.rules, before + '\nsegment x {\n    enter when nope > 1\n}\n');
+    srv.proc.kill('SIGHUP');
+    assert.ok(await until(() => /the running rules stay/.test(srv.log())), srv.log());
+    assert.match(srv.log(), /onboarding\.rules:\d+:16: error: unknown name/);
+    assert.equal((await get(srv, '/api/segments')).json.segments.length, 4);
+
+    writeFileSync(s.rules, before + '\nsegment y {\n    enter on "Signed Up"\n}\n');
+    srv.proc.kill('SIGHUP');
+    const five = await until(async () => (await get(srv, '/api/segments')).json.segments.length === 5);
+    assert.ok(five, srv.log());
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
+test('an absence fires on the wall clock with no traffic', async () => {
+  const s = setup();
+  writeFileSync(s.rules, 'trigger quiet {\n    on idle 1s\n    do cue "nudge"\n}\n');
+  const srv = await start(s, ['--lateness', '100ms']);
+  try {
+    await send(srv, [{ type: 'track', userId: 'q', event: 'Feature Used', messageId: 'q1' }]);
+    const t0 = Date.now();
+    const fired = await until(async () => (await get(srv, '/api/users/q')).json?.fires === 1, 8000);
+    assert.ok(fired, 'the idle trigger did not fire');
+    assert.ok(Date.now() - t0 >= 900, 'fired before the user was idle for 1s');
+    assert.deepEqual(journal(s).map((f) => [f.trigger, f.user]), [['quiet', 'q']]);
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
+// Users u0..u(n-1): each sends an API Error in round 1 and again in round 2 (inside the
+// cooldown), and a third user group only in round 2. Exactly one fire per user, whatever
+// happens to the server between the rounds.
+async function twoRounds(s, between, extra) {
+  const users = Array.from({ length: 60 }, (_, i) => `u${i}`);
+  let srv = await start(s, extra);
+  await send(srv, users.map((u) => apiError(u, 1)));
+  await until(async () => (await get(srv, '/api/triggers')).json.triggers
+    .find((t) => t.name === 'server_error_seen').fires === users.length);
+  srv = await between(srv);
+  const late = Array.from({ length: 20 }, (_, i) => `late${i}`);
+  await send(srv, [...users.map((u) => apiError(u, 2)), ...late.map((u) => apiError(u, 1))]);
+  const all = users.length + late.length;
+  const done = await until(async () => (await get(srv, '/api/triggers')).json.triggers
+    .find((t) => t.name === 'server_error_seen').fires === all);
+  assert.ok(done, 'fires after the restart: ' + JSON.stringify((await get(srv, '/api/triggers')).json));
+  const j = journal(s);
+  assert.equal(new Set(j.map((f) => f.id)).size, j.length, 'a fire was recorded twice');
+  assert.deepEqual(j.map((f) => f.user).sort(), [...users, ...late].sort());
+  return srv;
+}
+
+test('restart (SIGTERM) in the middle of a stream: no fire lost or repeated', async () => {
+  const s = setup();
+  const srv = await twoRounds(s, async (srv1) => {
+    assert.equal(await srv1.stop(), 0, srv1.log());
+    const srv2 = await start(s);
+    assert.match(srv2.log(), /checkpoint loaded/);
+    return srv2;
+  });
+  assert.equal(await srv.stop(), 0, srv.log());
+});
+
+test('kill -9 in the middle of a stream: the log tail runs again and no fire is lost or repeated', async () => {
+  const s = setup();
+  const extra = ['--checkpoint-every', '1h', '--fsync', 'always'];
+  const srv = await twoRounds(s, async (srv1) => {
+    srv1.proc.kill('SIGKILL');
+    await srv1.exited;
+    const srv2 = await start(s, extra);
+    // no checkpoint was written: the whole log runs again, and its fires are in the journal
+    assert.match(srv2.log(), /no checkpoint: starting empty/);
+    const m = await until(async () => {
+      const text = (await get(srv2, '/metrics')).text;
+      return Number(text.match(/^onramp_engine_fires_suppressed_total (\d+)$/m)[1]) === 60 ? text : null;
+    });
+    assert.ok(m, 'the fires before the crash were not recognised');
+    return srv2;
+  }, extra);
+  assert.equal(await srv.stop(), 0, srv.log());
+});
+
+test('/readyz answers 503 while the engine runs the log tail, and ingest 503 past --max-lag', async () => {
+  const s = setup();
+  // a log of 100k messages with no checkpoint
+  let srv = await start(s, ['--checkpoint-every', '1h']);
+  const msgs = [];
+  for (let i = 0; i < 100000; i++)
+    msgs.push({ type: 'track', userId: `w${i % 5000}`, event: 'Feature Used', properties: { feature: 'f' }, messageId: `w-${i}` });
+  for (let i = 0; i < msgs.length; i += 4000)
+    await Promise.all([0, 1000, 2000, 3000].map((o) => send(srv, msgs.slice(i + o, i + o + 1000))));
+  srv.proc.kill('SIGKILL');
+  await srv.exited;
+  srv = await start(s, ['--max-lag', '10']);
+  try {
+    const [ready, ingest] = await Promise.all([
+      api(srv.base, 'GET', '/readyz'),
+      post(srv.base, '/v1/track', { userId: 'x', event: 'E' }, { key: KEY }),
+    ]);
+    assert.equal(ready.status, 503, ready.text);
+    assert.match(ready.json.error, /running the event log's tail/);
+    assert.equal(ingest.status, 503);
+    assert.equal(ingest.headers['retry-after'], '1');
+    assert.match(ingest.json.error, /engine is behind/);
+    assert.ok(await until(async () => (await api(srv.base, 'GET', '/readyz')).status === 200, 60000));
+    assert.equal((await post(srv.base, '/v1/track', { userId: 'x', event: 'E' }, { key: KEY })).status, 200);
+    assert.ok(await until(async () => (await get(srv, '/api/segments')).json.users === 5001),
+      JSON.stringify((await get(srv, '/api/segments')).json));
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
