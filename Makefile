@@ -51,10 +51,13 @@ sanitize: deps $(SAN_BUILD)/build.ninja
 bench: build
 	bench/run.sh $(BUILD)
 	bench/ingest.sh $(BUILD)
+	node bench/fire_latency.mjs $(BUILD)/onramp 500 5
 
-# onramp serve against nginx on this machine: peak rates, ratios, latency at 70% of peak.
+# onramp serve against nginx on this machine: peak rates, ratios, latency at 70% of peak;
+# then event-to-fire latency.
 bench-ingest: build
 	bench/ingest.sh $(BUILD)
+	node bench/fire_latency.mjs $(BUILD)/onramp 500 5
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)
