@@ -526,6 +526,12 @@ extern "C" void jval_write(jval v, onr_buf *b)
         onr_buf_puts(b, "null");
         return;
     }
-    std::string s = simdjson::minify(to_el(v));
+    /* One builder per thread, cleared rather than freed, so that writing allocates nothing
+     * once its buffer has grown (simdjson::minify builds a new std::string each call). The
+     * builder is simdjson's own, behind minify; the Debian package fixes its version. */
+    static thread_local simdjson::internal::string_builder<> sb;
+    sb.clear();
+    sb.append(to_el(v));
+    std::string_view s = sb.str();
     onr_buf_put(b, s.data(), s.size());
 }

@@ -93,6 +93,7 @@ struct eng {
     onr_buf xscratch;
     const char *xcause; /* what the current evaluation happens on */
     uint64_t xevents;
+    int64_t xsince; /* eng_explain_watch: the clock when recording began; 0 from the start */
 };
 
 /* engine.c */

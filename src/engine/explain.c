@@ -61,6 +61,8 @@ void xp_free(eng *e)
     onr_buf_free(&e->xscratch);
 }
 
+#define NOT_SINCE "    not evaluated since the watch began\n"
+
 static void never_seen(const eng *e, onr_buf *out, const char *what)
 {
     onr_buf_printf(out, "    never evaluated: %s never happened for this user\n", what);
@@ -84,9 +86,19 @@ void eng_explain(const eng *e, onr_buf *out)
     if (strlen(e->xkey) != klen || memcmp(e->xkey, key, klen) != 0)
         onr_buf_printf(out, " (also known as %s)", e->xkey);
     onr_time_format(h->start_ms, t);
-    onr_buf_printf(out, ": %llu event%s, %u session%s, started %s\n",
-                   (unsigned long long)e->xevents, e->xevents == 1 ? "" : "s", h->sess_number,
-                   h->sess_number == 1 ? "" : "s", t);
+    if (e->xsince) {
+        char since[32];
+        onr_time_format(e->xsince, since);
+        onr_buf_printf(out,
+                       ": watched since %s (what the rules did before is not recorded), "
+                       "%llu event%s since; %u session%s, started %s\n",
+                       since, (unsigned long long)e->xevents, e->xevents == 1 ? "" : "s",
+                       h->sess_number, h->sess_number == 1 ? "" : "s", t);
+    } else {
+        onr_buf_printf(out, ": %llu event%s, %u session%s, started %s\n",
+                       (unsigned long long)e->xevents, e->xevents == 1 ? "" : "s", h->sess_number,
+                       h->sess_number == 1 ? "" : "s", t);
+    }
 
     onr_buf_puts(out, "\nsegments:\n");
     for (int si = 0; si < rs->nsegments; si++) {
@@ -99,7 +111,7 @@ void eng_explain(const eng *e, onr_buf *out)
             if (r->evals)
                 onr_buf_put(out, r->last.data, r->last.len);
             else
-                onr_buf_puts(out, "    never evaluated\n");
+                onr_buf_puts(out, e->xsince ? NOT_SINCE : "    never evaluated\n");
             continue;
         }
         for (int k = 0; k < s->nclauses; k++) {
@@ -113,6 +125,8 @@ void eng_explain(const eng *e, onr_buf *out)
                                "    not evaluated: it applies only while the user is %s "
                                "the segment\n",
                                c->enter ? "outside" : "in");
+            } else if (e->xsince) {
+                onr_buf_puts(out, NOT_SINCE);
             } else if (c->on >= 0) {
                 never_seen(e, out, rs->matchers[c->on].display);
             } else if (c->on == RULE_ON_SESSION_END) {
@@ -146,6 +160,8 @@ void eng_explain(const eng *e, onr_buf *out)
                            (unsigned long long)r->limited, r->limited == 1 ? "" : "s");
         if (r->evals) {
             onr_buf_put(out, r->last.data, r->last.len);
+        } else if (e->xsince) {
+            onr_buf_puts(out, NOT_SINCE);
         } else {
             switch (tr->on) {
             case ON_EVENT:

@@ -101,6 +101,7 @@ void eng_explain_watch(eng *e, const char *key)
     e->xtrig = onr_calloc((size_t)rs->ntriggers + 1, sizeof(xrec));
     e->xseg = onr_calloc((size_t)(rs->nsegments + 1) * XSEG_SLOTS, sizeof(xrec));
     e->xevents = 0;
+    e->xsince = e->clock > 0 ? e->clock : 1;
     e->xu = eng__lookup(e, (trk_str){key, (uint32_t)strlen(key)});
 }
 
