@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,7 +248,8 @@ static int parse_listen(const char *s, char *host, size_t cap, uint16_t *port)
 
 typedef struct live_source {
     elog *log;
-    http_server *_Atomic srv; /* set once ingest is listening */
+    pthread_mutex_t mu; /* guards srv: it is cleared before ingest stops and frees it */
+    http_server *srv;   /* set once ingest is listening */
     int64_t retain_age_ms;
     uint64_t retain_bytes;
 } live_source;
@@ -286,9 +286,12 @@ static uint64_t src_synced(void *ctx, int p)
 
 static int64_t src_watermark(void *ctx)
 {
-    http_server *srv = atomic_load(&((live_source *)ctx)->srv);
+    live_source *ls = ctx;
     /* until ingest is up (and once it is down) the shards wait, or drain at stop */
-    return srv ? http_watermark(srv) : -1;
+    pthread_mutex_lock(&ls->mu);
+    int64_t w = ls->srv ? http_watermark(ls->srv) : -1;
+    pthread_mutex_unlock(&ls->mu);
+    return w;
 }
 
 static void src_retain(void *ctx, int p, uint64_t offset)
@@ -667,7 +670,10 @@ static int cmd_serve(int argc, char **argv)
     log_line("info", "recent messageIds recovered from the event log", onr_buf_cstr(&extra));
 
     /* the live engine: it runs the log's tail first, while ingest already accepts */
-    live_source lsrc = {.log = log, .retain_age_ms = retain_age, .retain_bytes = retain_bytes};
+    live_source lsrc = {.log = log,
+                        .mu = PTHREAD_MUTEX_INITIALIZER,
+                        .retain_age_ms = retain_age,
+                        .retain_bytes = retain_bytes};
     shard_opts so = {
         .shards = (int)nshards,
         .partitions = eo.partitions,
@@ -718,7 +724,9 @@ static int cmd_serve(int argc, char **argv)
                    host, v6 ? "]" : "", http_port(srv), v6 ? "[" : "", host, v6 ? "]" : "",
                    http_port(srv));
     log_line("info", "listening", onr_buf_cstr(&extra));
-    atomic_store(&lsrc.srv, srv);
+    pthread_mutex_lock(&lsrc.mu);
+    lsrc.srv = srv;
+    pthread_mutex_unlock(&lsrc.mu);
     onr_buf_clear(&extra);
     onr_buf_printf(&extra,
                    "\"api\":\"http://%s%s%s:%u/api/\",\"metrics\":\"http://%s%s%s:%u/metrics\","
@@ -770,8 +778,10 @@ static int cmd_serve(int argc, char **argv)
     onr_buf_printf(&extra, "\"signal\":\"%s\"", sig == SIGINT ? "SIGINT" : "SIGTERM");
     log_line("info", "stopping: no new connections, finishing requests in flight",
              onr_buf_cstr(&extra));
+    pthread_mutex_lock(&lsrc.mu);
+    lsrc.srv = NULL; /* http_stop frees it */
+    pthread_mutex_unlock(&lsrc.mu);
     http_stop(srv, 10 * ONR_SECOND_MS);
-    atomic_store(&lsrc.srv, NULL);
     log_line("info", "ingest stopped; the engine runs what is in the log and checkpoints", NULL);
     int se = shard_stop(shards);
     trk_dedup_free(dedup);
