@@ -107,6 +107,13 @@ void onr_duration_format(int64_t ms, char *out, size_t cap);
 /* Returns true when p[0..n) is valid UTF-8; on false, *bad_at is the first bad byte. */
 bool onr_utf8_valid(const char *p, size_t n, size_t *bad_at);
 
+/* A logger for people: level is "info", "warn" or "error"; the message is one line. Modules
+ * take one (with its ctx) in their options, called from any thread. */
+typedef void (*onr_log_fn)(void *ctx, const char *level, const char *msg);
+/* Formats a message of at most 511 bytes and hands it to fn (nothing when fn is NULL). */
+void onr_logf(onr_log_fn fn, void *ctx, const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 #ifdef __cplusplus
 }
 #endif

@@ -243,3 +243,15 @@ bad:
         *bad_at = i;
     return false;
 }
+
+void onr_logf(onr_log_fn fn, void *ctx, const char *level, const char *fmt, ...)
+{
+    if (!fn)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fn(ctx, level, msg);
+}

@@ -139,19 +139,7 @@ struct shard_set {
     int ckpt_error; /* first checkpoint error, for shard_stop */
 };
 
-static void logf_(const shard_set *s, const char *level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void logf_(const shard_set *s, const char *level, const char *fmt, ...)
-{
-    if (!s->o.logf)
-        return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    s->o.logf(s->o.log_ctx, level, msg);
-}
+#define logf_(s, level, ...) onr_logf((s)->o.logf, (s)->o.log_ctx, level, __VA_ARGS__)
 
 static int64_t mono_ms(void)
 {
@@ -1207,6 +1195,19 @@ static void prom_label(onr_buf *out, const char *v)
     }
 }
 
+/* One metric family with a series per segment (label "segment") or per trigger ("trigger"). */
+static void prom_by_name(onr_buf *out, const char *metric, const char *type, const char *help,
+                         const rule_set *rs, bool segments, const uint64_t *v)
+{
+    onr_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, type);
+    int n = segments ? rs->nsegments : rs->ntriggers;
+    for (int i = 0; i < n; i++) {
+        onr_buf_printf(out, "%s{%s=\"", metric, segments ? "segment" : "trigger");
+        prom_label(out, segments ? rs->segments[i].name : rs->triggers[i].name);
+        onr_buf_printf(out, "\"} %llu\n", (unsigned long long)v[i]);
+    }
+}
+
 void shard_metrics(shard_set *s, onr_buf *out)
 {
     pthread_mutex_lock(&s->qmu);
@@ -1238,27 +1239,11 @@ void shard_metrics(shard_set *s, onr_buf *out)
                    (unsigned long long)c.st.events, (unsigned long long)c.st.users,
                    (unsigned long long)c.st.bytes, (unsigned long long)c.st.merges,
                    (unsigned long long)c.suppressed, (unsigned long long)c.decode_errors);
-    onr_buf_puts(out, "# HELP onramp_segment_members Users in each segment.\n"
-                      "# TYPE onramp_segment_members gauge\n");
-    for (int i = 0; i < rs->nsegments; i++) {
-        onr_buf_puts(out, "onramp_segment_members{segment=\"");
-        prom_label(out, rs->segments[i].name);
-        onr_buf_printf(out, "\"} %llu\n", (unsigned long long)c.seg[i]);
-    }
-    onr_buf_puts(out, "# HELP onramp_trigger_fires_total Fires per trigger, held out included.\n"
-                      "# TYPE onramp_trigger_fires_total counter\n");
-    for (int i = 0; i < rs->ntriggers; i++) {
-        onr_buf_puts(out, "onramp_trigger_fires_total{trigger=\"");
-        prom_label(out, rs->triggers[i].name);
-        onr_buf_printf(out, "\"} %llu\n", (unsigned long long)c.fires[i]);
-    }
-    onr_buf_puts(out, "# HELP onramp_trigger_held_out_total Fires held out by a holdout.\n"
-                      "# TYPE onramp_trigger_held_out_total counter\n");
-    for (int i = 0; i < rs->ntriggers; i++) {
-        onr_buf_puts(out, "onramp_trigger_held_out_total{trigger=\"");
-        prom_label(out, rs->triggers[i].name);
-        onr_buf_printf(out, "\"} %llu\n", (unsigned long long)c.held[i]);
-    }
+    prom_by_name(out, "onramp_segment_members", "gauge", "Users in each segment.", rs, true, c.seg);
+    prom_by_name(out, "onramp_trigger_fires_total", "counter",
+                 "Fires per trigger, held out included.", rs, false, c.fires);
+    prom_by_name(out, "onramp_trigger_held_out_total", "counter", "Fires held out by a holdout.",
+                 rs, false, c.held);
     onr_buf_puts(out, "# HELP onramp_engine_lag_records Records in the log not yet run, per "
                       "partition.\n"
                       "# TYPE onramp_engine_lag_records gauge\n");

@@ -197,19 +197,7 @@ void http__answered(unsigned status)
     tl_status = status;
 }
 
-static void logmsg(http_server *s, const char *level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void logmsg(http_server *s, const char *level, const char *fmt, ...)
-{
-    if (!s->o.logf)
-        return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    s->o.logf(s->o.log_ctx, level, msg);
-}
+#define logmsg(s, level, ...) onr_logf((s)->o.logf, (s)->o.log_ctx, level, __VA_ARGS__)
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
