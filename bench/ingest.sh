@@ -13,17 +13,17 @@
 # Every answer must be 200: any other status or socket error is printed as ERRORS and the
 # script exits 1 after printing everything. The last line is one JSON object.
 #
-# Environment: INGEST_CONNECTIONS (256), INGEST_THREADS (256: onramp's --threads under batch),
+# Environment: INGEST_CONNECTIONS (256), INGEST_THREADS (4: onramp's --threads under batch),
 # INGEST_DATA_DIR (where onramp's data directories go; default a temporary directory, which
 # must be on a real disk for fsync to mean anything).
 set -euo pipefail
 build=${1:-build}
 secs=${2:-10}
 conns=${INGEST_CONNECTIONS:-256}
-# Under --fsync batch a request holds its libmicrohttpd thread until its group commit (up to
-# 10 ms), so the requests in flight are bounded by the thread count, not by the 2 cores:
-# 256 (the maximum) was the fastest measured here. everysec never waits: 2 threads, one a core.
-threads_batch=${INGEST_THREADS:-256}
+# A request waiting for its group commit is suspended, not holding a libmicrohttpd thread
+# (ack threads wait for the fsyncs), so the threads only parse and write: 4 for batch (the
+# default of onramp serve), 2 for everysec, one a core.
+threads_batch=${INGEST_THREADS:-4}
 threads_everysec=2
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -233,8 +233,12 @@ peak() {
     if [ "$(jq '.duplicates // 0' "$tmp/$1.json")" != 0 ]; then
         errors+=("$1: onramp skipped messages as resends: every messageId should be new")
     fi
-    if [ "$2" != nginx ] && [ "$(jq '.log_records == .server_200s * .per_request' "$tmp/$1.json")" != true ]; then
-        errors+=("$1: the log does not hold one record per event answered 200: $(cat "$tmp/$1.json")")
+    # Every event answered 200 is in the log. The log may hold more: the requests in flight
+    # when wrk stops (at most one per connection) are stored, but their clients have gone
+    # before the answer that follows the fsync.
+    if [ "$2" != nginx ] && [ "$(jq --argjson c "$conns" '.log_records >= .server_200s * .per_request and
+            .log_records - .server_200s * .per_request <= $c * .per_request' "$tmp/$1.json")" != true ]; then
+        errors+=("$1: the log does not hold the events answered 200 (and at most one request per connection more): $(cat "$tmp/$1.json")")
     fi
 }
 

@@ -357,7 +357,7 @@ static const char serve_help[] =
     "                        (env: comma-separated)           and printed]\n"
     "  --fsync POLICY        always | batch | everysec       [batch]           ONRAMP_FSYNC\n"
     "  --partitions N        partitions of the log (fixed)   [16]              ONRAMP_PARTITIONS\n"
-    "  --threads N           HTTP thread pool size           [64]              ONRAMP_THREADS\n"
+    "  --threads N           HTTP thread pool size           [4]               ONRAMP_THREADS\n"
     "  --route-capacity N    ids the partition router keeps  [4194304]         "
     "ONRAMP_ROUTE_CAPACITY\n"
     "                        (16 bytes each: 64 MiB; 0: hash routing only)\n"
@@ -501,7 +501,7 @@ static int cmd_serve(int argc, char **argv)
                 fsync_s);
         goto out;
     }
-    uint64_t parts = 16, threads = 64;
+    uint64_t parts = 16, threads = 4;
     if ((parts_s && parse_u64("serve", "--partitions", parts_s, &parts)) ||
         (threads_s && parse_u64("serve", "--threads", threads_s, &threads)))
         goto out;

@@ -38,6 +38,7 @@
 /* Ingest threads stamp receivedAt in one of these slots until the request's appends are
  * done; the smallest stamp is the watermark the engine shards wait for (http_watermark). */
 #define STAMP_SLOTS 512
+#define ACK_THREADS 4      /* threads waiting for fsyncs: each can lead one partition's at a time */
 #define STAMPING INT64_MIN /* a thread is reading the clock */
 
 /* The re-written messages of a request are the body plus what the server fills in per item:
@@ -120,7 +121,31 @@ struct http_server {
     pthread_cond_t reaper_cv;
     pthread_t reaper;
     bool reaper_stop;
+    /* Requests written to the log and waiting for its fsync policy, and the threads that wait
+     * for them, so that no request holds an HTTP thread while the disk syncs. */
+    pthread_mutex_t acks_mu;
+    pthread_cond_t acks_cv;
+    struct ack *acks, *acks_tail;
+    bool acks_stop;
+    pthread_t ackers[ACK_THREADS];
+    int nackers;
 };
+
+/* A request's appends, for the fsync wait: its partitions and the log offset after its records
+ * in each, and its stored messages' ids (remembered once their partition is durable). */
+typedef struct ack {
+    struct ack *next;
+    struct MHD_Connection *c;
+    struct req *r;
+    int64_t now;
+    size_t stored, duplicates;
+    int nparts;
+    int *parts;
+    uint64_t *ends;
+    size_t nids;
+    int *id_part;
+    uint64_t *ids;
+} ack;
 
 /* One request, from its headers to its completion callback. */
 typedef struct req {
@@ -136,6 +161,11 @@ typedef struct req {
     size_t discarded;
     size_t limit;
     bool import; /* /v1/import: a backfill, not sent from the users' devices */
+    /* Written to the log, waiting (suspended) for the fsync policy: an ack thread waits and
+     * sets status, then resumes the connection, whose next call answers. */
+    struct ack *ack;
+    _Atomic unsigned ack_status; /* 0 while waiting */
+    bool ack_answered;
     char fail_buf[96];
     z_stream z;
     onr_buf body;
@@ -854,6 +884,128 @@ static void say_where(char *err, size_t cap, const char *body, long at)
     err[k + wn] = 0;
 }
 
+/* ---- waiting for the fsync policy off the HTTP threads */
+
+static ack *ack_new(const work *w, size_t n, int P, int written, int64_t now, size_t stored)
+{
+    ack *a = onr_calloc(1, sizeof(*a));
+    a->now = now;
+    a->stored = stored;
+    a->duplicates = n - stored;
+    size_t from = 0;
+    for (int p = 0; p < written; p++) {
+        if (w->count[p] != from)
+            a->nparts++;
+        from = w->count[p];
+    }
+    a->parts = onr_malloc(sizeof(int) * (size_t)(a->nparts + 1));
+    a->ends = onr_malloc(sizeof(uint64_t) * (size_t)(a->nparts + 1));
+    a->id_part = onr_malloc(sizeof(int) * (n + 1));
+    a->ids = onr_malloc(sizeof(uint64_t) * (n + 1));
+    from = 0;
+    int k = 0;
+    for (int p = 0; p < written; p++) {
+        if (w->count[p] != from) {
+            a->parts[k] = p;
+            a->ends[k++] = w->ends[p];
+        }
+        from = w->count[p];
+    }
+    for (size_t i = 0; i < n; i++)
+        if (w->part[i] >= 0 && w->part[i] < written) {
+            a->id_part[a->nids] = w->part[i];
+            a->ids[a->nids++] = w->mid[i];
+        }
+    return a;
+}
+
+static void ack_free(ack *a)
+{
+    if (!a)
+        return;
+    onr_free(a->parts);
+    onr_free(a->ends);
+    onr_free(a->id_part);
+    onr_free(a->ids);
+    onr_free(a);
+}
+
+/* Waits for each partition of a, remembering its ids once it is durable. Returns the status
+ * to answer: 200, or 503 when an fsync failed. */
+static unsigned ack_wait(http_server *s, ack *a)
+{
+    for (int k = 0; k < a->nparts; k++) {
+        int p = a->parts[k];
+        int rc = elog_wait(s->o.log, p, a->ends[k]);
+        if (rc) {
+            logmsg(s, "error", "event log fsync of partition %d failed: %s", p,
+                   rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
+            return MHD_HTTP_SERVICE_UNAVAILABLE;
+        }
+        if (s->o.dedup) /* stored: a retry of this request must not store them again */
+            for (size_t i = 0; i < a->nids; i++)
+                if (a->id_part[i] == p)
+                    trk_dedup_add(s->o.dedup, a->ids[i], a->now);
+    }
+    return MHD_HTTP_OK;
+}
+
+static void ack_push(http_server *s, ack *a)
+{
+    pthread_mutex_lock(&s->acks_mu);
+    if (s->acks_tail)
+        s->acks_tail->next = a;
+    else
+        s->acks = a;
+    s->acks_tail = a;
+    pthread_cond_signal(&s->acks_cv);
+    pthread_mutex_unlock(&s->acks_mu);
+}
+
+/* Takes waiting requests in order; stops once asked to and none is left. The first waiter of
+ * a partition leads its group commit; the others find their records already synced. */
+static void *ack_main(void *arg)
+{
+    http_server *s = arg;
+    pthread_mutex_lock(&s->acks_mu);
+    for (;;) {
+        ack *a = s->acks;
+        if (!a) {
+            if (s->acks_stop)
+                break;
+            pthread_cond_wait(&s->acks_cv, &s->acks_mu);
+            continue;
+        }
+        s->acks = a->next;
+        if (!s->acks)
+            s->acks_tail = NULL;
+        pthread_mutex_unlock(&s->acks_mu);
+        unsigned status = ack_wait(s, a);
+        if (status == MHD_HTTP_OK) {
+            atomic_fetch_add(&s->counters.events, a->stored);
+            atomic_fetch_add(&s->counters.duplicates, a->duplicates);
+        }
+        struct MHD_Connection *c = a->c;
+        atomic_store(&a->r->ack_status, status);
+        MHD_resume_connection(c); /* a is the request's from here on */
+        pthread_mutex_lock(&s->acks_mu);
+    }
+    pthread_mutex_unlock(&s->acks_mu);
+    return NULL;
+}
+
+/* Stops the ack threads once every waiting request is answered. */
+static void stop_ackers(http_server *s)
+{
+    pthread_mutex_lock(&s->acks_mu);
+    s->acks_stop = true;
+    pthread_cond_broadcast(&s->acks_cv);
+    pthread_mutex_unlock(&s->acks_mu);
+    for (int i = 0; i < s->nackers; i++)
+        pthread_join(s->ackers[i], NULL);
+    s->nackers = 0;
+}
+
 /* Parses, authenticates, validates and appends a whole body; queues the answer. */
 static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
 {
@@ -1092,33 +1244,24 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     }
     /* Every record written is readable: the engine need not wait for the fsync. */
     atomic_store(stamp, 0);
-    from = 0;
-    for (int p = 0; p < failed; p++) {
-        size_t to = w->count[p];
-        if (to == from)
-            continue;
-        int rc = elog_wait(s->o.log, p, w->ends[p]);
-        if (rc) {
-            logmsg(s, "error", "event log fsync of partition %d failed: %s", p,
-                   rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
-            ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
-                             "the event log could not store the messages; retry", NULL);
-            goto done;
-        }
-        if (s->o.dedup) /* stored: a retry of this request must not store them again */
-            for (size_t i = 0; i < n; i++)
-                if (w->part[i] == p)
-                    trk_dedup_add(s->o.dedup, w->mid[i], now);
-        from = to;
-    }
+    ack *a = ack_new(w, n, P, failed, now, stored);
     if (failed < P) {
+        /* what was written before the failure is waited for, and its ids remembered, so that
+         * a retry stores nothing twice */
+        ack_wait(s, a);
+        ack_free(a);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
         goto done;
     }
-    atomic_fetch_add(&s->counters.events, stored);
-    atomic_fetch_add(&s->counters.duplicates, n - stored);
-    ret = send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false);
+    /* The fsync policy is waited for by an ack thread, not this one: suspended here, the
+     * connection is resumed with the outcome and answered by its next call. */
+    a->c = c;
+    a->r = r;
+    r->ack = a;
+    MHD_suspend_connection(c);
+    ack_push(s, a);
+    ret = MHD_YES;
 done:
     atomic_store(stamp, 0);
     work_put(s, w);
@@ -1339,6 +1482,16 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
         }
         return MHD_YES;
     }
+    if (r->ack && !r->ack_answered) {
+        unsigned st = atomic_load(&r->ack_status);
+        *upload_data_size = 0;
+        if (!st)
+            return MHD_YES; /* still waiting for the log */
+        r->ack_answered = true;
+        if (st == MHD_HTTP_OK)
+            return send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false);
+        return send_error(c, st, "the event log could not store the messages; retry", NULL);
+    }
     if (r->rejected) {
         *upload_data_size = 0; /* the answer is queued; MHD closes the connection */
         return MHD_YES;
@@ -1410,6 +1563,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (r->conn) /* a kept-alive connection waits for the headers of its next request */
         atomic_store(&r->conn->waiting_ms, mono_ms());
     onr_buf_free(&r->body);
+    ack_free(r->ack);
     onr_free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->active, 1);
@@ -1520,6 +1674,8 @@ static void release(http_server *s)
     onr_free(s->buckets);
     pthread_cond_destroy(&s->reaper_cv);
     pthread_mutex_destroy(&s->conns_mu);
+    pthread_cond_destroy(&s->acks_cv);
+    pthread_mutex_destroy(&s->acks_mu);
     pthread_mutex_destroy(&s->pool_mu);
     trk_enrich_geo_close(s->geo);
     onr_free(s);
@@ -1601,8 +1757,20 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&s->reaper_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&s->acks_mu, NULL);
+    pthread_cond_init(&s->acks_cv, NULL);
+    for (; s->nackers < ACK_THREADS; s->nackers++) {
+        int e = pthread_create(&s->ackers[s->nackers], NULL, ack_main, s);
+        if (e) {
+            snprintf(err, errlen, "cannot start a thread: %s", strerror(e));
+            stop_ackers(s);
+            release(s);
+            return -e;
+        }
+    }
 
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    unsigned flags =
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (v6)
         flags |= MHD_USE_IPv6;
     s->d = MHD_start_daemon(flags, o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER,
@@ -1614,12 +1782,14 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s%s%s:%u (address in use, or not local?)",
                  v6 ? "[" : "", o->host, v6 ? "]" : "", (unsigned)o->port);
+        stop_ackers(s);
         release(s);
         return -EADDRINUSE;
     }
     int e = pthread_create(&s->reaper, NULL, reaper_main, s);
     if (e) {
         snprintf(err, errlen, "cannot start a thread: %s", strerror(e));
+        stop_ackers(s);
         MHD_stop_daemon(s->d);
         release(s);
         return -e;
@@ -1656,6 +1826,7 @@ void http_stop(http_server *s, int64_t drain_ms)
     int left = atomic_load(&s->active);
     if (left > 0)
         logmsg(s, "warn", "%d requests still in flight after the drain; closing them", left);
+    stop_ackers(s); /* they answer every request still waiting for the log */
     MHD_stop_daemon(s->d);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
