@@ -122,8 +122,6 @@ const char *eng_user_canonical(eng *e, const char *key, size_t klen, size_t *n);
 /* Makes key the explain user from now on (the recorder starts empty); a no-op when it already
  * is. The previous explain user's record is dropped. */
 void eng_explain_watch(eng *e, const char *key);
-/* The explain user, or NULL. */
-const char *eng_explain_user(const eng *e);
 
 /* Writes, for the explain user, each segment and trigger with why it did or did not
  * fire: the last evaluation's conditions with their values. */

@@ -104,8 +104,3 @@ void eng_explain_watch(eng *e, const char *key)
     e->xsince = e->clock > 0 ? e->clock : 1;
     e->xu = eng__lookup(e, (trk_str){key, (uint32_t)strlen(key)});
 }
-
-const char *eng_explain_user(const eng *e)
-{
-    return e->xkey;
-}

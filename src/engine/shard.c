@@ -117,8 +117,9 @@ typedef struct shard {
     uint64_t nfires;
     recent_join *joins;
     uint64_t njoins;
+    onr_buf line; /* a fire journal line */
 
-    uint64_t decode_errors, read_errors, suppressed;
+    uint64_t decode_errors, suppressed;
     bool read_error_logged;
 } shard;
 
@@ -155,31 +156,31 @@ static uint64_t id_digest(trk_str s)
 
 /* ---- the fire journal: one JSON line per recorded fire; its ids survive restarts */
 
-static void journal_write(shard_set *s, const eng_out *o, const char *trigger)
+/* Appends o's line, formatted in b (the shard's, reused: no allocation once it has grown). */
+static void journal_write(shard_set *s, onr_buf *b, const eng_out *o, const char *trigger)
 {
-    onr_buf b = {0};
     char t[32];
     onr_time_format(o->at_ms, t);
-    onr_buf_printf(&b, "{\"id\":\"%016llx\",\"at_ms\":%lld,\"at\":\"%s\",\"trigger\":",
+    onr_buf_clear(b);
+    onr_buf_printf(b, "{\"id\":\"%016llx\",\"at_ms\":%lld,\"at\":\"%s\",\"trigger\":",
                    (unsigned long long)o->id, (long long)o->at_ms, t);
-    jw_strz(&b, trigger);
-    onr_buf_puts(&b, ",\"user\":");
-    jw_str(&b, o->user, o->user_len);
+    jw_strz(b, trigger);
+    onr_buf_puts(b, ",\"user\":");
+    jw_str(b, o->user, o->user_len);
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
-    onr_buf_printf(&b, ",\"held_out\":%s,\"recorded_ms\":%lld}\n", o->held_out ? "true" : "false",
+    onr_buf_printf(b, ",\"held_out\":%s,\"recorded_ms\":%lld}\n", o->held_out ? "true" : "false",
                    (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
     pthread_mutex_lock(&s->jmu);
     if (s->journal_fd >= 0) {
-        ssize_t w = write(s->journal_fd, b.data, b.len);
-        if (w != (ssize_t)b.len)
+        ssize_t w = write(s->journal_fd, b->data, b->len);
+        if (w != (ssize_t)b->len)
             logf_(s, "error", "writing the fire journal failed: %s",
                   w < 0 ? strerror(errno) : "short write");
         else
-            s->journal_bytes += b.len;
+            s->journal_bytes += b->len;
     }
     pthread_mutex_unlock(&s->jmu);
-    onr_buf_free(&b);
 }
 
 /* Reads the ids of recorded fires from one journal file into s->fired. */
@@ -276,7 +277,7 @@ static void on_output(void *ctx, const eng_out *o)
         return;
     }
     trk_dedup_add(s->fired, o->id, o->at_ms);
-    journal_write(s, o, sh->rs->triggers[o->trigger].name);
+    journal_write(s, &sh->line, o, sh->rs->triggers[o->trigger].name);
     recent_fire *f = &sh->fires[sh->nfires++ % RECENT_FIRES];
     f->id = o->id;
     f->user = id_digest((trk_str){o->user, (uint32_t)o->user_len});
@@ -519,7 +520,6 @@ static void fill(shard *sh, head *hd)
     if (rc == 1) {
         decode_head(sh, hd);
     } else if (rc < 0) {
-        sh->read_errors++;
         if (!sh->read_error_logged)
             logf_(sh->set, "error", "partition %d: reading the log failed: %s", hd->p,
                   strerror(-rc));
@@ -878,6 +878,7 @@ static void shard_free_one(shard *sh)
     onr_free(sh->events);
     onr_free(sh->fires);
     onr_free(sh->joins);
+    onr_buf_free(&sh->line);
     eng_free(sh->e);
     pthread_mutex_destroy(&sh->mu);
     pthread_cond_destroy(&sh->wake);
