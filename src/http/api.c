@@ -32,17 +32,8 @@ void http__count(http_counters *c, unsigned status)
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *ctype,
                              const char *body, size_t len)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    if (!resp)
-        return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    if (status == MHD_HTTP_UNAUTHORIZED)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"onramp\"");
-    http__answered(status);
-    enum MHD_Result r = MHD_queue_response(c, status, resp);
-    MHD_destroy_response(resp);
-    return r;
+    return http__reply(c, status, ctype, body, len,
+                       status == MHD_HTTP_UNAUTHORIZED ? "Bearer realm=\"onramp\"" : NULL, 0);
 }
 
 static enum MHD_Result reply_buf(struct MHD_Connection *c, unsigned status, onr_buf *b)

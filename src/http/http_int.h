@@ -22,8 +22,10 @@ typedef struct http_counters {
 } http_counters;
 
 void http__count(http_counters *c, unsigned status);
-/* Notes the status of the answer this thread just queued (counted once the call returns). */
-void http__answered(unsigned status);
+/* Queues an answer (body copied); challenge is a WWW-Authenticate value, retry_s > 0 adds
+ * Retry-After. The status is counted once the request callback returns. */
+enum MHD_Result http__reply(struct MHD_Connection *c, unsigned status, const char *ctype,
+                            const char *body, size_t len, const char *challenge, unsigned retry_s);
 const http_opts *http__opts(const http_server *s);
 http_counters *http__counters(http_server *s);
 

@@ -226,11 +226,6 @@ int64_t http_watermark(http_server *s)
 /* The status of the last answer this thread queued, for the counters. */
 static _Thread_local unsigned tl_status;
 
-void http__answered(unsigned status)
-{
-    tl_status = status;
-}
-
 #define logmsg(s, level, ...) onr_logf((s)->o.logf, (s)->o.log_ctx, level, __VA_ARGS__)
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -360,16 +355,16 @@ static const char *limit_text(size_t n, char *buf, size_t cap)
 /* ---- answers */
 
 /* retry_s > 0 adds Retry-After: retry_s. */
-static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, const char *body,
-                                 size_t len, bool auth_challenge, unsigned retry_s)
+enum MHD_Result http__reply(struct MHD_Connection *c, unsigned status, const char *ctype,
+                            const char *body, size_t len, const char *challenge, unsigned retry_s)
 {
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!resp)
         return MHD_NO;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-    if (auth_challenge)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Basic realm=\"onramp\"");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (challenge)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, challenge);
     if (retry_s) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%u", retry_s);
@@ -379,6 +374,13 @@ static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, cons
     enum MHD_Result r = MHD_queue_response(c, status, resp);
     MHD_destroy_response(resp);
     return r;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, unsigned status, const char *body,
+                                 size_t len, bool auth_challenge, unsigned retry_s)
+{
+    return http__reply(c, status, "application/json", body, len,
+                       auth_challenge ? "Basic realm=\"onramp\"" : NULL, retry_s);
 }
 
 /* {"success":false,"error":msg[,"limit":limit]}, with Retry-After: retry_s when > 0 */
@@ -922,28 +924,32 @@ static void say_where(char *err, size_t cap, const char *body, long at)
 
 /* ---- waiting for the fsync policy off the HTTP threads */
 
-static ack *ack_new(const work *w, size_t n, int P, int written, int64_t now, size_t stored)
+/* One allocation: the ack and its arrays after it. */
+static ack *ack_new(const work *w, size_t n, int written, int64_t now, size_t stored)
 {
-    ack *a = onr_calloc(1, sizeof(*a));
-    a->now = now;
-    a->stored = stored;
-    a->duplicates = n - stored;
+    int nparts = 0;
     size_t from = 0;
     for (int p = 0; p < written; p++) {
         if (w->count[p] != from)
-            a->nparts++;
+            nparts++;
         from = w->count[p];
     }
-    a->parts = onr_malloc(sizeof(int) * (size_t)(a->nparts + 1));
-    a->ends = onr_malloc(sizeof(uint64_t) * (size_t)(a->nparts + 1));
-    a->id_part = onr_malloc(sizeof(int) * (n + 1));
-    a->ids = onr_malloc(sizeof(uint64_t) * (n + 1));
+    size_t np = (size_t)nparts, size = sizeof(ack) + np * sizeof(uint64_t) + n * sizeof(uint64_t) +
+                                       np * sizeof(int) + n * sizeof(int);
+    ack *a = onr_malloc(size);
+    memset(a, 0, sizeof(*a));
+    a->ends = (uint64_t *)(void *)(a + 1);
+    a->ids = a->ends + np;
+    a->parts = (int *)(void *)(a->ids + n);
+    a->id_part = a->parts + np;
+    a->now = now;
+    a->stored = stored;
+    a->duplicates = n - stored;
     from = 0;
-    int k = 0;
     for (int p = 0; p < written; p++) {
         if (w->count[p] != from) {
-            a->parts[k] = p;
-            a->ends[k++] = w->ends[p];
+            a->parts[a->nparts] = p;
+            a->ends[a->nparts++] = w->ends[p];
         }
         from = w->count[p];
     }
@@ -953,17 +959,6 @@ static ack *ack_new(const work *w, size_t n, int P, int written, int64_t now, si
             a->ids[a->nids++] = w->mid[i];
         }
     return a;
-}
-
-static void ack_free(ack *a)
-{
-    if (!a)
-        return;
-    onr_free(a->parts);
-    onr_free(a->ends);
-    onr_free(a->id_part);
-    onr_free(a->ids);
-    onr_free(a);
 }
 
 /* Waits for each partition of a, remembering its ids once it is durable. Returns the status
@@ -1280,12 +1275,12 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     }
     /* Every record written is readable: the engine need not wait for the fsync. */
     atomic_store(stamp, 0);
-    ack *a = ack_new(w, n, P, failed, now, stored);
+    ack *a = ack_new(w, n, failed, now, stored);
     if (failed < P) {
         /* what was written before the failure is waited for, and its ids remembered, so that
          * a retry stores nothing twice */
         ack_wait(s, a);
-        ack_free(a);
+        onr_free(a);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
         goto done;
@@ -1599,7 +1594,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (r->conn) /* a kept-alive connection waits for the headers of its next request */
         atomic_store(&r->conn->waiting_ms, mono_ms());
     onr_buf_free(&r->body);
-    ack_free(r->ack);
+    onr_free(r->ack);
     onr_free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->active, 1);
