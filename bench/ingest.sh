@@ -21,7 +21,7 @@ build=${1:-build}
 secs=${2:-10}
 conns=${INGEST_CONNECTIONS:-256}
 # A request waiting for its group commit is suspended, not holding a libmicrohttpd thread
-# (ack threads wait for the fsyncs), so the threads only parse and write: 4 for batch (the
+# (the log's sync thread answers it), so the threads only parse and write: 4 for batch (the
 # default of onramp serve), 2 for everysec, one a core.
 threads_batch=${INGEST_THREADS:-4}
 threads_everysec=2

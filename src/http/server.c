@@ -38,7 +38,6 @@
 /* Ingest threads stamp receivedAt in one of these slots until the request's appends are
  * done; the smallest stamp is the watermark the engine shards wait for (http_watermark). */
 #define STAMP_SLOTS 512
-#define ACK_THREADS 4
 /* libmicrohttpd's memory per connection (headers and the read buffer), which it clears for
  * each request: its 32 KB default made that clearing a twentieth of the server's CPU. */
 #define CONN_MEMORY                                                                                \
@@ -125,27 +124,34 @@ struct http_server {
     pthread_cond_t reaper_cv;
     pthread_t reaper;
     bool reaper_stop;
-    /* Requests written to the log and waiting for its fsync policy, and the threads that wait
-     * for them, so that no request holds an HTTP thread while the disk syncs. */
+    /* Requests written to the log and suspended until its fsync policy is met (the log's
+     * sync threads answer them), so that no request holds an HTTP thread while the disk
+     * syncs; stopping waits for them. */
     pthread_mutex_t acks_mu;
     pthread_cond_t acks_cv;
-    struct ack *acks, *acks_tail;
-    bool acks_stop;
-    pthread_t ackers[ACK_THREADS];
-    int nackers;
+    int acks_waiting;
 };
 
-/* A request's appends, for the fsync wait: its partitions and the log offset after its records
- * in each, and its stored messages' ids (remembered once their partition is durable). */
+/* A request's appends, for the fsync wait: per partition it wrote, the log offset after its
+ * records and the wait for it, and its stored messages' ids (remembered once their partition
+ * is durable). The last partition to become durable answers: it resumes the connection. */
+typedef struct ack_part {
+    elog_waiter w; /* first: the waiter is the ack_part */
+    struct ack *a;
+    int part;
+    uint64_t end;
+} ack_part;
+
 typedef struct ack {
-    struct ack *next;
+    http_server *s;
     struct MHD_Connection *c;
     struct req *r;
     int64_t now;
     size_t stored, duplicates;
+    _Atomic int pending; /* partitions not yet durable, plus one while they are asked */
+    _Atomic bool failed; /* an fsync failed: answer 503 */
     int nparts;
-    int *parts;
-    uint64_t *ends;
+    ack_part *parts;
     size_t nids;
     int *id_part;
     uint64_t *ids;
@@ -165,8 +171,8 @@ typedef struct req {
     size_t discarded;
     size_t limit;
     bool import; /* /v1/import: a backfill, not sent from the users' devices */
-    /* Written to the log, waiting (suspended) for the fsync policy: an ack thread waits and
-     * sets status, then resumes the connection, whose next call answers. */
+    /* Written to the log, waiting (suspended) for the fsync policy: the last partition to be
+     * durable sets status, then resumes the connection, whose next call answers. */
     struct ack *ack;
     _Atomic unsigned ack_status; /* 0 while waiting */
     bool ack_answered;
@@ -925,7 +931,8 @@ static void say_where(char *err, size_t cap, const char *body, long at)
 /* ---- waiting for the fsync policy off the HTTP threads */
 
 /* One allocation: the ack and its arrays after it. */
-static ack *ack_new(const work *w, size_t n, int written, int64_t now, size_t stored)
+static ack *ack_new(http_server *s, const work *w, size_t n, int written, int64_t now,
+                    size_t stored)
 {
     int nparts = 0;
     size_t from = 0;
@@ -934,22 +941,25 @@ static ack *ack_new(const work *w, size_t n, int written, int64_t now, size_t st
             nparts++;
         from = w->count[p];
     }
-    size_t np = (size_t)nparts, size = sizeof(ack) + np * sizeof(uint64_t) + n * sizeof(uint64_t) +
-                                       np * sizeof(int) + n * sizeof(int);
+    size_t np = (size_t)nparts,
+           size = sizeof(ack) + np * sizeof(ack_part) + n * sizeof(uint64_t) + n * sizeof(int);
     ack *a = onr_malloc(size);
     memset(a, 0, sizeof(*a));
-    a->ends = (uint64_t *)(void *)(a + 1);
-    a->ids = a->ends + np;
-    a->parts = (int *)(void *)(a->ids + n);
-    a->id_part = a->parts + np;
+    a->s = s;
+    a->parts = (ack_part *)(void *)(a + 1);
+    a->ids = (uint64_t *)(void *)(a->parts + np);
+    a->id_part = (int *)(void *)(a->ids + n);
     a->now = now;
     a->stored = stored;
     a->duplicates = n - stored;
     from = 0;
     for (int p = 0; p < written; p++) {
         if (w->count[p] != from) {
-            a->parts[a->nparts] = p;
-            a->ends[a->nparts++] = w->ends[p];
+            ack_part *ap = &a->parts[a->nparts++];
+            memset(ap, 0, sizeof(*ap));
+            ap->a = a;
+            ap->part = p;
+            ap->end = w->ends[p];
         }
         from = w->count[p];
     }
@@ -961,80 +971,88 @@ static ack *ack_new(const work *w, size_t n, int written, int64_t now, size_t st
     return a;
 }
 
-/* Waits for each partition of a, remembering its ids once it is durable. Returns the status
- * to answer: 200, or 503 when an fsync failed. */
-static unsigned ack_wait(http_server *s, ack *a)
+/* Partition ap of a is durable (rc 0) or its fsync failed. Stored ids are remembered, so that
+ * a retry of the request does not store them again. */
+static void ack_settle(ack *a, const ack_part *ap, int rc)
 {
-    for (int k = 0; k < a->nparts; k++) {
-        int p = a->parts[k];
-        int rc = elog_wait(s->o.log, p, a->ends[k]);
-        if (rc) {
-            logmsg(s, "error", "event log fsync of partition %d failed: %s", p,
-                   rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
-            return MHD_HTTP_SERVICE_UNAVAILABLE;
-        }
-        if (s->o.dedup) /* stored: a retry of this request must not store them again */
-            for (size_t i = 0; i < a->nids; i++)
-                if (a->id_part[i] == p)
-                    trk_dedup_add(s->o.dedup, a->ids[i], a->now);
+    http_server *s = a->s;
+    if (rc) {
+        logmsg(s, "error", "event log fsync of partition %d failed: %s", ap->part,
+               rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
+        atomic_store(&a->failed, true);
+        return;
     }
+    if (s->o.dedup)
+        for (size_t i = 0; i < a->nids; i++)
+            if (a->id_part[i] == ap->part)
+                trk_dedup_add(s->o.dedup, a->ids[i], a->now);
+}
+
+/* The status to answer once every partition of a is settled: 200, or 503 after a failed
+ * fsync. */
+static unsigned ack_status(ack *a)
+{
+    if (atomic_load(&a->failed))
+        return MHD_HTTP_SERVICE_UNAVAILABLE;
+    atomic_fetch_add(&a->s->counters.events, a->stored);
+    atomic_fetch_add(&a->s->counters.duplicates, a->duplicates);
     return MHD_HTTP_OK;
 }
 
-static void ack_push(http_server *s, ack *a)
+/* Waits for each partition of a in this thread. Returns the status to answer. */
+static unsigned ack_wait(ack *a)
 {
+    for (int k = 0; k < a->nparts; k++)
+        ack_settle(a, &a->parts[k], elog_wait(a->s->o.log, a->parts[k].part, a->parts[k].end));
+    return ack_status(a);
+}
+
+/* Drops one of a's pending counts; the last answers: it resumes the suspended connection,
+ * after which a belongs to the request again. */
+static void ack_release(ack *a)
+{
+    if (atomic_fetch_sub(&a->pending, 1) != 1)
+        return;
+    http_server *s = a->s;
+    struct MHD_Connection *c = a->c;
+    atomic_store(&a->r->ack_status, ack_status(a));
+    MHD_resume_connection(c);
     pthread_mutex_lock(&s->acks_mu);
-    if (s->acks_tail)
-        s->acks_tail->next = a;
-    else
-        s->acks = a;
-    s->acks_tail = a;
-    pthread_cond_signal(&s->acks_cv);
+    if (--s->acks_waiting == 0)
+        pthread_cond_broadcast(&s->acks_cv);
     pthread_mutex_unlock(&s->acks_mu);
 }
 
-/* Takes waiting requests in order; stops once asked to and none is left. The first waiter of
- * a partition leads its group commit; the others find their records already synced. */
-static void *ack_main(void *arg)
+/* elog_notify's callback, from a sync thread (or this one, when already durable). */
+static void ack_part_done(elog_waiter *w, int rc)
 {
-    http_server *s = arg;
+    ack_part *ap = (ack_part *)(void *)w;
+    ack_settle(ap->a, ap, rc);
+    ack_release(ap->a);
+}
+
+/* Suspends the request's connection until every partition of a is durable. */
+static void ack_suspend(http_server *s, ack *a)
+{
     pthread_mutex_lock(&s->acks_mu);
-    for (;;) {
-        ack *a = s->acks;
-        if (!a) {
-            if (s->acks_stop)
-                break;
-            pthread_cond_wait(&s->acks_cv, &s->acks_mu);
-            continue;
-        }
-        s->acks = a->next;
-        if (!s->acks)
-            s->acks_tail = NULL;
-        pthread_mutex_unlock(&s->acks_mu);
-        unsigned status = ack_wait(s, a);
-        if (status == MHD_HTTP_OK) {
-            atomic_fetch_add(&s->counters.events, a->stored);
-            atomic_fetch_add(&s->counters.duplicates, a->duplicates);
-        }
-        struct MHD_Connection *c = a->c;
-        atomic_store(&a->r->ack_status, status);
-        MHD_resume_connection(c); /* a is the request's from here on */
-        pthread_mutex_lock(&s->acks_mu);
+    s->acks_waiting++;
+    pthread_mutex_unlock(&s->acks_mu);
+    MHD_suspend_connection(a->c);
+    atomic_store(&a->pending, a->nparts + 1);
+    for (int k = 0; k < a->nparts; k++) {
+        a->parts[k].w.done = ack_part_done;
+        elog_notify(s->o.log, a->parts[k].part, a->parts[k].end, &a->parts[k].w);
     }
-    pthread_mutex_unlock(&s->acks_mu);
-    return NULL;
+    ack_release(a);
 }
 
-/* Stops the ack threads once every waiting request is answered. */
-static void stop_ackers(http_server *s)
+/* Waits until no request waits for the log: each is answered by the sync threads. */
+static void wait_acks(http_server *s)
 {
     pthread_mutex_lock(&s->acks_mu);
-    s->acks_stop = true;
-    pthread_cond_broadcast(&s->acks_cv);
+    while (s->acks_waiting > 0)
+        pthread_cond_wait(&s->acks_cv, &s->acks_mu);
     pthread_mutex_unlock(&s->acks_mu);
-    for (int i = 0; i < s->nackers; i++)
-        pthread_join(s->ackers[i], NULL);
-    s->nackers = 0;
 }
 
 /* Parses, authenticates, validates and appends a whole body; queues the answer. */
@@ -1275,23 +1293,33 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     }
     /* Every record written is readable: the engine need not wait for the fsync. */
     atomic_store(stamp, 0);
-    ack *a = ack_new(w, n, failed, now, stored);
+    ack *a = ack_new(s, w, n, failed, now, stored);
     if (failed < P) {
         /* what was written before the failure is waited for, and its ids remembered, so that
          * a retry stores nothing twice */
-        ack_wait(s, a);
+        ack_wait(a);
         onr_free(a);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
         goto done;
     }
-    /* The fsync policy is waited for by an ack thread, not this one: suspended here, the
-     * connection is resumed with the outcome and answered by its next call. */
+    bool durable = true;
+    for (int k = 0; k < a->nparts && durable; k++)
+        durable = elog_durable(s->o.log, a->parts[k].part, a->parts[k].end);
+    if (durable) { /* everysec, or synced meanwhile: answered now */
+        unsigned st = ack_wait(a);
+        onr_free(a);
+        ret = st == MHD_HTTP_OK
+                  ? send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false)
+                  : send_error(c, st, "the event log could not store the messages; retry", NULL);
+        goto done;
+    }
+    /* The fsync policy is waited for by the log's sync threads, not this one: suspended here,
+     * the connection is resumed with the outcome and answered by its next call. */
     a->c = c;
     a->r = r;
     r->ack = a;
-    MHD_suspend_connection(c);
-    ack_push(s, a);
+    ack_suspend(s, a);
     ret = MHD_YES;
 done:
     atomic_store(stamp, 0);
@@ -1790,15 +1818,6 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->acks_mu, NULL);
     pthread_cond_init(&s->acks_cv, NULL);
-    for (; s->nackers < ACK_THREADS; s->nackers++) {
-        int e = pthread_create(&s->ackers[s->nackers], NULL, ack_main, s);
-        if (e) {
-            snprintf(err, errlen, "cannot start a thread: %s", strerror(e));
-            stop_ackers(s);
-            release(s);
-            return -e;
-        }
-    }
 
     unsigned flags =
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
@@ -1813,14 +1832,12 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s%s%s:%u (address in use, or not local?)",
                  v6 ? "[" : "", o->host, v6 ? "]" : "", (unsigned)o->port);
-        stop_ackers(s);
         release(s);
         return -EADDRINUSE;
     }
     int e = pthread_create(&s->reaper, NULL, reaper_main, s);
     if (e) {
         snprintf(err, errlen, "cannot start a thread: %s", strerror(e));
-        stop_ackers(s);
         MHD_stop_daemon(s->d);
         release(s);
         return -e;
@@ -1857,7 +1874,7 @@ void http_stop(http_server *s, int64_t drain_ms)
     int left = atomic_load(&s->active);
     if (left > 0)
         logmsg(s, "warn", "%d requests still in flight after the drain; closing them", left);
-    stop_ackers(s); /* they answer every request still waiting for the log */
+    wait_acks(s); /* the log's sync threads answer every request still waiting for it */
     MHD_stop_daemon(s->d);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);

@@ -1,9 +1,11 @@
 /*
  * elog.c - the event log: partitions of CRC32C-framed segment files, recovery of torn tails,
- * group commit under the three fsync policies, tailing readers and retention. Each partition
- * has one mutex; writes happen under it (they only reach the page cache), fsyncs outside it,
- * led by one appender - or the background thread - for everyone waiting, which is what makes
- * fsync-per-acknowledgement affordable.
+ * the three fsync policies, tailing readers and retention. Each partition has one mutex;
+ * writes happen under it (they only reach the page cache), fsyncs outside it. Durability is
+ * group-committed: under batch every append is also written to one commit journal, and one
+ * fsync of it covers the appends of all partitions; under always the partition's own file is
+ * fsynced, one fsync for everyone waiting on it; under everysec a background thread fsyncs.
+ * Waiters either block (elog_wait) or are called back by the sync threads (elog_notify).
  */
 #include "stream/elog.h"
 
@@ -21,7 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HDR 8               /* u32 length + u32 CRC32C, both little-endian */
+#define HDR 8        /* u32 length + u32 CRC32C, both little-endian */
+#define JHDR 24      /* a journal entry's header (journal_write) */
+#define JNAME_LEN 24 /* 20 digits + ".jnl" */
+#define JOURNAL_DIR "journal"
 #define SEG_NAME_LEN 24     /* 20 digits + ".log" */
 #define MAX_PARTITIONS 1000 /* pNNN */
 #define META_NAME "elog.meta"
@@ -37,31 +42,31 @@ typedef struct seg {
 
 typedef struct part {
     pthread_mutex_t mu;
-    pthread_cond_t cv; /* a sync finished, or a batch window may have closed */
+    pthread_cond_t cv; /* a sync finished */
     int idx;
     int dirfd;
     int fd; /* the active (last) segment, read-write */
     seg *segs;
     size_t nsegs, segcap;
-    uint64_t end;              /* next offset to assign */
-    uint64_t size;             /* bytes of complete records in the active segment */
-    _Atomic uint64_t pub_end;  /* end, for readers asking "anything new?" without the mutex */
-    uint64_t synced;           /* offsets below this are fsynced */
-    uint64_t synced_size;      /* bytes of the active segment fsynced */
-    bool syncing;              /* a leader is in fsync outside the mutex, on fd */
-    uint64_t inflight;         /* what that fsync will cover; == synced when none runs */
-    int64_t first_unsynced_ns; /* when the oldest write no sync covers happened (batch) */
-    int sync_err;              /* the unsynced tail could not be fsynced; 0 when healthy */
-    int err_rc;                /* the last fsync error, for waiters below err_upto */
-    uint64_t err_upto;         /* offsets below this were in a failed fsync */
-    bool tail_dirty;           /* a failed write left bytes past size that ftruncate kept */
-    onr_buf wbuf;              /* framed records staged for one write, reused */
-    struct elog_stats st;      /* counters; bytes and segments are computed */
+    uint64_t end;             /* next offset to assign */
+    uint64_t size;            /* bytes of complete records in the active segment */
+    _Atomic uint64_t pub_end; /* end, for readers asking "anything new?" without the mutex */
+    uint64_t synced;          /* offsets below this are durable (journal or own files) */
+    uint64_t file_synced;     /* offsets below this are fsynced in the partition's files */
+    uint64_t synced_size;     /* bytes of the active segment fsynced */
+    bool syncing;             /* a leader is in fsync outside the mutex, on fd */
+    int sync_err;             /* the unsynced tail could not be fsynced; 0 when healthy */
+    int err_rc;               /* the last fsync error, for waiters below err_upto */
+    uint64_t err_upto;        /* offsets below this were in a failed fsync */
+    bool tail_dirty;          /* a failed write left bytes past size that ftruncate kept */
+    onr_buf wbuf;             /* framed records staged for one write, reused */
+    elog_waiter *waiters;     /* elog_notify's, for the sync threads */
+    bool queued;              /* in the sync queue, or about to be */
+    struct elog_stats st;     /* counters; bytes and segments are computed */
 } part;
 
 struct elog {
     elog_opts o; /* defaults filled in */
-    int64_t batch_ns;
     int dirfd;
     char *dir;
     part *parts;
@@ -71,6 +76,35 @@ struct elog {
     bool stop;
     pthread_mutex_t bg_mu;
     pthread_cond_t bg_cv;
+    /* The sync threads and their queue: partitions with waiters, each at most once. */
+    pthread_t *syncers;
+    int nsyncers;
+    pthread_mutex_t sq_mu;
+    pthread_cond_t sq_cv;
+    int *sq;
+    int sq_head, sq_n;
+    bool sq_stop;
+    /* The commit journal, under batch (docs/operations.md, "The commit journal"): every append
+     * is written to it too, and one fsync of it makes the appends of every partition durable.
+     * A segment past journal_bytes is retired: once each partition's files are fsynced past
+     * its records, it is deleted. */
+    bool jon;
+    int jdirfd;
+    uint64_t jnext;        /* the number of the next journal segment */
+    pthread_mutex_t j_mu;  /* jfd, jseq, jsize, jtail_dirty, j_end, jst */
+    int jfd;               /* the active segment */
+    uint64_t jseq;         /* its number: its file name */
+    uint64_t jsize;        /* bytes written to it */
+    bool jtail_dirty;      /* a failed write left bytes past jsize */
+    uint64_t *j_end;       /* per partition: the offset after its last journaled record */
+    struct elog_stats jst; /* journal fsyncs */
+    /* the sync thread's own */
+    uint64_t *jsnap; /* j_end when the round's fsync began */
+    int jold_fd;     /* the retired segment, until the partitions are fsynced */
+    uint64_t jold_seq;
+    bool jold_synced; /* its last records are fsynced */
+    bool jfailed;     /* a journal fsync failed: acknowledge by partition fsyncs until
+                       * the segment it failed on is retired */
 };
 
 struct elog_reader {
@@ -136,11 +170,12 @@ static void seg_name(char out[SEG_NAME_LEN + 1], uint64_t base)
     snprintf(out, SEG_NAME_LEN + 1, "%020llu.log", (unsigned long long)base);
 }
 
-static bool parse_seg_name(const char *s, uint64_t *base)
+/* "<20 digits><suffix>", as segment and journal files are named. */
+static bool parse_numbered_name(const char *s, const char *suffix, uint64_t *base)
 {
     uint64_t v = 0;
 
-    if (strlen(s) != SEG_NAME_LEN || strcmp(s + 20, ".log") != 0)
+    if (strlen(s) != 20 + strlen(suffix) || strcmp(s + 20, suffix) != 0)
         return false;
     for (int i = 0; i < 20; i++) {
         if (s[i] < '0' || s[i] > '9')
@@ -151,6 +186,11 @@ static bool parse_seg_name(const char *s, uint64_t *base)
     }
     *base = v;
     return true;
+}
+
+static bool parse_seg_name(const char *s, uint64_t *base)
+{
+    return parse_numbered_name(s, ".log", base);
 }
 
 static void say(elog *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -237,21 +277,26 @@ static int read_full(int fd, void *buf, size_t len, uint64_t off)
     return 0;
 }
 
-/* Counts a segment fsync that took us microseconds. Partition mutex held. */
-static void note_fsync(part *p, int rc, int64_t ns)
+/* Counts a segment or journal fsync that took ns. The lock over st held. */
+static void count_fsync(struct elog_stats *st, int rc, int64_t ns)
 {
     uint64_t us = ns > 0 ? (uint64_t)ns / 1000 : 0;
     int b = 0;
 
     if (rc < 0) {
-        p->st.fsync_errors++;
+        st->fsync_errors++;
         return;
     }
     while (us > fsync_bounds_us[b])
         b++;
-    p->st.fsyncs++;
-    p->st.fsync_us_sum += us;
-    p->st.fsync_hist[b]++;
+    st->fsyncs++;
+    st->fsync_us_sum += us;
+    st->fsync_hist[b]++;
+}
+
+static void note_fsync(part *p, int rc, int64_t ns)
+{
+    count_fsync(&p->st, rc, ns);
 }
 
 static int timed_fsync(elog *l, int fd, int64_t *ns)
@@ -297,10 +342,8 @@ static int fill_opts(elog *l, const elog_opts *o, char *err, size_t errlen)
     elog_opts *x = &l->o;
     if (!x->partitions)
         x->partitions = 16;
-    if (!x->batch_ms)
-        x->batch_ms = 10;
-    if (!x->batch_bytes)
-        x->batch_bytes = 1u << 20;
+    if (!x->journal_bytes)
+        x->journal_bytes = 64u << 20;
     if (!x->segment_bytes)
         x->segment_bytes = 64u << 20;
     if (!x->max_record)
@@ -311,15 +354,18 @@ static int fill_opts(elog *l, const elog_opts *o, char *err, size_t errlen)
     if (x->fsync != ELOG_FSYNC_ALWAYS && x->fsync != ELOG_FSYNC_BATCH &&
         x->fsync != ELOG_FSYNC_EVERYSEC)
         return fail_msg(err, errlen, ONR_E_INVALID, "elog: unknown fsync policy %d", (int)x->fsync);
-    if (x->batch_ms < 0 || x->batch_ms > 1000)
-        return fail_msg(err, errlen, ONR_E_INVALID, "elog: batch_ms must be 0..1000, not %d",
-                        x->batch_ms);
+    if (!x->sync_threads)
+        x->sync_threads = 2;
+    if (x->sync_threads < 0 || x->sync_threads > 64)
+        return fail_msg(err, errlen, ONR_E_INVALID, "elog: sync_threads must be 1..64, not %d",
+                        x->sync_threads);
     if (x->max_record > INT32_MAX || x->segment_bytes < x->max_record + HDR)
         return fail_msg(err, errlen, ONR_E_INVALID,
                         "elog: a segment (%zu bytes) must hold the largest record (%zu bytes)",
                         x->segment_bytes, x->max_record);
-    /* always = batch with no window: lead an fsync as soon as nobody else is in one */
-    l->batch_ns = x->fsync == ELOG_FSYNC_BATCH ? (int64_t)x->batch_ms * 1000000 : 0;
+    if (x->segment_bytes > UINT32_MAX)
+        return fail_msg(err, errlen, ONR_E_INVALID, "elog: segment_bytes must be at most %u",
+                        (unsigned)UINT32_MAX);
     return 0;
 }
 
@@ -619,7 +665,7 @@ static int part_init(elog *l, part *p, int idx, char *err, size_t errlen)
     rc = part_recover(l, p, err, errlen);
     if (rc < 0)
         return rc;
-    p->synced = p->inflight = p->end;
+    p->synced = p->file_synced = p->end;
     p->synced_size = p->size;
     atomic_store(&p->pub_end, p->end);
     pthread_mutex_init(&p->mu, NULL);
@@ -757,7 +803,7 @@ static int heal(elog *l, part *p)
         if (p->sync_err)
             say(l, "elog: p%03d: fsync succeeds again", p->idx);
         p->sync_err = 0;
-        p->synced = p->inflight = p->end;
+        p->synced = p->file_synced = p->end;
         p->synced_size = p->size;
     }
     pthread_cond_broadcast(&p->cv);
@@ -778,7 +824,6 @@ static void lead_sync(elog *l, part *p)
         return;
     }
     p->syncing = true;
-    p->inflight = target;
     pthread_mutex_unlock(&p->mu);
     rc = timed_fsync(l, fd, &ns);
     pthread_mutex_lock(&p->mu);
@@ -786,17 +831,19 @@ static void lead_sync(elog *l, part *p)
     note_fsync(p, rc, ns);
     if (rc < 0) {
         sync_failed(l, p, rc, target);
-    } else if (target > p->synced) {
+    } else if (target > p->file_synced) {
         /* fd is still the active segment: a roll waits for syncing to clear */
-        p->synced = target;
+        p->file_synced = target;
+        p->synced = ONR_MAX(p->synced, target);
         p->synced_size = tsize;
     }
-    p->inflight = p->synced;
     pthread_cond_broadcast(&p->cv);
 }
 
-/* Waits until offsets below my_end are fsynced, leading an fsync when nobody else is in one
- * and the batch window (zero under always) has closed. Partition mutex held. */
+static void sq_push(elog *l, int idx);
+
+/* Waits until offsets below my_end are durable. Under batch the journal's sync thread is asked
+ * for a round; under always an fsync is led when nobody else is in one. Partition mutex held. */
 static int wait_durable(elog *l, part *p, uint64_t my_end)
 {
     for (;;) {
@@ -804,17 +851,17 @@ static int wait_durable(elog *l, part *p, uint64_t my_end)
             return 0;
         if (my_end <= p->err_upto)
             return p->err_rc;
-        if (p->syncing) {
+        if (l->jon) {
+            if (!p->queued) {
+                p->queued = true;
+                sq_push(l, p->idx);
+            }
             pthread_cond_wait(&p->cv, &p->mu);
             continue;
         }
-        if (l->batch_ns > 0 && !p->sync_err && p->size - p->synced_size < l->o.batch_bytes) {
-            int64_t due = p->first_unsynced_ns + l->batch_ns;
-            if (mono_ns() < due) {
-                struct timespec ts = ns_to_ts(due);
-                pthread_cond_timedwait(&p->cv, &p->mu, &ts);
-                continue;
-            }
+        if (p->syncing) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
         }
         lead_sync(l, p);
     }
@@ -827,7 +874,7 @@ static int roll(elog *l, part *p)
     int64_t ns;
     int rc, fd;
 
-    if (p->synced < p->end || p->sync_err) {
+    if (p->file_synced < p->end || p->sync_err) {
         if (p->sync_err)
             return heal(l, p);
         rc = timed_fsync(l, p->fd, &ns);
@@ -837,7 +884,7 @@ static int roll(elog *l, part *p)
             pthread_cond_broadcast(&p->cv);
             return rc;
         }
-        p->synced = p->inflight = p->end;
+        p->synced = p->file_synced = p->end;
         p->synced_size = p->size;
         pthread_cond_broadcast(&p->cv);
     }
@@ -854,6 +901,68 @@ static int roll(elog *l, part *p)
     p->size = 0;
     p->synced_size = 0;
     return 0;
+}
+
+/* ---- the commit journal (batch) */
+
+static void put_le64(unsigned char *p, uint64_t v)
+{
+    put_le32(p, (uint32_t)v);
+    put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+    return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+
+static void journal_name(char out[JNAME_LEN + 1], uint64_t seq)
+{
+    snprintf(out, JNAME_LEN + 1, "%020llu.jnl", (unsigned long long)seq);
+}
+
+/* CRC32C of an entry's first 20 header bytes and its data. */
+static uint32_t journal_crc(const unsigned char *h, const unsigned char *data, size_t len)
+{
+    unsigned int c = crc32_iscsi((unsigned char *)h, JHDR - 4, 0xffffffffu);
+    c = crc32_iscsi((unsigned char *)data, (int)len, c);
+    return c ^ 0xffffffffu;
+}
+
+/*
+ * Journals the batch just written to p: entry = u32 data bytes, u32 partition, u64 first
+ * offset, u32 record count, u32 CRC32C of the rest, then the framed records as the partition
+ * has them. e holds JHDR free bytes and then len bytes of frames. Partition mutex held, which
+ * keeps each partition's entries in offset order.
+ */
+static int journal_write(elog *l, part *p, uint64_t first, size_t n, unsigned char *e, size_t len)
+{
+    int rc = 0;
+
+    put_le32(e, (uint32_t)len);
+    put_le32(e + 4, (uint32_t)p->idx);
+    put_le64(e + 8, first);
+    put_le32(e + 16, (uint32_t)n);
+    put_le32(e + 20, journal_crc(e, e + JHDR, len));
+    pthread_mutex_lock(&l->j_mu);
+    if (l->jtail_dirty) {
+        if (ftruncate(l->jfd, (off_t)l->jsize) < 0) {
+            rc = -errno;
+            goto out;
+        }
+        l->jtail_dirty = false;
+    }
+    rc = write_all(l, l->jfd, e, JHDR + len, l->jsize);
+    if (rc < 0) {
+        if (ftruncate(l->jfd, (off_t)l->jsize) < 0)
+            l->jtail_dirty = true;
+        goto out;
+    }
+    l->jsize += JHDR + len;
+    l->j_end[p->idx] = first + n;
+out:
+    pthread_mutex_unlock(&l->j_mu);
+    return rc;
 }
 
 /* ---- appending */
@@ -902,10 +1011,11 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
             goto out;
     }
 
-    /* Frame into the reused staging buffer: one write per batch, no allocation once warm. */
+    /* Frame into the reused staging buffer, after room for the journal entry's header: one
+     * write per batch to the partition (and one to the journal), no allocation once warm. */
     onr_buf_clear(&p->wbuf);
-    onr_buf_reserve(&p->wbuf, (size_t)total);
-    unsigned char *w = (unsigned char *)p->wbuf.data;
+    onr_buf_reserve(&p->wbuf, JHDR + (size_t)total);
+    unsigned char *frames = (unsigned char *)p->wbuf.data + JHDR, *w = frames;
     for (size_t i = 0; i < n; i++) {
         put_le32(w, (uint32_t)recs[i].len);
         put_le32(w + 4, frame_crc(w, recs[i].data, recs[i].len));
@@ -913,7 +1023,9 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
             memcpy(w + HDR, recs[i].data, recs[i].len);
         w += HDR + recs[i].len;
     }
-    rc = write_all(l, p->fd, p->wbuf.data, (size_t)total, p->size);
+    rc = write_all(l, p->fd, frames, (size_t)total, p->size);
+    if (rc == 0 && l->jon)
+        rc = journal_write(l, p, p->end, n, (unsigned char *)p->wbuf.data, (size_t)total);
     if (rc < 0) {
         /* Cut what landed: a sealed segment must end exactly at its last record, and a
          * leftover would read as a torn tail at the next start. If even the truncate fails,
@@ -923,8 +1035,6 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
             p->tail_dirty = true;
         goto out;
     }
-    if (p->end == (p->syncing ? p->inflight : p->synced))
-        p->first_unsynced_ns = mono_ns();
     first = p->end;
     p->end += n;
     p->size += total;
@@ -1043,6 +1153,505 @@ static void *bg_main(void *arg)
     return NULL;
 }
 
+/* ---- the sync threads, for elog_notify */
+
+/* Takes p's waiters that are settled, with their outcomes, into *out. Partition mutex held. */
+static void take_settled(part *p, elog_waiter **out)
+{
+    elog_waiter **pp = &p->waiters;
+    while (*pp) {
+        elog_waiter *w = *pp;
+        if (w->end <= p->synced || w->end <= p->err_upto) {
+            *pp = w->next;
+            w->rc = w->end <= p->synced ? 0 : p->err_rc;
+            w->next = *out;
+            *out = w;
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+/* Calls done for each waiter take_settled took. No lock held. */
+static void call_settled(elog_waiter *w)
+{
+    while (w) {
+        elog_waiter *next = w->next;
+        w->done(w, w->rc);
+        w = next;
+    }
+}
+
+static void sq_push(elog *l, int idx)
+{
+    pthread_mutex_lock(&l->sq_mu);
+    l->sq[(l->sq_head + l->sq_n) % l->o.partitions] = idx;
+    l->sq_n++;
+    pthread_cond_signal(&l->sq_cv);
+    pthread_mutex_unlock(&l->sq_mu);
+}
+
+/* One turn for a queued partition: an fsync covering every waiter (or the one a synchronous
+ * appender is leading, when it does), then the settled waiters are called. Waiters wait for
+ * offsets already written, and lead_sync settles everything written (synced, or failed up to
+ * the end), so none is left. */
+static void serve_waiters(elog *l, part *p)
+{
+    elog_waiter *settled = NULL;
+
+    pthread_mutex_lock(&p->mu);
+    p->queued = false;
+    while (p->syncing)
+        pthread_cond_wait(&p->cv, &p->mu);
+    take_settled(p, &settled);
+    if (p->waiters) {
+        lead_sync(l, p);
+        take_settled(p, &settled);
+    }
+    pthread_mutex_unlock(&p->mu);
+    call_settled(settled);
+}
+
+/* Settles partition i after a journal fsync covering records below upto (rc 0) or failing
+ * on them; waiters that arrived meanwhile are queued again. The round took the whole queue. */
+static void journal_settle(elog *l, int i, uint64_t upto, int rc)
+{
+    part *p = &l->parts[i];
+    elog_waiter *settled = NULL;
+    bool again;
+
+    pthread_mutex_lock(&p->mu);
+    if (rc == 0 && upto > p->synced)
+        p->synced = upto;
+    else if (rc < 0 && upto > p->synced)
+        sync_failed(l, p, rc, upto);
+    take_settled(p, &settled);
+    again = p->waiters != NULL;
+    p->queued = again;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    if (again)
+        sq_push(l, i);
+    call_settled(settled);
+}
+
+/* Fsyncs partition i's files past everything written so far, leading the fsync (or healing a
+ * failed one), and settles its waiters. Returns 0 or the fsync's error. */
+static int flush_partition(elog *l, int i)
+{
+    part *p = &l->parts[i];
+    elog_waiter *settled = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&p->mu);
+    while (p->syncing)
+        pthread_cond_wait(&p->cv, &p->mu);
+    if (p->file_synced < p->end || p->sync_err) {
+        lead_sync(l, p);
+        rc = p->sync_err;
+    }
+    take_settled(p, &settled);
+    pthread_mutex_unlock(&p->mu);
+    call_settled(settled);
+    return rc;
+}
+
+/* Starts a new journal segment; the active one is retired (jold) until the partitions are
+ * fsynced past its records. Sync thread only, with no segment retired. */
+static int journal_roll(elog *l)
+{
+    char name[JNAME_LEN + 1];
+    journal_name(name, l->jnext);
+    int fd = openat(l->jdirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int rc = fd < 0 ? -errno : io_fsync(l, l->jdirfd);
+    if (rc < 0) {
+        say(l, "elog: journal/%s: cannot start a journal segment: %s", name, strerror(-rc));
+        if (fd >= 0) {
+            close(fd);
+            unlinkat(l->jdirfd, name, 0);
+        }
+        return rc;
+    }
+    pthread_mutex_lock(&l->j_mu);
+    l->jold_fd = l->jfd;
+    l->jold_seq = l->jseq;
+    l->jold_synced = false;
+    l->jfd = fd;
+    l->jseq = l->jnext++;
+    l->jsize = 0;
+    l->jtail_dirty = false;
+    pthread_mutex_unlock(&l->j_mu);
+    return 0;
+}
+
+/* Deletes the retired segment once every partition's files are fsynced past its records. */
+static void journal_retire(elog *l)
+{
+    char name[JNAME_LEN + 1];
+    int bad = 0;
+
+    for (int i = 0; i < l->o.partitions; i++)
+        if (flush_partition(l, i) < 0)
+            bad++;
+    if (bad)
+        return; /* kept: the next round tries again */
+    journal_name(name, l->jold_seq);
+    close(l->jold_fd);
+    l->jold_fd = -1;
+    if (unlinkat(l->jdirfd, name, 0) < 0)
+        say(l, "elog: journal/%s: cannot delete a retired segment: %s", name, strerror(errno));
+    io_fsync(l, l->jdirfd); /* if the unlink is lost, the next open replays nothing new */
+}
+
+/*
+ * One group commit under batch: one fsync of the journal makes every record journaled before
+ * it durable, in every partition. After a failed journal fsync the segment it failed on is
+ * not trusted again (the kernel may have dropped its dirty pages): it is retired, and until
+ * the partition files are fsynced past it, appends are acknowledged by those fsyncs instead.
+ */
+static void journal_round(elog *l)
+{
+    int P = l->o.partitions;
+    int64_t ns = 0;
+    int rc = 0;
+
+    if (l->jfailed) {
+        if (l->jold_fd < 0 && journal_roll(l) < 0) {
+            for (int i = 0; i < P; i++)
+                flush_partition(l, i);
+        } else {
+            l->jold_synced = true; /* never fsynced again: the partitions are instead */
+            journal_retire(l);
+            if (l->jold_fd < 0)
+                l->jfailed = false;
+        }
+        for (int i = 0; i < P; i++)
+            journal_settle(l, i, 0, 0);
+        return;
+    }
+    pthread_mutex_lock(&l->j_mu);
+    bool full = l->jsize >= l->o.journal_bytes;
+    pthread_mutex_unlock(&l->j_mu);
+    if (full && l->jold_fd < 0)
+        journal_roll(l);
+    pthread_mutex_lock(&l->j_mu);
+    memcpy(l->jsnap, l->j_end, (size_t)P * sizeof(*l->jsnap));
+    int fd = l->jfd;
+    pthread_mutex_unlock(&l->j_mu);
+    if (l->jold_fd >= 0 && !l->jold_synced) {
+        rc = timed_fsync(l, l->jold_fd, &ns);
+        if (rc == 0)
+            l->jold_synced = true;
+    }
+    if (rc == 0)
+        rc = timed_fsync(l, fd, &ns);
+    pthread_mutex_lock(&l->j_mu);
+    count_fsync(&l->jst, rc, ns);
+    pthread_mutex_unlock(&l->j_mu);
+    if (rc < 0) {
+        say(l,
+            "elog: journal: fsync failed: %s; appends are acknowledged by partition fsyncs "
+            "until a new journal segment takes over",
+            strerror(-rc));
+        l->jfailed = true;
+    }
+    for (int i = 0; i < P; i++)
+        journal_settle(l, i, l->jsnap[i], rc);
+    if (rc == 0 && l->jold_fd >= 0)
+        journal_retire(l);
+}
+
+static void *sync_main(void *arg)
+{
+    elog *l = arg;
+
+    pthread_mutex_lock(&l->sq_mu);
+    for (;;) {
+        if (l->sq_n == 0) {
+            if (l->sq_stop)
+                break;
+            pthread_cond_wait(&l->sq_cv, &l->sq_mu);
+            continue;
+        }
+        if (l->jon) { /* a round serves every partition: take the whole queue */
+            l->sq_head = (l->sq_head + l->sq_n) % l->o.partitions;
+            l->sq_n = 0;
+            pthread_mutex_unlock(&l->sq_mu);
+            journal_round(l);
+        } else {
+            int idx = l->sq[l->sq_head];
+            l->sq_head = (l->sq_head + 1) % l->o.partitions;
+            l->sq_n--;
+            pthread_mutex_unlock(&l->sq_mu);
+            serve_waiters(l, &l->parts[idx]);
+        }
+        pthread_mutex_lock(&l->sq_mu);
+    }
+    pthread_mutex_unlock(&l->sq_mu);
+    return NULL;
+}
+
+void elog_notify(elog *l, int partition, uint64_t end_offset, elog_waiter *w)
+{
+    if (partition < 0 || partition >= l->o.partitions) {
+        w->done(w, ONR_E_INVALID);
+        return;
+    }
+    part *p = &l->parts[partition];
+    elog_waiter *settled = NULL;
+    bool push = false;
+
+    pthread_mutex_lock(&p->mu);
+    bool past_end = end_offset > p->end;
+    if (past_end || l->o.fsync == ELOG_FSYNC_EVERYSEC) {
+        pthread_mutex_unlock(&p->mu);
+        w->done(w, past_end ? ONR_E_INVALID : 0);
+        return;
+    }
+    w->end = end_offset;
+    w->next = p->waiters;
+    p->waiters = w;
+    take_settled(p, &settled);
+    if (p->waiters && !p->queued)
+        p->queued = push = true;
+    pthread_mutex_unlock(&p->mu);
+    if (push)
+        sq_push(l, partition);
+    call_settled(settled);
+}
+
+bool elog_durable(elog *l, int partition, uint64_t end_offset)
+{
+    if (l->o.fsync == ELOG_FSYNC_EVERYSEC)
+        return true;
+    if (partition < 0 || partition >= l->o.partitions)
+        return false;
+    part *p = &l->parts[partition];
+    pthread_mutex_lock(&p->mu);
+    bool ok = p->synced >= end_offset;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+/* Stops the sync threads once every queued partition has been served. */
+static void stop_syncers(elog *l)
+{
+    pthread_mutex_lock(&l->sq_mu);
+    l->sq_stop = true;
+    pthread_cond_broadcast(&l->sq_cv);
+    pthread_mutex_unlock(&l->sq_mu);
+    for (int i = 0; i < l->nsyncers; i++)
+        pthread_join(l->syncers[i], NULL);
+    l->nsyncers = 0;
+}
+
+/* ---- the journal at open: replay, then a fresh segment */
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Restores the records of one journal entry that partition idx lacks. Returns the number
+ * appended, or an append's error. */
+static int64_t replay_entry(elog *l, const char *name, uint32_t idx, uint64_t first, uint32_t n,
+                            const unsigned char *data, size_t len)
+{
+    part *p = &l->parts[idx];
+    size_t off = 0;
+    int64_t added = 0;
+
+    if (first + n <= p->end)
+        return 0; /* the partition has them: the usual case */
+    if (first > p->end) {
+        say(l,
+            "elog: journal/%s: p%03d: records %llu..%llu follow a gap (the partition ends at "
+            "%llu); not restored",
+            name, idx, (unsigned long long)first, (unsigned long long)(first + n - 1),
+            (unsigned long long)p->end);
+        return 0;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (len - off < HDR || get_le32(data + off) > len - off - HDR || !frame_ok(data + off)) {
+            say(l, "elog: journal/%s: p%03d: a damaged record at offset %llu; not restored", name,
+                idx, (unsigned long long)(first + i));
+            return added;
+        }
+        uint32_t rlen = get_le32(data + off);
+        if (first + i >= p->end) {
+            elog_rec rec = {data + off + HDR, rlen};
+            int rc = append(l, (int)idx, &rec, 1, NULL, NULL, false);
+            if (rc < 0)
+                return rc;
+            added++;
+        }
+        off += HDR + rlen;
+    }
+    return added;
+}
+
+/* Replays one journal segment, stopping at its first torn or damaged entry. */
+static int replay_segment(elog *l, uint64_t seq, uint64_t *restored, char *err, size_t errlen)
+{
+    char name[JNAME_LEN + 1];
+    unsigned char h[JHDR];
+    struct stat sb;
+    onr_buf b = {0};
+    uint64_t pos = 0;
+    const char *why = NULL;
+    int rc = 0;
+
+    journal_name(name, seq);
+    int fd = openat(l->jdirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &sb) < 0) {
+        rc =
+            fail_msg(err, errlen, -errno, "elog: %s/journal/%s: %s", l->dir, name, strerror(errno));
+        goto out;
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    while (pos < size) {
+        if (size - pos < JHDR) {
+            why = "a short entry header";
+            break;
+        }
+        rc = read_full(fd, h, JHDR, pos);
+        if (rc < 0)
+            break;
+        uint64_t len = get_le32(h);
+        uint32_t idx = get_le32(h + 4), n = get_le32(h + 16);
+        if (idx >= (uint32_t)l->o.partitions || len > size - pos - JHDR || n == 0) {
+            why = len > size - pos - JHDR ? "a short entry" : "a bad entry header";
+            break;
+        }
+        onr_buf_clear(&b);
+        onr_buf_reserve(&b, (size_t)len);
+        rc = read_full(fd, b.data, (size_t)len, pos + JHDR);
+        if (rc < 0)
+            break;
+        if (journal_crc(h, (unsigned char *)b.data, (size_t)len) != get_le32(h + 20)) {
+            why = "a CRC mismatch";
+            break;
+        }
+        int64_t added =
+            replay_entry(l, name, idx, get_le64(h + 8), n, (unsigned char *)b.data, (size_t)len);
+        if (added < 0) {
+            rc = (int)added;
+            fail_msg(err, errlen, rc, "elog: %s/journal/%s: cannot restore records: %s", l->dir,
+                     name, strerror(-rc));
+            goto out;
+        }
+        *restored += (uint64_t)added;
+        pos += JHDR + len;
+    }
+    if (rc < 0) {
+        fail_msg(err, errlen, rc, "elog: %s/journal/%s: %s", l->dir, name, strerror(-rc));
+        goto out;
+    }
+    if (why)
+        say(l,
+            "elog: journal/%s: ignored %llu bytes of torn or damaged tail at byte %llu (%s); "
+            "nothing acknowledged was in it",
+            name, (unsigned long long)(size - pos), (unsigned long long)pos, why);
+out:
+    if (fd >= 0)
+        close(fd);
+    onr_buf_free(&b);
+    return rc;
+}
+
+/*
+ * Replays what the journal holds that the partitions lost (a power loss before their own
+ * fsync), makes it durable in the partition files, and deletes the journal; then, under batch,
+ * starts a fresh segment. Runs at open, before any append.
+ */
+static int journal_open(elog *l, char *err, size_t errlen)
+{
+    uint64_t *seqs = NULL, restored = 0;
+    size_t nseqs = 0, cap = 0;
+    int rc;
+
+    if (mkdirat(l->dirfd, JOURNAL_DIR, 0755) == 0) {
+        rc = io_fsync(l, l->dirfd);
+        if (rc < 0)
+            return fail_msg(err, errlen, rc, "elog: %s: fsync: %s", l->dir, strerror(-rc));
+    } else if (errno != EEXIST) {
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: mkdir: %s", l->dir, JOURNAL_DIR,
+                        strerror(errno));
+    }
+    l->jdirfd = openat(l->dirfd, JOURNAL_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (l->jdirfd < 0)
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, JOURNAL_DIR,
+                        strerror(errno));
+    int dfd = dup(l->jdirfd);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        rc = fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, JOURNAL_DIR, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return rc;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        uint64_t seq;
+        if (!parse_numbered_name(e->d_name, ".jnl", &seq))
+            continue;
+        if (nseqs == cap) {
+            cap = cap ? cap * 2 : 4;
+            seqs = onr_realloc(seqs, cap * sizeof(*seqs));
+        }
+        seqs[nseqs++] = seq;
+    }
+    closedir(d);
+    qsort(seqs, nseqs, sizeof(*seqs), cmp_u64);
+    rc = 0;
+    for (size_t i = 0; i < nseqs && rc == 0; i++)
+        rc = replay_segment(l, seqs[i], &restored, err, errlen);
+    for (int i = 0; i < l->o.partitions && rc == 0; i++) {
+        part *p = &l->parts[i];
+        if (p->file_synced < p->end) {
+            rc = io_fsync(l, p->fd);
+            if (rc < 0)
+                fail_msg(err, errlen, rc, "elog: %s/p%03d: fsync: %s", l->dir, i, strerror(-rc));
+            p->synced = p->file_synced = p->end;
+            p->synced_size = p->size;
+        }
+    }
+    for (size_t i = 0; i < nseqs && rc == 0; i++) {
+        char name[JNAME_LEN + 1];
+        journal_name(name, seqs[i]);
+        if (unlinkat(l->jdirfd, name, 0) < 0)
+            rc = fail_msg(err, errlen, -errno, "elog: %s/journal/%s: cannot delete: %s", l->dir,
+                          name, strerror(errno));
+    }
+    if (rc == 0 && nseqs)
+        rc = io_fsync(l, l->jdirfd);
+    if (rc == 0 && restored)
+        say(l, "elog: journal: restored %llu records the partitions had lost",
+            (unsigned long long)restored);
+    l->jnext = nseqs ? seqs[nseqs - 1] + 1 : 1;
+    onr_free(seqs);
+    if (rc < 0 || l->o.fsync != ELOG_FSYNC_BATCH)
+        return rc;
+
+    char name[JNAME_LEN + 1];
+    journal_name(name, l->jnext);
+    l->jfd = openat(l->jdirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (l->jfd < 0)
+        return fail_msg(err, errlen, -errno, "elog: %s/journal/%s: %s", l->dir, name,
+                        strerror(errno));
+    rc = io_fsync(l, l->jdirfd);
+    if (rc < 0)
+        return fail_msg(err, errlen, rc, "elog: %s/journal: fsync: %s", l->dir, strerror(-rc));
+    l->jseq = l->jnext++;
+    l->j_end = onr_calloc((size_t)l->o.partitions, sizeof(*l->j_end));
+    l->jsnap = onr_calloc((size_t)l->o.partitions, sizeof(*l->jsnap));
+    for (int i = 0; i < l->o.partitions; i++)
+        l->j_end[i] = l->parts[i].end;
+    l->jon = true;
+    return 0;
+}
+
 /* ---- open and close */
 
 static void elog_free(elog *l)
@@ -1054,6 +1663,19 @@ static void elog_free(elog *l)
         close(l->dirfd);
     pthread_mutex_destroy(&l->bg_mu);
     pthread_cond_destroy(&l->bg_cv);
+    pthread_mutex_destroy(&l->sq_mu);
+    pthread_cond_destroy(&l->sq_cv);
+    pthread_mutex_destroy(&l->j_mu);
+    if (l->jfd >= 0)
+        close(l->jfd);
+    if (l->jold_fd >= 0)
+        close(l->jold_fd);
+    if (l->jdirfd >= 0)
+        close(l->jdirfd);
+    onr_free(l->j_end);
+    onr_free(l->jsnap);
+    onr_free(l->syncers);
+    onr_free(l->sq);
     onr_free(l->dir);
     onr_free(l);
 }
@@ -1074,6 +1696,10 @@ int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&l->bg_cv, &ca);
     pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&l->sq_mu, NULL);
+    pthread_cond_init(&l->sq_cv, NULL);
+    pthread_mutex_init(&l->j_mu, NULL);
+    l->jfd = l->jold_fd = l->jdirfd = -1;
 
     rc = fill_opts(l, o, err, errlen);
     if (rc < 0)
@@ -1104,6 +1730,9 @@ int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t
         if (rc < 0)
             goto fail;
     }
+    rc = journal_open(l, err, errlen);
+    if (rc < 0)
+        goto fail;
     if (l->o.fsync == ELOG_FSYNC_EVERYSEC) {
         rc = -pthread_create(&l->bg, NULL, bg_main, l);
         if (rc < 0) {
@@ -1111,6 +1740,19 @@ int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t
             goto fail;
         }
         l->bg_running = true;
+    } else {
+        /* the journal's rounds serve every partition at once: one thread is enough */
+        int n = l->jon ? 1 : l->o.sync_threads;
+        l->sq = onr_calloc((size_t)l->o.partitions, sizeof(*l->sq));
+        l->syncers = onr_calloc((size_t)n, sizeof(*l->syncers));
+        for (; l->nsyncers < n; l->nsyncers++) {
+            rc = -pthread_create(&l->syncers[l->nsyncers], NULL, sync_main, l);
+            if (rc < 0) {
+                fail_msg(err, errlen, rc, "elog: cannot start a sync thread: %s", strerror(-rc));
+                stop_syncers(l);
+                goto fail;
+            }
+        }
     }
     *out = l;
     return 0;
@@ -1132,6 +1774,7 @@ int elog_close(elog *l)
         pthread_mutex_unlock(&l->bg_mu);
         pthread_join(l->bg, NULL);
     }
+    stop_syncers(l); /* after they have settled every waiter */
     for (int i = 0; i < l->np; i++) {
         part *p = &l->parts[i];
         int rc = 0;
@@ -1140,7 +1783,7 @@ int elog_close(elog *l)
             pthread_cond_wait(&p->cv, &p->mu);
         if (p->tail_dirty && ftruncate(p->fd, (off_t)p->size) < 0)
             rc = -errno;
-        if (rc == 0 && (p->synced < p->end || p->sync_err)) {
+        if (rc == 0 && (p->file_synced < p->end || p->sync_err)) {
             lead_sync(l, p);
             rc = p->sync_err;
         }
@@ -1148,6 +1791,17 @@ int elog_close(elog *l)
         if (rc < 0 && first == 0)
             first = rc;
     }
+    /* Every partition is durable in its own files: the journal holds nothing more. When one
+     * is not, the journal stays for the next open to replay. */
+    for (uint64_t seq = l->jold_fd >= 0 ? l->jold_seq : l->jseq;
+         l->jon && first == 0 && seq <= l->jseq; seq++) {
+        char name[JNAME_LEN + 1];
+        journal_name(name, seq);
+        if (unlinkat(l->jdirfd, name, 0) < 0 && errno != ENOENT)
+            first = -errno;
+    }
+    if (l->jon && first == 0)
+        first = io_fsync(l, l->jdirfd);
     elog_free(l);
     return first;
 }
@@ -1437,6 +2091,15 @@ int elog_stats(elog *l, int partition, struct elog_stats *out)
         for (int b = 0; b < ELOG_FSYNC_BUCKETS; b++)
             out->fsync_hist[b] += p->st.fsync_hist[b];
         pthread_mutex_unlock(&p->mu);
+    }
+    if (partition == -1) { /* and the journal's fsyncs */
+        pthread_mutex_lock(&l->j_mu);
+        out->fsyncs += l->jst.fsyncs;
+        out->fsync_errors += l->jst.fsync_errors;
+        out->fsync_us_sum += l->jst.fsync_us_sum;
+        for (int b = 0; b < ELOG_FSYNC_BUCKETS; b++)
+            out->fsync_hist[b] += l->jst.fsync_hist[b];
+        pthread_mutex_unlock(&l->j_mu);
     }
     return 0;
 }

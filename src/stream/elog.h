@@ -1,7 +1,8 @@
 /*
  * elog.h - the embedded durable event log behind `onramp serve`: P partitions, each an
- * append-only run of segment files holding CRC32C-framed records, with group commit and an
- * fsync policy (always | batch | everysec). I/O threads append; engine shards read. A torn or
+ * append-only run of segment files holding CRC32C-framed records, with group commit (under
+ * batch through one commit journal for all partitions) and an fsync policy (always | batch |
+ * everysec). I/O threads append; engine shards read. A torn or
  * corrupt tail is cut off at open, and said so; nothing before it is lost.
  * On-disk format, loss windows and recovery: docs/operations.md, "The event log".
  */
@@ -18,8 +19,8 @@ typedef struct elog_reader elog_reader;
 /* When an append returns (see docs/operations.md for each policy's loss window). Zero is the
  * default, batch. */
 typedef enum elog_fsync {
-    ELOG_FSYNC_BATCH = 0, /* after the fsync of a group collected for <= batch_ms */
-    ELOG_FSYNC_ALWAYS,    /* after an fsync that covers the record (group commit) */
+    ELOG_FSYNC_BATCH = 0, /* after an fsync of the commit journal that covers the record */
+    ELOG_FSYNC_ALWAYS,    /* after an fsync of the partition's file that covers the record */
     ELOG_FSYNC_EVERYSEC,  /* after write(2); a background thread fsyncs every second */
 } elog_fsync;
 
@@ -43,10 +44,10 @@ typedef struct elog_io {
 typedef struct elog_opts {
     int partitions;       /* [16], 1..1000; fixed when the log is created */
     elog_fsync fsync;     /* [ELOG_FSYNC_BATCH] */
-    int batch_ms;         /* [10] batch: longest wait for more records before the fsync */
-    size_t batch_bytes;   /* [1 MiB] batch: fsync as soon as this much is waiting */
+    size_t journal_bytes; /* [64 MiB] batch: a journal segment is retired past this */
     size_t segment_bytes; /* [64 MiB] a segment rolls before it would grow past this */
     size_t max_record;    /* [1 MiB] largest payload elog_append accepts */
+    int sync_threads;     /* [2], 1..64, always: the threads fsyncing for elog_notify */
     /* Called for events an operator should see: tails truncated at open, failed and healed
      * fsyncs. May be called from any appending thread or the background thread, so it must
      * be thread-safe. NULL: silent. */
@@ -105,9 +106,36 @@ int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
  * is in the log under the fsync policy (at once under everysec). Same errors as
  * elog_append_batch; a failed elog_wait is a failed fsync (see elog_append).
  */
-int elog_write_batch(elog *l, int partition, const elog_rec *recs, size_t n,
-                     uint64_t *first_offset, uint64_t *end_offset);
+int elog_write_batch(elog *l, int partition, const elog_rec *recs, size_t n, uint64_t *first_offset,
+                     uint64_t *end_offset);
 int elog_wait(elog *l, int partition, uint64_t end_offset);
+
+/*
+ * A wait for the fsync policy that holds no thread (elog_notify). The caller fills done and
+ * keeps the waiter alive until done has been called; next, end and rc are the log's.
+ */
+typedef struct elog_waiter elog_waiter;
+struct elog_waiter {
+    void (*done)(elog_waiter *w, int rc); /* rc as elog_wait returns it */
+    elog_waiter *next;
+    uint64_t end;
+    int rc;
+};
+
+/*
+ * elog_wait without the wait: calls w->done(w, rc) once every record of the partition below
+ * end_offset is in the log under the fsync policy. When they already are (always under
+ * everysec), or the partition or offset (past the partition's end) is invalid
+ * (ONR_E_INVALID), done is called at once in this thread; otherwise
+ * from one of the log's sync threads, which fsync the partitions that have waiters as soon as
+ * one of them is free: what was written while a partition waited for a sync thread or for its
+ * previous fsync is one group commit. done is called with no lock of the log held.
+ */
+void elog_notify(elog *l, int partition, uint64_t end_offset, elog_waiter *w);
+
+/* Whether every record of the partition below end_offset is in the log under the fsync
+ * policy now (always under everysec): elog_wait would return at once. */
+bool elog_durable(elog *l, int partition, uint64_t end_offset);
 
 /* The next offset to be written in a partition (records [start, end) are readable). */
 uint64_t elog_end_offset(elog *l, int partition);
@@ -156,7 +184,7 @@ struct elog_stats {
     uint64_t segments;
     uint64_t records;        /* appended since open */
     uint64_t appended_bytes; /* framed bytes appended since open */
-    uint64_t fsyncs;         /* segment fsyncs that succeeded (directories not counted) */
+    uint64_t fsyncs; /* segment (and, summed, journal) fsyncs that succeeded; not directories */
     uint64_t fsync_errors;
     uint64_t write_errors;
     uint64_t truncated_bytes; /* cut from torn tails at open */

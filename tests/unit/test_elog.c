@@ -8,6 +8,7 @@
 #include "stream/elog.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -566,44 +568,350 @@ Test(elog, concurrent_always_appends_share_fsyncs_and_keep_every_record_once)
     cr_assert_eq(elog_close(l), 0);
 }
 
-Test(elog, batch_acknowledges_after_the_fsync_of_its_batch)
+static int count_journal_segments(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/journal", tmpdir);
+    DIR *d = opendir(path);
+    cr_assert_not_null(d, "%s: %s", path, strerror(errno));
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strstr(e->d_name, ".jnl") != NULL;
+    closedir(d);
+    return n;
+}
+
+Test(elog, batch_acknowledges_after_a_journal_fsync_and_shares_it)
 {
     faults f;
-    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .batch_ms = 2};
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH};
     faults_init(&f, &o);
     elog *l = open_log(&o);
     static writer_arg args[GC_THREADS];
-    struct elog_stats st;
+    struct elog_stats st, part0;
 
-    /* alone, every append waits for an fsync that covers it */
+    /* alone, every append waits for an fsync that covers it: the journal's */
     for (uint64_t i = 0; i < 10; i++) {
         int before = atomic_load(&f.fsyncs);
-        append_rec(l, 0, 9, i);
+        append_rec(l, i % 2, 9, i / 2);
         cr_assert_gt(atomic_load(&f.fsyncs), before, "append #%llu returned before an fsync",
                      (unsigned long long)i);
+        cr_assert_eq(elog_synced_offset(l, (int)(i % 2)), i / 2 + 1);
     }
+    cr_assert_eq(elog_stats(l, 0, &part0), 0);
+    cr_assert_eq(part0.fsyncs, 0, "a partition file was fsynced per append");
+    cr_assert_eq(elog_stats(l, -1, &st), 0);
+    cr_assert_geq(st.fsyncs, 10, "the journal's fsyncs are counted");
     elog_close(l);
+    cr_assert_eq(count_journal_segments(), 0, "a clean close leaves no journal");
     nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 
-    /* together, appends share the batch's fsync: 4 threads x 50 in 10 ms windows */
-    o.batch_ms = 10;
+    /* together, the appends of both partitions share the journal's fsyncs */
     l = open_log(&o);
+    f.fsync_delay_us = 2000; /* a slow disk, so that appends gather behind each fsync */
     run_writers(l, args, GC_THREADS, 50);
-    cr_assert_eq(elog_stats(l, 0, &st), 0);
-    cr_assert_lt(st.fsyncs, 100, "%llu fsyncs for 200 appends", (unsigned long long)st.fsyncs);
+    f.fsync_delay_us = 0;
+    cr_assert_eq(elog_stats(l, -1, &st), 0);
+    cr_assert_lt(st.fsyncs, GC_THREADS * 50, "%llu fsyncs for %d appends: no group commit",
+                 (unsigned long long)st.fsyncs, GC_THREADS * 50);
+    cr_log_info("journal group commit: %llu fsyncs for %d appends", (unsigned long long)st.fsyncs,
+                GC_THREADS * 50);
     expect_interleaved(l, args, GC_THREADS, 50);
     elog_close(l);
 }
 
-Test(elog, batch_fsyncs_at_once_when_batch_bytes_are_waiting)
+/* What each partition segment file held at its last fsync, kept by a child's fsync hook in
+ * shared memory, so that the parent can play a power loss faithfully. */
+typedef struct synced_sizes {
+    int n;
+    struct {
+        char path[300];
+        off_t size;
+    } e[256];
+} synced_sizes;
+
+static int note_synced_size(void *ctx, int fd)
 {
-    elog_opts o = {.partitions = 1, .fsync = ELOG_FSYNC_BATCH, .batch_ms = 1000, .batch_bytes = 1};
+    synced_sizes *z = ctx;
+    char link[64], path[300];
+    struct stat sb;
+    if (fsync(fd) != 0)
+        return -errno;
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n <= 0 || fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return 0;
+    path[n] = 0;
+    if (!strstr(path, ".log"))
+        return 0;
+    int i = 0;
+    while (i < z->n && strcmp(z->e[i].path, path) != 0)
+        i++;
+    if (i == z->n) {
+        if (z->n == 256)
+            _exit(5);
+        z->n++;
+        snprintf(z->e[i].path, sizeof z->e[i].path, "%s", path);
+    }
+    z->e[i].size = sb.st_size;
+    return 0;
+}
+
+/* In a child (so that nothing closes the log cleanly), appends records 0..n-1 of stream 0 to
+ * partition 0 and of stream 1 to partition 1 under batch, each acknowledged; then the child
+ * dies. The page cache still holds everything: the caller plays the power loss. With z, the
+ * child notes each segment's size at its fsyncs. */
+static void batch_child_appends(const elog_opts *o, uint64_t n, synced_sizes *z)
+{
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        elog *l;
+        char err[256];
+        elog_opts co = *o;
+        if (z) {
+            co.io.fsync = note_synced_size;
+            co.io.ctx = z;
+        }
+        if (elog_open(tmpdir, &co, &l, err, sizeof err) != 0)
+            _exit(2);
+        for (uint64_t i = 0; i < n; i++)
+            for (int p = 0; p < 2; p++) {
+                char buf[256];
+                size_t len = make_rec(buf, sizeof buf, p, i);
+                uint64_t off;
+                if (elog_append(l, p, buf, len, &off) != 0 || off != i)
+                    _exit(3);
+            }
+        _exit(0);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+}
+
+/* A power loss: every partition segment keeps only what its last fsync covered. */
+static void lose_unsynced(const synced_sizes *z)
+{
+    for (int p = 0; p < 2; p++) {
+        char dir[512], path[1024];
+        snprintf(dir, sizeof dir, "%s/p%03d", tmpdir, p);
+        DIR *d = opendir(dir);
+        cr_assert_not_null(d);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (!strstr(e->d_name, ".log"))
+                continue;
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            off_t keep = 0;
+            for (int i = 0; i < z->n; i++)
+                if (strcmp(z->e[i].path, path) == 0)
+                    keep = z->e[i].size;
+            cr_assert_eq(truncate(path, keep), 0);
+        }
+        closedir(d);
+    }
+}
+
+/* A power loss that kept the journal but not the partitions' unsynced tails: partition 0's
+ * active segment lost everything, partition 1's was cut mid-record. */
+static void lose_partition_tails(void)
+{
+    char path[512];
+    seg_path(path, sizeof path, 0, 0);
+    cr_assert_eq(truncate(path, 0), 0);
+    seg_path(path, sizeof path, 1, 0);
+    cr_assert_eq(truncate(path, rec_pos(1, 7) + 5), 0);
+}
+
+Test(elog, batch_journal_restores_what_a_power_loss_took_from_the_partitions)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH};
+    batch_child_appends(&o, 40, NULL);
+    cr_assert_eq(count_journal_segments(), 1);
+    lose_partition_tails();
+
+    logcap cap;
+    logcap_init(&cap);
+    o.log = capture;
+    o.log_ctx = &cap;
     elog *l = open_log(&o);
-    int64_t t0 = now_ms();
-    for (uint64_t i = 0; i < 5; i++)
-        append_rec(l, 0, 0, i);
-    cr_assert_lt(now_ms() - t0, 900, "appends waited for the 1 s window");
+    cr_assert(strstr(cap.text, "restored 73 records") != NULL, "%s", cap.text);
+    expect_partition(l, 0, 0, 0, 40);
+    expect_partition(l, 1, 1, 0, 40);
+    cr_assert_eq(count_journal_segments(), 1, "the replayed journal is replaced by a fresh one");
+    cr_assert_eq(append_rec(l, 0, 0, 40), 40);
+    cr_assert_eq(elog_close(l), 0);
+}
+
+Test(elog, batch_journal_with_a_torn_tail_restores_what_precedes_it)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH};
+    batch_child_appends(&o, 40, NULL);
+    lose_partition_tails();
+    char path[512];
+    snprintf(path, sizeof path, "%s/journal/%020llu.jnl", tmpdir, 1ULL);
+    off_t size = file_size(path);
+    cr_assert_gt(size, 0);
+    cr_assert_eq(truncate(path, size - 3), 0); /* the last entry (p1, record 39) is torn */
+
+    logcap cap;
+    logcap_init(&cap);
+    o.log = capture;
+    o.log_ctx = &cap;
+    elog *l = open_log(&o);
+    cr_assert(strstr(cap.text, "torn or damaged tail") != NULL, "%s", cap.text);
+    cr_assert(strstr(cap.text, "restored 72 records") != NULL, "%s", cap.text);
+    expect_partition(l, 0, 0, 0, 40);
+    expect_partition(l, 1, 1, 0, 39);
+    cr_assert_eq(elog_close(l), 0);
+}
+
+Test(elog, batch_retires_full_journal_segments_after_fsyncing_the_partitions)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .journal_bytes = 2048};
+    elog *l = open_log(&o);
+    struct elog_stats st;
+    for (uint64_t i = 0; i < 200; i++) {
+        append_rec(l, (int)(i % 2), (int)(i % 2), i / 2);
+        cr_assert_leq(count_journal_segments(), 2, "retired segments are deleted");
+    }
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_gt(st.fsyncs, 0, "retiring a segment fsyncs the partition files");
     elog_close(l);
+
+    /* and a power loss after many retirements still loses nothing acknowledged */
+    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    synced_sizes *z =
+        mmap(NULL, sizeof *z, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(z, MAP_FAILED);
+    memset(z, 0, sizeof *z);
+    o.segment_bytes = 4096; /* partitions roll too */
+    o.max_record = 1024;
+    batch_child_appends(&o, 100, z);
+    cr_assert_leq(count_journal_segments(), 2);
+    lose_unsynced(z);
+    logcap cap;
+    logcap_init(&cap);
+    o.log = capture;
+    o.log_ctx = &cap;
+    l = open_log(&o);
+    cr_assert(strstr(cap.text, "restored") != NULL, "the active journal restored nothing: %s",
+              cap.text);
+    expect_partition(l, 0, 0, 0, 100);
+    expect_partition(l, 1, 1, 0, 100);
+    cr_assert_eq(elog_close(l), 0);
+    munmap(z, sizeof *z);
+}
+
+Test(elog, batch_after_a_failed_journal_fsync_acknowledges_by_partition_fsyncs)
+{
+    faults f;
+    logcap cap;
+    logcap_init(&cap);
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .log = capture, .log_ctx = &cap};
+    faults_init(&f, &o);
+    elog *l = open_log(&o);
+    char buf[256];
+    uint64_t off;
+    struct elog_stats st;
+
+    for (uint64_t i = 0; i < 10; i++)
+        append_rec(l, 0, 0, i);
+    f.fsync_err = -EIO;
+    atomic_store(&f.fsync_fail, 1);
+    size_t n = make_rec(buf, sizeof buf, 0, 10);
+    cr_assert_eq(elog_append(l, 0, buf, n, &off), -EIO, "the failed journal fsync is returned");
+    cr_assert(strstr(cap.text, "journal: fsync failed") != NULL, "%s", cap.text);
+    cr_assert_eq(elog_synced_offset(l, 0), 10);
+    /* the disk is back: the record written before is made durable with the next ones */
+    cr_assert_eq(elog_end_offset(l, 0), 11);
+    for (uint64_t i = 11; i < 31; i++)
+        cr_assert_eq(append_rec(l, 0, 0, i), i);
+    for (uint64_t i = 0; i < 10; i++)
+        cr_assert_eq(append_rec(l, 1, 1, i), i);
+    expect_partition(l, 0, 0, 0, 31);
+    cr_assert_eq(elog_stats(l, -1, &st), 0);
+    cr_assert_eq(st.fsync_errors, 1);
+    cr_assert_eq(elog_synced_offset(l, 0), elog_end_offset(l, 0));
+    cr_assert_eq(elog_close(l), 0);
+    cr_assert_eq(count_journal_segments(), 0);
+}
+
+typedef struct notified {
+    elog_waiter w; /* first */
+    atomic_int calls;
+    atomic_int rc;
+    pthread_t thread;
+} notified;
+
+static void on_durable(elog_waiter *w, int rc)
+{
+    notified *n = (notified *)(void *)w;
+    n->thread = pthread_self();
+    atomic_store(&n->rc, rc);
+    atomic_fetch_add(&n->calls, 1);
+}
+
+static void notify_run(elog_fsync policy)
+{
+    elog_opts o = {.partitions = 2, .fsync = policy};
+    elog *l = open_log(&o);
+    char buf[256];
+    elog_rec rec;
+    uint64_t first, end;
+    notified n[20];
+
+    memset(n, 0, sizeof n);
+    for (int i = 0; i < 20; i++) {
+        rec.len = make_rec(buf, sizeof buf, 0, (uint64_t)i);
+        rec.data = buf;
+        cr_assert_eq(elog_write_batch(l, i % 2, &rec, 1, &first, &end), 0);
+        n[i].w.done = on_durable;
+        elog_notify(l, i % 2, end, &n[i].w);
+    }
+    for (int tries = 0; tries < 500; tries++) {
+        int done = 0;
+        for (int i = 0; i < 20; i++)
+            done += atomic_load(&n[i].calls);
+        if (done == 20)
+            break;
+        usleep(10 * 1000);
+    }
+    for (int i = 0; i < 20; i++) {
+        cr_assert_eq(atomic_load(&n[i].calls), 1, "waiter %d called %d times", i,
+                     atomic_load(&n[i].calls));
+        cr_assert_eq(atomic_load(&n[i].rc), 0);
+    }
+    if (policy != ELOG_FSYNC_EVERYSEC)
+        for (int p = 0; p < 2; p++)
+            cr_assert_eq(elog_synced_offset(l, p), 10, "p%d", p);
+    else
+        cr_assert(pthread_equal(n[0].thread, pthread_self()), "everysec: called at once");
+
+    /* an offset not yet written is refused at once */
+    notified bad = {0};
+    bad.w.done = on_durable;
+    elog_notify(l, 0, 1000, &bad.w);
+    cr_assert_eq(atomic_load(&bad.calls), 1);
+    cr_assert_eq(atomic_load(&bad.rc), ONR_E_INVALID);
+    cr_assert_eq(elog_close(l), 0);
+}
+
+Test(elog, notify_calls_back_once_durable_under_batch)
+{
+    notify_run(ELOG_FSYNC_BATCH);
+}
+
+Test(elog, notify_calls_back_once_durable_under_always)
+{
+    notify_run(ELOG_FSYNC_ALWAYS);
+}
+
+Test(elog, notify_calls_back_at_once_under_everysec)
+{
+    notify_run(ELOG_FSYNC_EVERYSEC);
 }
 
 Test(elog, everysec_acknowledges_after_write_and_fsyncs_in_the_background)
@@ -665,11 +973,7 @@ static void *crash_writer(void *arg)
  * offset; it is killed mid-stream. Every acknowledged record must be there on reopen. */
 static void crash_run(elog_fsync policy)
 {
-    elog_opts o = {.partitions = 2,
-                   .fsync = policy,
-                   .segment_bytes = 16 << 10,
-                   .max_record = 1024,
-                   .batch_ms = 1};
+    elog_opts o = {.partitions = 2, .fsync = policy, .segment_bytes = 16 << 10, .max_record = 1024};
     int pfd[2];
     cr_assert_eq(pipe(pfd), 0);
     pid_t pid = fork();
