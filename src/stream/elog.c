@@ -1603,7 +1603,8 @@ static int journal_open(elog *l, char *err, size_t errlen)
         seqs[nseqs++] = seq;
     }
     closedir(d);
-    qsort(seqs, nseqs, sizeof(*seqs), cmp_u64);
+    if (nseqs > 1)
+        qsort(seqs, nseqs, sizeof(*seqs), cmp_u64);
     rc = 0;
     for (size_t i = 0; i < nseqs && rc == 0; i++)
         rc = replay_segment(l, seqs[i], &restored, err, errlen);
