@@ -99,8 +99,10 @@ struct elog {
     uint64_t *j_end;       /* per partition: the offset after its last journaled record */
     struct elog_stats jst; /* journal fsyncs */
     /* the sync thread's own */
-    uint64_t *jsnap; /* j_end when the round's fsync began */
-    int jold_fd;     /* the retired segment, until the partitions are fsynced */
+    uint64_t *jsnap;     /* j_end when the round's fsync began */
+    uint64_t *jroll_end; /* j_end when the retired segment was retired (under j_mu) */
+    uint64_t *jbg_end;   /* the background thread's copy of jroll_end */
+    int jold_fd;         /* the retired segment, until the partitions are fsynced */
     uint64_t jold_seq;
     bool jold_synced; /* its last records are fsynced */
     bool jfailed;     /* a journal fsync failed: acknowledge by partition fsyncs until
@@ -1122,7 +1124,44 @@ int elog_partitions(const elog *l)
     return l->o.partitions;
 }
 
-/* ---- the everysec background thread */
+/* ---- the background thread: everysec's fsyncs, and under batch the partitions' own, so
+ * that a retired journal segment can go and no fsync has much to write */
+
+/*
+ * Under batch, once a second: starts the writeback of each partition's unsynced records
+ * (sync_file_range, which does not wait and forces no commit), so that dirty data stays small
+ * and later fsyncs have little to write; and when a journal segment is retired, fsyncs the
+ * partitions past it, so that it can be deleted. The journal's fsyncs are left alone.
+ */
+static void flush_behind_journal(elog *l)
+{
+    int P = l->o.partitions;
+    bool retiring;
+
+    pthread_mutex_lock(&l->j_mu);
+    retiring = l->jold_fd >= 0;
+    if (retiring)
+        memcpy(l->jbg_end, l->jroll_end, (size_t)P * sizeof(*l->jbg_end));
+    pthread_mutex_unlock(&l->j_mu);
+    for (int i = 0; i < P; i++) {
+        part *p = &l->parts[i];
+        pthread_mutex_lock(&p->mu);
+        if (p->syncing || p->sync_err) {
+            /* a heal is the appenders' (or the sync thread's) to do */
+        } else if (retiring && p->file_synced < l->jbg_end[i]) {
+            lead_sync(l, p);
+        } else if (p->file_synced < p->end) {
+            int fd = p->fd;
+            p->syncing = true; /* keeps fd open: a roll waits */
+            pthread_mutex_unlock(&p->mu);
+            sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+            pthread_mutex_lock(&p->mu);
+            p->syncing = false;
+            pthread_cond_broadcast(&p->cv);
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+}
 
 static void *bg_main(void *arg)
 {
@@ -1138,13 +1177,16 @@ static void *bg_main(void *arg)
         if (l->stop)
             break;
         pthread_mutex_unlock(&l->bg_mu);
-        for (int i = 0; i < l->o.partitions; i++) {
-            part *p = &l->parts[i];
-            pthread_mutex_lock(&p->mu);
-            if (!p->syncing && (p->synced < p->end || p->sync_err))
-                lead_sync(l, p);
-            pthread_mutex_unlock(&p->mu);
-        }
+        if (l->jon)
+            flush_behind_journal(l);
+        else
+            for (int i = 0; i < l->o.partitions; i++) {
+                part *p = &l->parts[i];
+                pthread_mutex_lock(&p->mu);
+                if (!p->syncing && (p->file_synced < p->end || p->sync_err))
+                    lead_sync(l, p);
+                pthread_mutex_unlock(&p->mu);
+            }
         if (mono_ns() > tick + 1000000000)
             tick = mono_ns(); /* a stalled disk: don't fire a burst of catch-up ticks */
         pthread_mutex_lock(&l->bg_mu);
@@ -1276,6 +1318,7 @@ static int journal_roll(elog *l)
     l->jold_fd = l->jfd;
     l->jold_seq = l->jseq;
     l->jold_synced = false;
+    memcpy(l->jroll_end, l->j_end, (size_t)l->o.partitions * sizeof(*l->jroll_end));
     l->jfd = fd;
     l->jseq = l->jnext++;
     l->jsize = 0;
@@ -1284,20 +1327,30 @@ static int journal_roll(elog *l)
     return 0;
 }
 
-/* Deletes the retired segment once every partition's files are fsynced past its records. */
-static void journal_retire(elog *l)
+/* Deletes the retired segment once every partition's files are fsynced past its records:
+ * fsyncing them here (flush), or as the background thread has. */
+static void journal_retire(elog *l, bool flush)
 {
     char name[JNAME_LEN + 1];
     int bad = 0;
 
-    for (int i = 0; i < l->o.partitions; i++)
-        if (flush_partition(l, i) < 0)
-            bad++;
+    for (int i = 0; i < l->o.partitions; i++) {
+        part *p = &l->parts[i];
+        if (flush) {
+            bad += flush_partition(l, i) < 0;
+            continue;
+        }
+        pthread_mutex_lock(&p->mu);
+        bad += p->file_synced < l->jroll_end[i];
+        pthread_mutex_unlock(&p->mu);
+    }
     if (bad)
-        return; /* kept: the next round tries again */
+        return; /* kept: a later round tries again */
     journal_name(name, l->jold_seq);
+    pthread_mutex_lock(&l->j_mu);
     close(l->jold_fd);
     l->jold_fd = -1;
+    pthread_mutex_unlock(&l->j_mu);
     if (unlinkat(l->jdirfd, name, 0) < 0)
         say(l, "elog: journal/%s: cannot delete a retired segment: %s", name, strerror(errno));
     io_fsync(l, l->jdirfd); /* if the unlink is lost, the next open replays nothing new */
@@ -1321,7 +1374,7 @@ static void journal_round(elog *l)
                 flush_partition(l, i);
         } else {
             l->jold_synced = true; /* never fsynced again: the partitions are instead */
-            journal_retire(l);
+            journal_retire(l, true);
             if (l->jold_fd < 0)
                 l->jfailed = false;
         }
@@ -1357,8 +1410,8 @@ static void journal_round(elog *l)
     }
     for (int i = 0; i < P; i++)
         journal_settle(l, i, l->jsnap[i], rc);
-    if (rc == 0 && l->jold_fd >= 0)
-        journal_retire(l);
+    if (rc == 0 && l->jold_fd >= 0 && l->jold_synced)
+        journal_retire(l, false);
 }
 
 static void *sync_main(void *arg)
@@ -1647,6 +1700,8 @@ static int journal_open(elog *l, char *err, size_t errlen)
     l->jseq = l->jnext++;
     l->j_end = onr_calloc((size_t)l->o.partitions, sizeof(*l->j_end));
     l->jsnap = onr_calloc((size_t)l->o.partitions, sizeof(*l->jsnap));
+    l->jroll_end = onr_calloc((size_t)l->o.partitions, sizeof(*l->jroll_end));
+    l->jbg_end = onr_calloc((size_t)l->o.partitions, sizeof(*l->jbg_end));
     for (int i = 0; i < l->o.partitions; i++)
         l->j_end[i] = l->parts[i].end;
     l->jon = true;
@@ -1654,6 +1709,19 @@ static int journal_open(elog *l, char *err, size_t errlen)
 }
 
 /* ---- open and close */
+
+static void stop_threads(elog *l)
+{
+    if (l->bg_running) {
+        pthread_mutex_lock(&l->bg_mu);
+        l->stop = true;
+        pthread_cond_signal(&l->bg_cv);
+        pthread_mutex_unlock(&l->bg_mu);
+        pthread_join(l->bg, NULL);
+        l->bg_running = false;
+    }
+    stop_syncers(l);
+}
 
 static void elog_free(elog *l)
 {
@@ -1675,6 +1743,8 @@ static void elog_free(elog *l)
         close(l->jdirfd);
     onr_free(l->j_end);
     onr_free(l->jsnap);
+    onr_free(l->jroll_end);
+    onr_free(l->jbg_end);
     onr_free(l->syncers);
     onr_free(l->sq);
     onr_free(l->dir);
@@ -1734,14 +1804,15 @@ int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t
     rc = journal_open(l, err, errlen);
     if (rc < 0)
         goto fail;
-    if (l->o.fsync == ELOG_FSYNC_EVERYSEC) {
+    if (l->o.fsync != ELOG_FSYNC_ALWAYS) {
         rc = -pthread_create(&l->bg, NULL, bg_main, l);
         if (rc < 0) {
             fail_msg(err, errlen, rc, "elog: cannot start the fsync thread: %s", strerror(-rc));
             goto fail;
         }
         l->bg_running = true;
-    } else {
+    }
+    if (l->o.fsync != ELOG_FSYNC_EVERYSEC) {
         /* the journal's rounds serve every partition at once: one thread is enough */
         int n = l->jon ? 1 : l->o.sync_threads;
         l->sq = onr_calloc((size_t)l->o.partitions, sizeof(*l->sq));
@@ -1750,7 +1821,7 @@ int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t
             rc = -pthread_create(&l->syncers[l->nsyncers], NULL, sync_main, l);
             if (rc < 0) {
                 fail_msg(err, errlen, rc, "elog: cannot start a sync thread: %s", strerror(-rc));
-                stop_syncers(l);
+                stop_threads(l);
                 goto fail;
             }
         }
@@ -1768,14 +1839,7 @@ int elog_close(elog *l)
 
     if (!l)
         return 0;
-    if (l->bg_running) {
-        pthread_mutex_lock(&l->bg_mu);
-        l->stop = true;
-        pthread_cond_signal(&l->bg_cv);
-        pthread_mutex_unlock(&l->bg_mu);
-        pthread_join(l->bg, NULL);
-    }
-    stop_syncers(l); /* after they have settled every waiter */
+    stop_threads(l); /* the sync threads after they have settled every waiter */
     for (int i = 0; i < l->np; i++) {
         part *p = &l->parts[i];
         int rc = 0;

@@ -600,7 +600,7 @@ Test(elog, batch_acknowledges_after_a_journal_fsync_and_shares_it)
         cr_assert_eq(elog_synced_offset(l, (int)(i % 2)), i / 2 + 1);
     }
     cr_assert_eq(elog_stats(l, 0, &part0), 0);
-    cr_assert_eq(part0.fsyncs, 0, "a partition file was fsynced per append");
+    cr_assert_lt(part0.fsyncs, 5, "a partition file was fsynced per append");
     cr_assert_eq(elog_stats(l, -1, &st), 0);
     cr_assert_geq(st.fsyncs, 10, "the journal's fsyncs are counted");
     elog_close(l);
@@ -768,7 +768,7 @@ Test(elog, batch_journal_with_a_torn_tail_restores_what_precedes_it)
     cr_assert_eq(elog_close(l), 0);
 }
 
-Test(elog, batch_retires_full_journal_segments_after_fsyncing_the_partitions)
+Test(elog, batch_retires_full_journal_segments_once_the_partitions_are_fsynced)
 {
     elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .journal_bytes = 2048};
     elog *l = open_log(&o);
@@ -777,8 +777,13 @@ Test(elog, batch_retires_full_journal_segments_after_fsyncing_the_partitions)
         append_rec(l, (int)(i % 2), (int)(i % 2), i / 2);
         cr_assert_leq(count_journal_segments(), 2, "retired segments are deleted");
     }
+    /* the background thread fsyncs the partitions within a second; the next round then
+     * deletes the retired segment */
+    usleep(1500 * 1000);
+    append_rec(l, 0, 0, 100);
+    cr_assert_eq(count_journal_segments(), 1, "the retired segment stayed");
     cr_assert_eq(elog_stats(l, 0, &st), 0);
-    cr_assert_gt(st.fsyncs, 0, "retiring a segment fsyncs the partition files");
+    cr_assert_gt(st.fsyncs, 0, "the partition files were never fsynced");
     elog_close(l);
 
     /* and a power loss after many retirements still loses nothing acknowledged */
