@@ -923,19 +923,17 @@ static void journal_name(char out[JNAME_LEN + 1], uint64_t seq)
     snprintf(out, JNAME_LEN + 1, "%020llu.jnl", (unsigned long long)seq);
 }
 
-/* CRC32C of an entry's first 20 header bytes and its data. */
-static uint32_t journal_crc(const unsigned char *h, const unsigned char *data, size_t len)
+/* CRC32C of an entry's first 20 header bytes; its records carry their own. */
+static uint32_t journal_crc(const unsigned char *h)
 {
-    unsigned int c = crc32_iscsi((unsigned char *)h, JHDR - 4, 0xffffffffu);
-    c = crc32_iscsi((unsigned char *)data, (int)len, c);
-    return c ^ 0xffffffffu;
+    return crc32_iscsi((unsigned char *)h, JHDR - 4, 0xffffffffu) ^ 0xffffffffu;
 }
 
 /*
  * Journals the batch just written to p: entry = u32 data bytes, u32 partition, u64 first
- * offset, u32 record count, u32 CRC32C of the rest, then the framed records as the partition
- * has them. e holds JHDR free bytes and then len bytes of frames. Partition mutex held, which
- * keeps each partition's entries in offset order.
+ * offset, u32 record count, u32 CRC32C of those 20 bytes, then the framed records as the
+ * partition has them (each with its CRC). e holds JHDR free bytes and then len bytes of frames.
+ * Partition mutex held, which keeps each partition's entries in offset order.
  */
 static int journal_write(elog *l, part *p, uint64_t first, size_t n, unsigned char *e, size_t len)
 {
@@ -945,7 +943,7 @@ static int journal_write(elog *l, part *p, uint64_t first, size_t n, unsigned ch
     put_le32(e + 4, (uint32_t)p->idx);
     put_le64(e + 8, first);
     put_le32(e + 16, (uint32_t)n);
-    put_le32(e + 20, journal_crc(e, e + JHDR, len));
+    put_le32(e + 20, journal_crc(e));
     pthread_mutex_lock(&l->j_mu);
     if (l->jtail_dirty) {
         if (ftruncate(l->jfd, (off_t)l->jsize) < 0) {
@@ -1515,8 +1513,6 @@ static int64_t replay_entry(elog *l, const char *name, uint32_t idx, uint64_t fi
     size_t off = 0;
     int64_t added = 0;
 
-    if (first + n <= p->end)
-        return 0; /* the partition has them: the usual case */
     if (first > p->end) {
         say(l,
             "elog: journal/%s: p%03d: records %llu..%llu follow a gap (the partition ends at "
@@ -1571,23 +1567,30 @@ static int replay_segment(elog *l, uint64_t seq, uint64_t *restored, char *err, 
         rc = read_full(fd, h, JHDR, pos);
         if (rc < 0)
             break;
-        uint64_t len = get_le32(h);
+        uint64_t len = get_le32(h), first = get_le64(h + 8);
         uint32_t idx = get_le32(h + 4), n = get_le32(h + 16);
-        if (idx >= (uint32_t)l->o.partitions || len > size - pos - JHDR || n == 0) {
-            why = len > size - pos - JHDR ? "a short entry" : "a bad entry header";
+        if (journal_crc(h) != get_le32(h + 20)) {
+            why = "a CRC mismatch";
             break;
+        }
+        if (idx >= (uint32_t)l->o.partitions || n == 0) {
+            why = "a bad entry header";
+            break;
+        }
+        if (len > size - pos - JHDR) {
+            why = "a short entry";
+            break;
+        }
+        if (first + n <= l->parts[idx].end) { /* the partition has them: the usual case */
+            pos += JHDR + len;
+            continue;
         }
         onr_buf_clear(&b);
         onr_buf_reserve(&b, (size_t)len);
         rc = read_full(fd, b.data, (size_t)len, pos + JHDR);
         if (rc < 0)
             break;
-        if (journal_crc(h, (unsigned char *)b.data, (size_t)len) != get_le32(h + 20)) {
-            why = "a CRC mismatch";
-            break;
-        }
-        int64_t added =
-            replay_entry(l, name, idx, get_le64(h + 8), n, (unsigned char *)b.data, (size_t)len);
+        int64_t added = replay_entry(l, name, idx, first, n, (unsigned char *)b.data, (size_t)len);
         if (added < 0) {
             rc = (int)added;
             fail_msg(err, errlen, rc, "elog: %s/journal/%s: cannot restore records: %s", l->dir,

@@ -768,6 +768,41 @@ Test(elog, batch_journal_with_a_torn_tail_restores_what_precedes_it)
     cr_assert_eq(elog_close(l), 0);
 }
 
+Test(elog, batch_journal_restores_nothing_from_a_damaged_record_on)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH};
+    batch_child_appends(&o, 40, NULL);
+    char path[512];
+    seg_path(path, sizeof path, 0, 0);
+    cr_assert_eq(truncate(path, 0), 0); /* partition 0 lost everything */
+    /* entries alternate p0, p1 for each record number: damage p0's record 20 */
+    snprintf(path, sizeof path, "%s/journal/%020llu.jnl", tmpdir, 1ULL);
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    off_t pos = 0;
+    for (int e = 0; e < 40; e++) {
+        unsigned char h[4];
+        cr_assert_eq(pread(fd, h, 4, pos), 4);
+        pos += 24 + (off_t)(h[0] | h[1] << 8 | h[2] << 16 | (uint32_t)h[3] << 24);
+    }
+    unsigned char c;
+    cr_assert_eq(pread(fd, &c, 1, pos + 24 + 8 + 2), 1);
+    c ^= 0x40;
+    cr_assert_eq(pwrite(fd, &c, 1, pos + 24 + 8 + 2), 1);
+    close(fd);
+
+    logcap cap;
+    logcap_init(&cap);
+    o.log = capture;
+    o.log_ctx = &cap;
+    elog *l = open_log(&o);
+    cr_assert(strstr(cap.text, "damaged record at offset 20") != NULL, "%s", cap.text);
+    cr_assert(strstr(cap.text, "follow a gap") != NULL, "%s", cap.text);
+    expect_partition(l, 0, 0, 0, 20);
+    expect_partition(l, 1, 1, 0, 40);
+    cr_assert_eq(elog_close(l), 0);
+}
+
 Test(elog, batch_retires_full_journal_segments_once_the_partitions_are_fsynced)
 {
     elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .journal_bytes = 2048};
