@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #define HDR 8        /* u32 length + u32 CRC32C, both little-endian */
-#define JHDR 24      /* a journal entry's header (journal_write) */
+#define JHDR 24      /* a journal entry's header (journal_stage) */
 #define JNAME_LEN 24 /* 20 digits + ".jnl" */
 #define JOURNAL_DIR "journal"
 #define SEG_NAME_LEN 24     /* 20 digits + ".log" */
@@ -54,6 +54,8 @@ typedef struct part {
     uint64_t synced;          /* offsets below this are durable (journal or own files) */
     uint64_t file_synced;     /* offsets below this are fsynced in the partition's files */
     uint64_t synced_size;     /* bytes of the active segment fsynced */
+    uint64_t jrec, jbyte;     /* batch: records below jrec (bytes of the active segment below
+                               * jbyte) are in the journal or fsynced in the partition */
     bool syncing;             /* a leader is in fsync outside the mutex, on fd */
     int sync_err;             /* the unsynced tail could not be fsynced; 0 when healthy */
     int err_rc;               /* the last fsync error, for waiters below err_upto */
@@ -91,16 +93,15 @@ struct elog {
     bool jon;
     int jdirfd;
     uint64_t jnext;        /* the number of the next journal segment */
-    pthread_mutex_t j_mu;  /* jfd, jseq, jsize, jtail_dirty, j_end, jst */
-    int jfd;               /* the active segment */
-    uint64_t jseq;         /* its number: its file name */
-    uint64_t jsize;        /* bytes written to it */
-    bool jtail_dirty;      /* a failed write left bytes past jsize */
-    uint64_t *j_end;       /* per partition: the offset after its last journaled record */
+    pthread_mutex_t j_mu;  /* jold_fd, jroll_end and jst, which other threads read */
     struct elog_stats jst; /* journal fsyncs */
-    /* the sync thread's own */
-    uint64_t *jsnap;     /* j_end when the round's fsync began */
-    uint64_t *jroll_end; /* j_end when the retired segment was retired (under j_mu) */
+    /* the sync thread's own (it alone writes the journal) */
+    int jfd;             /* the active segment */
+    uint64_t jseq;       /* its number: its file name */
+    uint64_t jsize;      /* bytes written to it */
+    onr_buf jbuf;        /* a round's entries, staged for one write */
+    uint64_t *jsnap;     /* per partition: the end its round's entry reached */
+    uint64_t *jroll_end; /* per partition: jrec when the retired segment was retired */
     uint64_t *jbg_end;   /* the background thread's copy of jroll_end */
     int jold_fd;         /* the retired segment, until the partitions are fsynced */
     uint64_t jold_seq;
@@ -667,8 +668,8 @@ static int part_init(elog *l, part *p, int idx, char *err, size_t errlen)
     rc = part_recover(l, p, err, errlen);
     if (rc < 0)
         return rc;
-    p->synced = p->file_synced = p->end;
-    p->synced_size = p->size;
+    p->synced = p->file_synced = p->jrec = p->end;
+    p->synced_size = p->jbyte = p->size;
     atomic_store(&p->pub_end, p->end);
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_init(&ca);
@@ -805,8 +806,8 @@ static int heal(elog *l, part *p)
         if (p->sync_err)
             say(l, "elog: p%03d: fsync succeeds again", p->idx);
         p->sync_err = 0;
-        p->synced = p->file_synced = p->end;
-        p->synced_size = p->size;
+        p->synced = p->file_synced = p->jrec = p->end;
+        p->synced_size = p->jbyte = p->size;
     }
     pthread_cond_broadcast(&p->cv);
     return rc;
@@ -838,6 +839,10 @@ static void lead_sync(elog *l, part *p)
         p->file_synced = target;
         p->synced = ONR_MAX(p->synced, target);
         p->synced_size = tsize;
+        if (target > p->jrec) {
+            p->jrec = target;
+            p->jbyte = tsize;
+        }
     }
     pthread_cond_broadcast(&p->cv);
 }
@@ -902,6 +907,8 @@ static int roll(elog *l, part *p)
     seg_push(p, p->end, 0);
     p->size = 0;
     p->synced_size = 0;
+    p->jrec = p->end; /* the sealed segment was fsynced */
+    p->jbyte = 0;
     return 0;
 }
 
@@ -930,38 +937,49 @@ static uint32_t journal_crc(const unsigned char *h)
 }
 
 /*
- * Journals the batch just written to p: entry = u32 data bytes, u32 partition, u64 first
- * offset, u32 record count, u32 CRC32C of those 20 bytes, then the framed records as the
- * partition has them (each with its CRC). e holds JHDR free bytes and then len bytes of frames.
- * Partition mutex held, which keeps each partition's entries in offset order.
+ * Stages p's records that neither the journal nor an fsync of the partition covers, as one
+ * entry in the round's buffer: u32 data bytes, u32 partition, u64 first offset, u32 record
+ * count, u32 CRC32C of those 20 bytes, then the framed records as the partition has them
+ * (each with its CRC), read back from the page cache. They are all in the active segment: a
+ * roll fsyncs the segment it seals. Sets jsnap (the offset the entry reaches). Sync thread.
  */
-static int journal_write(elog *l, part *p, uint64_t first, size_t n, unsigned char *e, size_t len)
+static int journal_stage(elog *l, part *p)
 {
-    int rc = 0;
+    pthread_mutex_lock(&p->mu);
+    while (p->syncing)
+        pthread_cond_wait(&p->cv, &p->mu);
+    uint64_t first = p->jrec, end = p->end, from = p->jbyte, to = p->size;
+    int fd = p->fd;
+    l->jsnap[p->idx] = p->sync_err ? p->synced : end; /* a heal is the appenders' to do */
+    if (end == first || p->sync_err) {
+        pthread_mutex_unlock(&p->mu);
+        return 0;
+    }
+    p->syncing = true; /* keeps fd the active segment: a roll waits */
+    pthread_mutex_unlock(&p->mu);
 
+    size_t at = l->jbuf.len, len = (size_t)(to - from);
+    onr_buf_reserve(&l->jbuf, JHDR + len);
+    unsigned char *e = (unsigned char *)l->jbuf.data + at;
     put_le32(e, (uint32_t)len);
     put_le32(e + 4, (uint32_t)p->idx);
     put_le64(e + 8, first);
-    put_le32(e + 16, (uint32_t)n);
+    put_le32(e + 16, (uint32_t)(end - first));
     put_le32(e + 20, journal_crc(e));
-    pthread_mutex_lock(&l->j_mu);
-    if (l->jtail_dirty) {
-        if (ftruncate(l->jfd, (off_t)l->jsize) < 0) {
-            rc = -errno;
-            goto out;
-        }
-        l->jtail_dirty = false;
+    int rc = read_full(fd, e + JHDR, len, from);
+
+    pthread_mutex_lock(&p->mu);
+    p->syncing = false;
+    if (rc == 0) {
+        l->jbuf.len = at + JHDR + len;
+        p->jrec = end;
+        p->jbyte = to;
+    } else {
+        sync_failed(l, p, rc, end); /* its waiters fail; the next append heals */
+        l->jsnap[p->idx] = p->synced;
     }
-    rc = write_all(l, l->jfd, e, JHDR + len, l->jsize);
-    if (rc < 0) {
-        if (ftruncate(l->jfd, (off_t)l->jsize) < 0)
-            l->jtail_dirty = true;
-        goto out;
-    }
-    l->jsize += JHDR + len;
-    l->j_end[p->idx] = first + n;
-out:
-    pthread_mutex_unlock(&l->j_mu);
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
     return rc;
 }
 
@@ -1011,11 +1029,10 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
             goto out;
     }
 
-    /* Frame into the reused staging buffer, after room for the journal entry's header: one
-     * write per batch to the partition (and one to the journal), no allocation once warm. */
+    /* Frame into the reused staging buffer: one write per batch, no allocation once warm. */
     onr_buf_clear(&p->wbuf);
-    onr_buf_reserve(&p->wbuf, JHDR + (size_t)total);
-    unsigned char *frames = (unsigned char *)p->wbuf.data + JHDR, *w = frames;
+    onr_buf_reserve(&p->wbuf, (size_t)total);
+    unsigned char *frames = (unsigned char *)p->wbuf.data, *w = frames;
     for (size_t i = 0; i < n; i++) {
         put_le32(w, (uint32_t)recs[i].len);
         put_le32(w + 4, frame_crc(w, recs[i].data, recs[i].len));
@@ -1024,8 +1041,6 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
         w += HDR + recs[i].len;
     }
     rc = write_all(l, p->fd, frames, (size_t)total, p->size);
-    if (rc == 0 && l->jon)
-        rc = journal_write(l, p, p->end, n, (unsigned char *)p->wbuf.data, (size_t)total);
     if (rc < 0) {
         /* Cut what landed: a sealed segment must end exactly at its last record, and a
          * leftover would read as a torn tail at the next start. If even the truncate fails,
@@ -1313,15 +1328,19 @@ static int journal_roll(elog *l)
         return rc;
     }
     pthread_mutex_lock(&l->j_mu);
+    for (int i = 0; i < l->o.partitions; i++) {
+        part *p = &l->parts[i];
+        pthread_mutex_lock(&p->mu);
+        l->jroll_end[i] = p->jrec; /* what the retired segment may hold */
+        pthread_mutex_unlock(&p->mu);
+    }
     l->jold_fd = l->jfd;
     l->jold_seq = l->jseq;
     l->jold_synced = false;
-    memcpy(l->jroll_end, l->j_end, (size_t)l->o.partitions * sizeof(*l->jroll_end));
+    pthread_mutex_unlock(&l->j_mu);
     l->jfd = fd;
     l->jseq = l->jnext++;
     l->jsize = 0;
-    l->jtail_dirty = false;
-    pthread_mutex_unlock(&l->j_mu);
     return 0;
 }
 
@@ -1380,28 +1399,35 @@ static void journal_round(elog *l)
             journal_settle(l, i, 0, 0);
         return;
     }
-    pthread_mutex_lock(&l->j_mu);
-    bool full = l->jsize >= l->o.journal_bytes;
-    pthread_mutex_unlock(&l->j_mu);
-    if (full && l->jold_fd < 0)
+    if (l->jsize >= l->o.journal_bytes && l->jold_fd < 0)
         journal_roll(l);
-    pthread_mutex_lock(&l->j_mu);
-    memcpy(l->jsnap, l->j_end, (size_t)P * sizeof(*l->jsnap));
-    int fd = l->jfd;
-    pthread_mutex_unlock(&l->j_mu);
-    if (l->jold_fd >= 0 && !l->jold_synced) {
-        rc = timed_fsync(l, l->jold_fd, &ns);
-        if (rc == 0)
-            l->jold_synced = true;
+    onr_buf_clear(&l->jbuf);
+    for (int i = 0; i < P; i++) {
+        int e = journal_stage(l, &l->parts[i]);
+        if (e < 0)
+            say(l, "elog: p%03d: cannot read records back for the journal: %s", i, strerror(-e));
     }
-    if (rc == 0)
-        rc = timed_fsync(l, fd, &ns);
-    pthread_mutex_lock(&l->j_mu);
-    count_fsync(&l->jst, rc, ns);
-    pthread_mutex_unlock(&l->j_mu);
+    if (l->jbuf.len) {
+        /* at jsize: what a failed write left past it is overwritten by the next, or read as
+         * a torn tail */
+        rc = write_all(l, l->jfd, l->jbuf.data, l->jbuf.len, l->jsize);
+        if (rc == 0)
+            l->jsize += l->jbuf.len;
+        if (rc == 0 && l->jold_fd >= 0 && !l->jold_synced) {
+            rc = timed_fsync(l, l->jold_fd, &ns);
+            if (rc == 0)
+                l->jold_synced = true;
+        }
+        if (rc == 0)
+            rc = timed_fsync(l, l->jfd, &ns);
+        pthread_mutex_lock(&l->j_mu);
+        count_fsync(&l->jst, rc, ns);
+        pthread_mutex_unlock(&l->j_mu);
+    }
     if (rc < 0) {
         say(l,
-            "elog: journal: fsync failed: %s; appends are acknowledged by partition fsyncs "
+            "elog: journal: write or fsync failed: %s; appends are acknowledged by partition "
+            "fsyncs "
             "until a new journal segment takes over",
             strerror(-rc));
         l->jfailed = true;
@@ -1670,8 +1696,8 @@ static int journal_open(elog *l, char *err, size_t errlen)
             rc = io_fsync(l, p->fd);
             if (rc < 0)
                 fail_msg(err, errlen, rc, "elog: %s/p%03d: fsync: %s", l->dir, i, strerror(-rc));
-            p->synced = p->file_synced = p->end;
-            p->synced_size = p->size;
+            p->synced = p->file_synced = p->jrec = p->end;
+            p->synced_size = p->jbyte = p->size;
         }
     }
     for (size_t i = 0; i < nseqs && rc == 0; i++) {
@@ -1701,12 +1727,9 @@ static int journal_open(elog *l, char *err, size_t errlen)
     if (rc < 0)
         return fail_msg(err, errlen, rc, "elog: %s/journal: fsync: %s", l->dir, strerror(-rc));
     l->jseq = l->jnext++;
-    l->j_end = onr_calloc((size_t)l->o.partitions, sizeof(*l->j_end));
     l->jsnap = onr_calloc((size_t)l->o.partitions, sizeof(*l->jsnap));
     l->jroll_end = onr_calloc((size_t)l->o.partitions, sizeof(*l->jroll_end));
     l->jbg_end = onr_calloc((size_t)l->o.partitions, sizeof(*l->jbg_end));
-    for (int i = 0; i < l->o.partitions; i++)
-        l->j_end[i] = l->parts[i].end;
     l->jon = true;
     return 0;
 }
@@ -1744,7 +1767,7 @@ static void elog_free(elog *l)
         close(l->jold_fd);
     if (l->jdirfd >= 0)
         close(l->jdirfd);
-    onr_free(l->j_end);
+    onr_buf_free(&l->jbuf);
     onr_free(l->jsnap);
     onr_free(l->jroll_end);
     onr_free(l->jbg_end);
