@@ -2,9 +2,10 @@
  * elog.c - the event log: partitions of CRC32C-framed segment files, recovery of torn tails,
  * the three fsync policies, tailing readers and retention. Each partition has one mutex;
  * writes happen under it (they only reach the page cache), fsyncs outside it. Durability is
- * group-committed: under batch every append is also written to one commit journal, and one
- * fsync of it covers the appends of all partitions; under always the partition's own file is
- * fsynced, one fsync for everyone waiting on it; under everysec a background thread fsyncs.
+ * group-committed: under batch the sync thread copies every partition's new records into one
+ * commit journal, and one fsync of it covers the appends of all partitions; under always the
+ * partition's own file is fsynced, one fsync for everyone waiting on it; under everysec a
+ * background thread fsyncs.
  * Waiters either block (elog_wait) or are called back by the sync threads (elog_notify).
  */
 #include "stream/elog.h"
@@ -86,8 +87,9 @@ struct elog {
     int *sq;
     int sq_head, sq_n;
     bool sq_stop;
-    /* The commit journal, under batch (docs/operations.md, "The commit journal"): every append
-     * is written to it too, and one fsync of it makes the appends of every partition durable.
+    /* The commit journal, under batch (docs/operations.md, "The commit journal"): each round
+     * of the sync thread copies the partitions' new records to it, and one fsync of it makes
+     * the appends of every partition durable.
      * A segment past journal_bytes is retired: once each partition's files are fsynced past
      * its records, it is deleted. */
     bool jon;
