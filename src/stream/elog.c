@@ -28,8 +28,9 @@
 #define JHDR 24      /* a journal entry's header (journal_stage) */
 #define JNAME_LEN 24 /* 20 digits + ".jnl" */
 #define JOURNAL_DIR "journal"
-#define SEG_NAME_LEN 24     /* 20 digits + ".log" */
-#define MAX_PARTITIONS 1000 /* pNNN */
+#define JOURNAL_SPARE "spare" /* a retired journal segment kept for reuse */
+#define SEG_NAME_LEN 24       /* 20 digits + ".log" */
+#define MAX_PARTITIONS 1000   /* pNNN */
 #define META_NAME "elog.meta"
 #define META_MAGIC "onramp-elog 1"
 #define SCAN_CHUNK (1u << 20)  /* recovery reads the last segment this much at a time */
@@ -58,6 +59,8 @@ typedef struct part {
     uint64_t jrec, jbyte;     /* batch: records below jrec (bytes of the active segment below
                                * jbyte) are in the journal or fsynced in the partition */
     bool syncing;             /* a leader is in fsync outside the mutex, on fd */
+    int pins;                 /* other uses of fd outside the mutex (the journal's read-back,
+                               * writeback starts): a roll waits for them */
     int sync_err;             /* the unsynced tail could not be fsynced; 0 when healthy */
     int err_rc;               /* the last fsync error, for waiters below err_upto */
     uint64_t err_upto;        /* offsets below this were in a failed fsync */
@@ -308,6 +311,16 @@ static int timed_fsync(elog *l, int fd, int64_t *ns)
 {
     int64_t t0 = mono_ns();
     int rc = io_fsync(l, fd);
+    *ns = mono_ns() - t0;
+    return rc;
+}
+
+/* fdatasync(2), for the journal: a reused segment changes no metadata that reading it back
+ * needs, so no inode write. Tests' fsync hook stands in for it. */
+static int timed_fdatasync(elog *l, int fd, int64_t *ns)
+{
+    int64_t t0 = mono_ns();
+    int rc = l->o.io.fsync ? l->o.io.fsync(l->o.io.ctx, fd) : fdatasync(fd) ? -errno : 0;
     *ns = mono_ns() - t0;
     return rc;
 }
@@ -932,10 +945,14 @@ static void journal_name(char out[JNAME_LEN + 1], uint64_t seq)
     snprintf(out, JNAME_LEN + 1, "%020llu.jnl", (unsigned long long)seq);
 }
 
-/* CRC32C of an entry's first 20 header bytes; its records carry their own. */
-static uint32_t journal_crc(const unsigned char *h)
+/* CRC32C of the segment's number and an entry's first 20 header bytes (its records carry
+ * their own): an entry left in a reused segment from its last use never checks. */
+static uint32_t journal_crc(uint64_t seq, const unsigned char *h)
 {
-    return crc32_iscsi((unsigned char *)h, JHDR - 4, 0xffffffffu) ^ 0xffffffffu;
+    unsigned char s8[8];
+    put_le64(s8, seq);
+    unsigned int c = crc32_iscsi(s8, 8, 0xffffffffu);
+    return crc32_iscsi((unsigned char *)h, JHDR - 4, c) ^ 0xffffffffu;
 }
 
 /*
@@ -948,8 +965,6 @@ static uint32_t journal_crc(const unsigned char *h)
 static int journal_stage(elog *l, part *p)
 {
     pthread_mutex_lock(&p->mu);
-    while (p->syncing)
-        pthread_cond_wait(&p->cv, &p->mu);
     uint64_t first = p->jrec, end = p->end, from = p->jbyte, to = p->size;
     int fd = p->fd;
     l->jsnap[p->idx] = p->sync_err ? p->synced : end; /* a heal is the appenders' to do */
@@ -957,7 +972,7 @@ static int journal_stage(elog *l, part *p)
         pthread_mutex_unlock(&p->mu);
         return 0;
     }
-    p->syncing = true; /* keeps fd the active segment: a roll waits */
+    p->pins++; /* keeps fd the active segment: a roll waits */
     pthread_mutex_unlock(&p->mu);
 
     size_t at = l->jbuf.len, len = (size_t)(to - from);
@@ -967,11 +982,11 @@ static int journal_stage(elog *l, part *p)
     put_le32(e + 4, (uint32_t)p->idx);
     put_le64(e + 8, first);
     put_le32(e + 16, (uint32_t)(end - first));
-    put_le32(e + 20, journal_crc(e));
+    put_le32(e + 20, journal_crc(l->jseq, e));
     int rc = read_full(fd, e + JHDR, len, from);
 
     pthread_mutex_lock(&p->mu);
-    p->syncing = false;
+    p->pins--;
     if (rc == 0) {
         l->jbuf.len = at + JHDR + len;
         p->jrec = end;
@@ -1009,7 +1024,7 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
     pthread_mutex_lock(&p->mu);
     for (;;) {
         bool full = p->size > 0 && p->size + total > l->o.segment_bytes;
-        if (p->syncing && (p->sync_err || full)) {
+        if ((p->syncing && (p->sync_err || full)) || (p->pins && full)) {
             pthread_cond_wait(&p->cv, &p->mu);
             continue;
         }
@@ -1146,15 +1161,17 @@ int elog_partitions(const elog *l)
  * Under batch, once a second: starts the writeback of each partition's unsynced records
  * (sync_file_range, which does not wait and forces no commit), so that dirty data stays small
  * and later fsyncs have little to write; and when a journal segment is retired, fsyncs the
- * partitions past it, so that it can be deleted. The journal's fsyncs are left alone.
+ * partitions past it and deletes it. The sync thread's rounds are left alone.
  */
+static void journal_retire(elog *l, bool flush);
+
 static void flush_behind_journal(elog *l)
 {
     int P = l->o.partitions;
     bool retiring;
 
     pthread_mutex_lock(&l->j_mu);
-    retiring = l->jold_fd >= 0;
+    retiring = l->jold_fd >= 0 && l->jold_synced;
     if (retiring)
         memcpy(l->jbg_end, l->jroll_end, (size_t)P * sizeof(*l->jbg_end));
     pthread_mutex_unlock(&l->j_mu);
@@ -1167,25 +1184,29 @@ static void flush_behind_journal(elog *l)
             lead_sync(l, p);
         } else if (p->file_synced < p->end) {
             int fd = p->fd;
-            p->syncing = true; /* keeps fd open: a roll waits */
+            p->pins++; /* keeps fd open: a roll waits */
             pthread_mutex_unlock(&p->mu);
             sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
             pthread_mutex_lock(&p->mu);
-            p->syncing = false;
+            p->pins--;
             pthread_cond_broadcast(&p->cv);
         }
         pthread_mutex_unlock(&p->mu);
     }
+    if (retiring)
+        journal_retire(l, false);
 }
 
 static void *bg_main(void *arg)
 {
     elog *l = arg;
     int64_t tick = mono_ns();
+    /* everysec: its second; batch: writeback in small steps, not a burst a second */
+    int64_t period = l->jon ? 100000000 : 1000000000;
 
     pthread_mutex_lock(&l->bg_mu);
     while (!l->stop) {
-        tick += 1000000000;
+        tick += period;
         struct timespec ts = ns_to_ts(tick);
         while (!l->stop && pthread_cond_timedwait(&l->bg_cv, &l->bg_mu, &ts) != ETIMEDOUT)
             ;
@@ -1202,7 +1223,7 @@ static void *bg_main(void *arg)
                     lead_sync(l, p);
                 pthread_mutex_unlock(&p->mu);
             }
-        if (mono_ns() > tick + 1000000000)
+        if (mono_ns() > tick + period)
             tick = mono_ns(); /* a stalled disk: don't fire a burst of catch-up ticks */
         pthread_mutex_lock(&l->bg_mu);
     }
@@ -1319,7 +1340,11 @@ static int journal_roll(elog *l)
 {
     char name[JNAME_LEN + 1];
     journal_name(name, l->jnext);
-    int fd = openat(l->jdirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    /* a retired segment is reused: overwriting it allocates nothing, and deleting 64 MiB
+     * (a discard on many disks) stalls the disk for the fsyncs around it */
+    if (renameat(l->jdirfd, JOURNAL_SPARE, l->jdirfd, name) < 0 && errno != ENOENT)
+        say(l, "elog: journal/%s: cannot reuse it: %s", JOURNAL_SPARE, strerror(errno));
+    int fd = openat(l->jdirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     int rc = fd < 0 ? -errno : io_fsync(l, l->jdirfd);
     if (rc < 0) {
         say(l, "elog: journal/%s: cannot start a journal segment: %s", name, strerror(-rc));
@@ -1346,33 +1371,53 @@ static int journal_roll(elog *l)
     return 0;
 }
 
-/* Deletes the retired segment once every partition's files are fsynced past its records:
- * fsyncing them here (flush), or as the background thread has. */
+/*
+ * Deletes the retired journal segment once its last records were fsynced (by the sync thread)
+ * and every partition's files are fsynced past what it holds; flush fsyncs them first. The
+ * background thread calls this once a second, and the sync thread after a failed journal
+ * fsync; whichever comes first deletes the segment.
+ */
 static void journal_retire(elog *l, bool flush)
 {
-    char name[JNAME_LEN + 1];
-    int bad = 0;
+    int P = l->o.partitions, bad = 0;
+    uint64_t *upto = onr_malloc((size_t)P * sizeof(*upto));
 
-    for (int i = 0; i < l->o.partitions; i++) {
+    pthread_mutex_lock(&l->j_mu);
+    bool ready = l->jold_fd >= 0 && l->jold_synced;
+    if (ready)
+        memcpy(upto, l->jroll_end, (size_t)P * sizeof(*upto));
+    pthread_mutex_unlock(&l->j_mu);
+    for (int i = 0; ready && i < P; i++) {
         part *p = &l->parts[i];
         if (flush) {
             bad += flush_partition(l, i) < 0;
             continue;
         }
         pthread_mutex_lock(&p->mu);
-        bad += p->file_synced < l->jroll_end[i];
+        bad += p->file_synced < upto[i];
         pthread_mutex_unlock(&p->mu);
     }
-    if (bad)
-        return; /* kept: a later round tries again */
-    journal_name(name, l->jold_seq);
+    onr_free(upto);
+    if (!ready || bad)
+        return; /* kept: a later call tries again */
+    /* Kept as the spare for the next segment (journal_roll). If the rename is lost in a
+     * crash, the next open replays nothing new from it. Under j_mu, so that no roll takes the
+     * spare meanwhile. */
     pthread_mutex_lock(&l->j_mu);
-    close(l->jold_fd);
-    l->jold_fd = -1;
+    int fd = l->jold_fd;
+    if (fd >= 0) {
+        char name[JNAME_LEN + 1];
+        journal_name(name, l->jold_seq);
+        if (renameat(l->jdirfd, name, l->jdirfd, JOURNAL_SPARE) < 0) {
+            say(l, "elog: journal/%s: cannot retire it: %s", name, strerror(errno));
+            unlinkat(l->jdirfd, name, 0);
+        }
+        close(fd);
+        l->jold_fd = -1;
+    }
     pthread_mutex_unlock(&l->j_mu);
-    if (unlinkat(l->jdirfd, name, 0) < 0)
-        say(l, "elog: journal/%s: cannot delete a retired segment: %s", name, strerror(errno));
-    io_fsync(l, l->jdirfd); /* if the unlink is lost, the next open replays nothing new */
+    if (fd >= 0)
+        io_fsync(l, l->jdirfd);
 }
 
 /*
@@ -1387,22 +1432,30 @@ static void journal_round(elog *l)
     int64_t ns = 0;
     int rc = 0;
 
+    pthread_mutex_lock(&l->j_mu);
+    bool retired = l->jold_fd >= 0, synced_old = l->jold_synced;
+    pthread_mutex_unlock(&l->j_mu);
     if (l->jfailed) {
-        if (l->jold_fd < 0 && journal_roll(l) < 0) {
+        if (!retired && journal_roll(l) < 0) {
             for (int i = 0; i < P; i++)
                 flush_partition(l, i);
         } else {
+            pthread_mutex_lock(&l->j_mu);
             l->jold_synced = true; /* never fsynced again: the partitions are instead */
+            pthread_mutex_unlock(&l->j_mu);
             journal_retire(l, true);
-            if (l->jold_fd < 0)
-                l->jfailed = false;
+            pthread_mutex_lock(&l->j_mu);
+            l->jfailed = l->jold_fd >= 0;
+            pthread_mutex_unlock(&l->j_mu);
         }
         for (int i = 0; i < P; i++)
             journal_settle(l, i, 0, 0);
         return;
     }
-    if (l->jsize >= l->o.journal_bytes && l->jold_fd < 0)
-        journal_roll(l);
+    if (l->jsize >= l->o.journal_bytes && !retired && journal_roll(l) == 0) {
+        retired = true;
+        synced_old = false;
+    }
     onr_buf_clear(&l->jbuf);
     for (int i = 0; i < P; i++) {
         int e = journal_stage(l, &l->parts[i]);
@@ -1415,13 +1468,17 @@ static void journal_round(elog *l)
         rc = write_all(l, l->jfd, l->jbuf.data, l->jbuf.len, l->jsize);
         if (rc == 0)
             l->jsize += l->jbuf.len;
-        if (rc == 0 && l->jold_fd >= 0 && !l->jold_synced) {
-            rc = timed_fsync(l, l->jold_fd, &ns);
-            if (rc == 0)
+        if (rc == 0 && retired && !synced_old) {
+            /* the retired segment's fd: only journal_retire closes it, after jold_synced */
+            rc = timed_fdatasync(l, l->jold_fd, &ns);
+            if (rc == 0) {
+                pthread_mutex_lock(&l->j_mu);
                 l->jold_synced = true;
+                pthread_mutex_unlock(&l->j_mu);
+            }
         }
         if (rc == 0)
-            rc = timed_fsync(l, l->jfd, &ns);
+            rc = timed_fdatasync(l, l->jfd, &ns);
         pthread_mutex_lock(&l->j_mu);
         count_fsync(&l->jst, rc, ns);
         pthread_mutex_unlock(&l->j_mu);
@@ -1436,8 +1493,6 @@ static void journal_round(elog *l)
     }
     for (int i = 0; i < P; i++)
         journal_settle(l, i, l->jsnap[i], rc);
-    if (rc == 0 && l->jold_fd >= 0 && l->jold_synced)
-        journal_retire(l, false);
 }
 
 static void *sync_main(void *arg)
@@ -1597,7 +1652,7 @@ static int replay_segment(elog *l, uint64_t seq, uint64_t *restored, char *err, 
             break;
         uint64_t len = get_le32(h), first = get_le64(h + 8);
         uint32_t idx = get_le32(h + 4), n = get_le32(h + 16);
-        if (journal_crc(h) != get_le32(h + 20)) {
+        if (journal_crc(seq, h) != get_le32(h + 20)) {
             why = "a CRC mismatch";
             break;
         }
@@ -1674,6 +1729,13 @@ static int journal_open(elog *l, char *err, size_t errlen)
         if (dfd >= 0)
             close(dfd);
         return rc;
+    }
+    /* A spare left by a crash goes: segment numbers start again after this open, and a
+     * reused segment must not hold entries that check under its new number. */
+    if (unlinkat(l->jdirfd, JOURNAL_SPARE, 0) < 0 && errno != ENOENT) {
+        closedir(d);
+        return fail_msg(err, errlen, -errno, "elog: %s/journal/%s: cannot delete: %s", l->dir,
+                        JOURNAL_SPARE, strerror(errno));
     }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
@@ -1893,6 +1955,8 @@ int elog_close(elog *l)
         if (unlinkat(l->jdirfd, name, 0) < 0 && errno != ENOENT)
             first = -errno;
     }
+    if (l->jon && first == 0 && unlinkat(l->jdirfd, JOURNAL_SPARE, 0) < 0 && errno != ENOENT)
+        first = -errno;
     if (l->jon && first == 0)
         first = io_fsync(l, l->jdirfd);
     elog_free(l);
