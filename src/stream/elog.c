@@ -110,9 +110,9 @@ struct elog {
     uint64_t *jbg_end;   /* the background thread's copy of jroll_end */
     int jold_fd;         /* the retired segment, until the partitions are fsynced */
     uint64_t jold_seq;
-    bool jold_synced; /* its last records are fsynced */
-    bool jfailed;     /* a journal fsync failed: acknowledge by partition fsyncs until
-                       * the segment it failed on is retired */
+    bool jfailed;  /* a write or fsync of the active segment failed: it must be retired */
+    bool jold_bad; /* the retired segment is that one: appends are acknowledged by partition
+                    * fsyncs until it is deleted (under j_mu) */
 };
 
 struct elog_reader {
@@ -989,8 +989,10 @@ static int journal_stage(elog *l, part *p)
     p->pins--;
     if (rc == 0) {
         l->jbuf.len = at + JHDR + len;
-        p->jrec = end;
-        p->jbyte = to;
+        if (end > p->jrec) { /* a partition fsync meanwhile may have passed it */
+            p->jrec = end;
+            p->jbyte = to;
+        }
     } else {
         sync_failed(l, p, rc, end); /* its waiters fail; the next append heals */
         l->jsnap[p->idx] = p->synced;
@@ -1171,7 +1173,7 @@ static void flush_behind_journal(elog *l)
     bool retiring;
 
     pthread_mutex_lock(&l->j_mu);
-    retiring = l->jold_fd >= 0 && l->jold_synced;
+    retiring = l->jold_fd >= 0;
     if (retiring)
         memcpy(l->jbg_end, l->jroll_end, (size_t)P * sizeof(*l->jbg_end));
     pthread_mutex_unlock(&l->j_mu);
@@ -1361,9 +1363,8 @@ static int journal_roll(elog *l)
         l->jroll_end[i] = p->jrec; /* what the retired segment may hold */
         pthread_mutex_unlock(&p->mu);
     }
-    l->jold_fd = l->jfd;
+    l->jold_fd = l->jfd; /* fsynced whole: every round fsyncs what it wrote */
     l->jold_seq = l->jseq;
-    l->jold_synced = false;
     pthread_mutex_unlock(&l->j_mu);
     l->jfd = fd;
     l->jseq = l->jnext++;
@@ -1372,24 +1373,24 @@ static int journal_roll(elog *l)
 }
 
 /*
- * Deletes the retired journal segment once its last records were fsynced (by the sync thread)
- * and every partition's files are fsynced past what it holds; flush fsyncs them first. The
- * background thread calls this once a second, and the sync thread after a failed journal
- * fsync; whichever comes first deletes the segment.
+ * Ends the retired journal segment once every partition's files are fsynced past what it
+ * holds: it becomes the spare that the next segment reuses. The background thread calls this
+ * every 100 ms. After a failed journal fsync the sync thread calls it with failed: the
+ * partitions are fsynced here, and the segment is deleted rather than reused.
  */
-static void journal_retire(elog *l, bool flush)
+static void journal_retire(elog *l, bool failed)
 {
     int P = l->o.partitions, bad = 0;
     uint64_t *upto = onr_malloc((size_t)P * sizeof(*upto));
 
     pthread_mutex_lock(&l->j_mu);
-    bool ready = l->jold_fd >= 0 && l->jold_synced;
+    bool ready = l->jold_fd >= 0 && (failed || !l->jold_bad);
     if (ready)
         memcpy(upto, l->jroll_end, (size_t)P * sizeof(*upto));
     pthread_mutex_unlock(&l->j_mu);
     for (int i = 0; ready && i < P; i++) {
         part *p = &l->parts[i];
-        if (flush) {
+        if (failed) {
             bad += flush_partition(l, i) < 0;
             continue;
         }
@@ -1408,7 +1409,10 @@ static void journal_retire(elog *l, bool flush)
     if (fd >= 0) {
         char name[JNAME_LEN + 1];
         journal_name(name, l->jold_seq);
-        if (renameat(l->jdirfd, name, l->jdirfd, JOURNAL_SPARE) < 0) {
+        if (failed) {
+            unlinkat(l->jdirfd, name, 0);
+            l->jold_bad = false;
+        } else if (renameat(l->jdirfd, name, l->jdirfd, JOURNAL_SPARE) < 0) {
             say(l, "elog: journal/%s: cannot retire it: %s", name, strerror(errno));
             unlinkat(l->jdirfd, name, 0);
         }
@@ -1433,29 +1437,40 @@ static void journal_round(elog *l)
     int rc = 0;
 
     pthread_mutex_lock(&l->j_mu);
-    bool retired = l->jold_fd >= 0, synced_old = l->jold_synced;
+    bool retired = l->jold_fd >= 0;
     pthread_mutex_unlock(&l->j_mu);
     if (l->jfailed) {
-        if (!retired && journal_roll(l) < 0) {
+        /* The active segment failed: it is never fsynced again. It is retired (over any
+         * segment still waiting for the background thread, whose partitions are fsynced here)
+         * and deleted once the partitions are fsynced past it; until then appends are
+         * acknowledged by those fsyncs. */
+        if (retired)
+            journal_retire(l, true);
+        pthread_mutex_lock(&l->j_mu);
+        retired = l->jold_fd >= 0;
+        pthread_mutex_unlock(&l->j_mu);
+        if (!retired && journal_roll(l) == 0) {
+            pthread_mutex_lock(&l->j_mu);
+            l->jold_bad = true;
+            pthread_mutex_unlock(&l->j_mu);
+            l->jfailed = false;
+        }
+        if (l->jfailed)
             for (int i = 0; i < P; i++)
                 flush_partition(l, i);
-        } else {
-            pthread_mutex_lock(&l->j_mu);
-            l->jold_synced = true; /* never fsynced again: the partitions are instead */
-            pthread_mutex_unlock(&l->j_mu);
+    }
+    pthread_mutex_lock(&l->j_mu);
+    bool bad = l->jold_bad;
+    pthread_mutex_unlock(&l->j_mu);
+    if (l->jfailed || bad) {
+        if (bad)
             journal_retire(l, true);
-            pthread_mutex_lock(&l->j_mu);
-            l->jfailed = l->jold_fd >= 0;
-            pthread_mutex_unlock(&l->j_mu);
-        }
         for (int i = 0; i < P; i++)
             journal_settle(l, i, 0, 0);
         return;
     }
-    if (l->jsize >= l->o.journal_bytes && !retired && journal_roll(l) == 0) {
-        retired = true;
-        synced_old = false;
-    }
+    if (l->jsize >= l->o.journal_bytes && !retired)
+        journal_roll(l);
     onr_buf_clear(&l->jbuf);
     for (int i = 0; i < P; i++) {
         int e = journal_stage(l, &l->parts[i]);
@@ -1468,15 +1483,6 @@ static void journal_round(elog *l)
         rc = write_all(l, l->jfd, l->jbuf.data, l->jbuf.len, l->jsize);
         if (rc == 0)
             l->jsize += l->jbuf.len;
-        if (rc == 0 && retired && !synced_old) {
-            /* the retired segment's fd: only journal_retire closes it, after jold_synced */
-            rc = timed_fdatasync(l, l->jold_fd, &ns);
-            if (rc == 0) {
-                pthread_mutex_lock(&l->j_mu);
-                l->jold_synced = true;
-                pthread_mutex_unlock(&l->j_mu);
-            }
-        }
         if (rc == 0)
             rc = timed_fdatasync(l, l->jfd, &ns);
         pthread_mutex_lock(&l->j_mu);
@@ -1486,8 +1492,7 @@ static void journal_round(elog *l)
     if (rc < 0) {
         say(l,
             "elog: journal: write or fsync failed: %s; appends are acknowledged by partition "
-            "fsyncs "
-            "until a new journal segment takes over",
+            "fsyncs until a new journal segment takes over",
             strerror(-rc));
         l->jfailed = true;
     }

@@ -204,6 +204,7 @@ typedef struct faults {
     atomic_int fsync_fail; /* the next this many fsyncs fail with fsync_err */
     int fsync_err;
     atomic_int fsyncs; /* every fsync call, files and directories */
+    bool journal_only; /* fsync_fail hits only the commit journal's files */
     int fsync_delay_us;
 } faults;
 
@@ -219,13 +220,24 @@ static ssize_t fault_pwrite(void *ctx, int fd, const void *buf, size_t len, uint
     return n < 0 ? -errno : n;
 }
 
+static bool is_journal(int fd)
+{
+    char link[64], path[512];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    if (n <= 0)
+        return false;
+    path[n] = 0;
+    return strstr(path, ".jnl") != NULL;
+}
+
 static int fault_fsync(void *ctx, int fd)
 {
     faults *f = ctx;
     atomic_fetch_add(&f->fsyncs, 1);
     if (f->fsync_delay_us)
         usleep((useconds_t)f->fsync_delay_us);
-    if (atomic_load(&f->fsync_fail) > 0) {
+    if (atomic_load(&f->fsync_fail) > 0 && (!f->journal_only || is_journal(fd))) {
         atomic_fetch_sub(&f->fsync_fail, 1);
         return f->fsync_err;
     }
@@ -848,12 +860,16 @@ Test(elog, batch_retires_full_journal_segments_once_the_partitions_are_fsynced)
     munmap(z, sizeof *z);
 }
 
-Test(elog, batch_after_a_failed_journal_fsync_acknowledges_by_partition_fsyncs)
+static void journal_failure(size_t journal_bytes)
 {
     faults f;
     logcap cap;
     logcap_init(&cap);
-    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .log = capture, .log_ctx = &cap};
+    elog_opts o = {.partitions = 2,
+                   .fsync = ELOG_FSYNC_BATCH,
+                   .journal_bytes = journal_bytes,
+                   .log = capture,
+                   .log_ctx = &cap};
     faults_init(&f, &o);
     elog *l = open_log(&o);
     char buf[256];
@@ -863,6 +879,7 @@ Test(elog, batch_after_a_failed_journal_fsync_acknowledges_by_partition_fsyncs)
     for (uint64_t i = 0; i < 10; i++)
         append_rec(l, 0, 0, i);
     f.fsync_err = -EIO;
+    f.journal_only = true;
     atomic_store(&f.fsync_fail, 1);
     size_t n = make_rec(buf, sizeof buf, 0, 10);
     cr_assert_eq(elog_append(l, 0, buf, n, &off), -EIO, "the failed journal fsync is returned");
@@ -880,6 +897,16 @@ Test(elog, batch_after_a_failed_journal_fsync_acknowledges_by_partition_fsyncs)
     cr_assert_eq(elog_synced_offset(l, 0), elog_end_offset(l, 0));
     cr_assert_eq(elog_close(l), 0);
     cr_assert_eq(count_journal_segments(), 0);
+}
+
+Test(elog, batch_after_a_failed_journal_fsync_acknowledges_by_partition_fsyncs)
+{
+    journal_failure(0);
+}
+
+Test(elog, batch_journal_failure_while_a_retired_segment_waits)
+{
+    journal_failure(300); /* a roll every few appends: a retired segment is usually waiting */
 }
 
 typedef struct notified {
