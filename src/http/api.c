@@ -115,7 +115,8 @@ static void metrics(http_server *s, onr_buf *out)
                    "# TYPE onramp_log_errors_total counter\n"
                    "onramp_log_errors_total{op=\"write\"} %llu\n"
                    "onramp_log_errors_total{op=\"fsync\"} %llu\n"
-                   "# HELP onramp_log_fsync_seconds Latency of the event log's fsyncs.\n"
+                   "# HELP onramp_log_fsync_seconds Latency of the event log's fsyncs (journal and "
+                   "segments).\n"
                    "# TYPE onramp_log_fsync_seconds histogram\n",
                    (unsigned long long)ls.bytes, (unsigned long long)ls.segments,
                    (unsigned long long)ls.appended_bytes, (unsigned long long)ls.records,
