@@ -48,9 +48,9 @@ typedef struct elog_opts {
     size_t segment_bytes; /* [64 MiB] a segment rolls before it would grow past this */
     size_t max_record;    /* [1 MiB] largest payload elog_append accepts */
     int sync_threads;     /* [2], 1..64, always: the threads fsyncing for elog_notify */
-    /* Called for events an operator should see: tails truncated at open, failed and healed
-     * fsyncs. May be called from any appending thread or the background thread, so it must
-     * be thread-safe. NULL: silent. */
+    /* Called for events an operator should see: tails truncated at open, records the journal
+     * restored, failed and healed fsyncs. May be called from any appending thread, the sync
+     * threads or the background thread, so it must be thread-safe. NULL: silent. */
     void (*log)(void *ctx, const char *msg);
     void *log_ctx;
     elog_io io;
@@ -67,8 +67,10 @@ typedef struct elog_opts {
 int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t errlen);
 
 /*
- * Flushes and fsyncs every partition, stops the background thread and frees the log. No
- * append or reader may be in use. Returns 0 or the first fsync error (the log is freed anyway).
+ * Stops the sync threads once every waiter is settled and the background thread, fsyncs every
+ * partition, deletes the commit journal (kept, for the next open to replay, when a partition
+ * could not be fsynced) and frees the log. No append or reader may be in use. Returns 0 or
+ * the first fsync error (the log is freed anyway).
  */
 int elog_close(elog *l);
 
