@@ -659,6 +659,24 @@ out:
     return rc;
 }
 
+/* Opens the log's subdirectory name into *fd, creating it (and fsyncing the log's directory)
+ * when it is missing. */
+static int open_subdir(elog *l, const char *name, int *fd, char *err, size_t errlen)
+{
+    if (mkdirat(l->dirfd, name, 0755) == 0) {
+        int rc = io_fsync(l, l->dirfd);
+        if (rc < 0)
+            return fail_msg(err, errlen, rc, "elog: %s: fsync: %s", l->dir, strerror(-rc));
+    } else if (errno != EEXIST) {
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: mkdir: %s", l->dir, name,
+                        strerror(errno));
+    }
+    *fd = openat(l->dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*fd < 0)
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, name, strerror(errno));
+    return 0;
+}
+
 static int part_init(elog *l, part *p, int idx, char *err, size_t errlen)
 {
     char name[16];
@@ -669,17 +687,9 @@ static int part_init(elog *l, part *p, int idx, char *err, size_t errlen)
     p->fd = -1;
     p->dirfd = -1;
     snprintf(name, sizeof name, "p%03d", idx);
-    if (mkdirat(l->dirfd, name, 0755) == 0) {
-        rc = io_fsync(l, l->dirfd);
-        if (rc < 0)
-            return fail_msg(err, errlen, rc, "elog: %s: fsync: %s", l->dir, strerror(-rc));
-    } else if (errno != EEXIST) {
-        return fail_msg(err, errlen, -errno, "elog: %s/%s: mkdir: %s", l->dir, name,
-                        strerror(errno));
-    }
-    p->dirfd = openat(l->dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (p->dirfd < 0)
-        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, name, strerror(errno));
+    rc = open_subdir(l, name, &p->dirfd, err, errlen);
+    if (rc < 0)
+        return rc;
     rc = part_recover(l, p, err, errlen);
     if (rc < 0)
         return rc;
@@ -1715,18 +1725,9 @@ static int journal_open(elog *l, char *err, size_t errlen)
     size_t nseqs = 0, cap = 0;
     int rc;
 
-    if (mkdirat(l->dirfd, JOURNAL_DIR, 0755) == 0) {
-        rc = io_fsync(l, l->dirfd);
-        if (rc < 0)
-            return fail_msg(err, errlen, rc, "elog: %s: fsync: %s", l->dir, strerror(-rc));
-    } else if (errno != EEXIST) {
-        return fail_msg(err, errlen, -errno, "elog: %s/%s: mkdir: %s", l->dir, JOURNAL_DIR,
-                        strerror(errno));
-    }
-    l->jdirfd = openat(l->dirfd, JOURNAL_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (l->jdirfd < 0)
-        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, JOURNAL_DIR,
-                        strerror(errno));
+    rc = open_subdir(l, JOURNAL_DIR, &l->jdirfd, err, errlen);
+    if (rc < 0)
+        return rc;
     int dfd = dup(l->jdirfd);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
     if (!d) {

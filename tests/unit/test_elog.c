@@ -728,6 +728,15 @@ static void lose_unsynced(const synced_sizes *z)
 
 /* A power loss that kept the journal but not the partitions' unsynced tails: partition 0's
  * active segment lost everything, partition 1's was cut mid-record. */
+/* Opens with the log's messages captured in cap. */
+static elog *open_log_captured(elog_opts *o, logcap *cap)
+{
+    logcap_init(cap);
+    o->log = capture;
+    o->log_ctx = cap;
+    return open_log(o);
+}
+
 static void lose_partition_tails(void)
 {
     char path[512];
@@ -745,10 +754,7 @@ Test(elog, batch_journal_restores_what_a_power_loss_took_from_the_partitions)
     lose_partition_tails();
 
     logcap cap;
-    logcap_init(&cap);
-    o.log = capture;
-    o.log_ctx = &cap;
-    elog *l = open_log(&o);
+    elog *l = open_log_captured(&o, &cap);
     cr_assert(strstr(cap.text, "restored 73 records") != NULL, "%s", cap.text);
     expect_partition(l, 0, 0, 0, 40);
     expect_partition(l, 1, 1, 0, 40);
@@ -769,10 +775,7 @@ Test(elog, batch_journal_with_a_torn_tail_restores_what_precedes_it)
     cr_assert_eq(truncate(path, size - 3), 0); /* the last entry (p1, record 39) is torn */
 
     logcap cap;
-    logcap_init(&cap);
-    o.log = capture;
-    o.log_ctx = &cap;
-    elog *l = open_log(&o);
+    elog *l = open_log_captured(&o, &cap);
     cr_assert(strstr(cap.text, "torn or damaged tail") != NULL, "%s", cap.text);
     cr_assert(strstr(cap.text, "restored 72 records") != NULL, "%s", cap.text);
     expect_partition(l, 0, 0, 0, 40);
@@ -804,10 +807,7 @@ Test(elog, batch_journal_restores_nothing_from_a_damaged_record_on)
     close(fd);
 
     logcap cap;
-    logcap_init(&cap);
-    o.log = capture;
-    o.log_ctx = &cap;
-    elog *l = open_log(&o);
+    elog *l = open_log_captured(&o, &cap);
     cr_assert(strstr(cap.text, "damaged record at offset 20") != NULL, "%s", cap.text);
     cr_assert(strstr(cap.text, "follow a gap") != NULL, "%s", cap.text);
     expect_partition(l, 0, 0, 0, 20);
@@ -848,10 +848,7 @@ Test(elog, batch_retires_full_journal_segments_once_the_partitions_are_fsynced)
     cr_assert_leq(count_journal_segments(), 2);
     lose_unsynced(z);
     logcap cap;
-    logcap_init(&cap);
-    o.log = capture;
-    o.log_ctx = &cap;
-    l = open_log(&o);
+    l = open_log_captured(&o, &cap);
     cr_assert(strstr(cap.text, "restored") != NULL, "the active journal restored nothing: %s",
               cap.text);
     expect_partition(l, 0, 0, 0, 100);
