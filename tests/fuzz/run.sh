@@ -50,7 +50,7 @@ for f in tests/rules/*/events.jsonl; do
     i=$((i + 1))
 done
 
-for t in rules decode engine enrich; do
+for t in rules decode engine enrich json; do
     bin="$out/fuzz_$t"
     if [ "$build_ok" -ne 1 ] ||
         ! clang -std=c11 "${flags[@]}" -c "tests/fuzz/fuzz_$t.c" -o "$bin.o" ||
