@@ -116,6 +116,8 @@ int eng_load(eng *e, FILE *in, char *err, size_t errlen);
  * ids. Returns 0, or ONR_E_NOTFOUND when no profile has that key.
  */
 int eng_user_json(eng *e, const char *key, size_t klen, onr_buf *out);
+/* The same without the closing brace, for a caller that adds members of its own. */
+int eng_user_json_open(eng *e, const char *key, size_t klen, onr_buf *out);
 /* The canonical key (userId once known) of the user with any id key, or NULL. Valid until the
  * next event. */
 const char *eng_user_canonical(eng *e, const char *key, size_t klen, size_t *n);

@@ -22,7 +22,7 @@ static void put_time(onr_buf *out, const char *name, int64_t ms)
     jw_strz(out, t);
 }
 
-int eng_user_json(eng *e, const char *key, size_t klen, onr_buf *out)
+int eng_user_json_open(eng *e, const char *key, size_t klen, onr_buf *out)
 {
     const rule_set *rs = e->rs;
     user *u = eng__lookup(e, (trk_str){key, (uint32_t)klen});
@@ -81,8 +81,16 @@ int eng_user_json(eng *e, const char *key, size_t klen, onr_buf *out)
             }
         }
     }
-    onr_buf_puts(out, "}}");
+    onr_buf_putc(out, '}'); /* the traits; the object stays open */
     return 0;
+}
+
+int eng_user_json(eng *e, const char *key, size_t klen, onr_buf *out)
+{
+    int rc = eng_user_json_open(e, key, klen, out);
+    if (rc == 0)
+        onr_buf_putc(out, '}');
+    return rc;
 }
 
 const char *eng_user_canonical(eng *e, const char *key, size_t klen, size_t *n)

@@ -613,11 +613,9 @@ static int user_ids(const shard *sh, uint64_t *ids, uint64_t want, uint64_t cano
 
 static void answer_user(shard *sh, query *q)
 {
-    q->rc = eng_user_json(sh->e, q->key, q->klen, q->out);
+    q->rc = eng_user_json_open(sh->e, q->key, q->klen, q->out);
     if (q->rc)
         return;
-    /* "...}" -> add the recent events and fires before the closing brace */
-    q->out->len--;
     uint64_t want = id_digest((trk_str){q->key, (uint32_t)q->klen});
     /* the canonical key too: events sent under it after an identify */
     size_t cn = 0;
