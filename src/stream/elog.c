@@ -1704,8 +1704,8 @@ static int replay_segment(elog *l, uint64_t seq, uint64_t *restored, char *err, 
     }
     if (why)
         say(l,
-            "elog: journal/%s: ignored %llu bytes of torn or damaged tail at byte %llu (%s); "
-            "nothing acknowledged was in it",
+            "elog: journal/%s: ignored %llu bytes after the last entry, at byte %llu (%s): a "
+            "torn write, or what a reused segment held before; nothing acknowledged was in it",
             name, (unsigned long long)(size - pos), (unsigned long long)pos, why);
 out:
     if (fd >= 0)
