@@ -148,6 +148,16 @@ int onr_time_parse(const char *s, size_t n, int64_t *out_ms)
     return 0;
 }
 
+/* v as exactly width decimal digits (v < 10^width). */
+static char *put_digits(char *p, unsigned v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return p + width;
+}
+
 void onr_time_format(int64_t ms, char out[32])
 {
     int64_t days = ms / ONR_DAY_MS;
@@ -165,8 +175,23 @@ void onr_time_format(int64_t ms, char out[32])
     int f = (int)(rem % 1000);
     if (y < 0 || y > 9999)
         y = y < 0 ? 0 : 9999;
-    snprintf(out, 32, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", (int)y % 10000, m % 13, d % 32, h % 24,
-             mi % 60, s % 60, f % 1000);
+    /* by hand, not snprintf: every stored message gets one (receivedAt) */
+    char *p = out;
+    p = put_digits(p, (unsigned)y, 4);
+    *p++ = '-';
+    p = put_digits(p, m % 13, 2);
+    *p++ = '-';
+    p = put_digits(p, d % 32, 2);
+    *p++ = 'T';
+    p = put_digits(p, (unsigned)h % 24, 2);
+    *p++ = ':';
+    p = put_digits(p, (unsigned)mi % 60, 2);
+    *p++ = ':';
+    p = put_digits(p, (unsigned)s % 60, 2);
+    *p++ = '.';
+    p = put_digits(p, (unsigned)f % 1000, 3);
+    *p++ = 'Z';
+    *p = 0;
 }
 
 void onr_duration_format(int64_t ms, char *out, size_t cap)
