@@ -1391,24 +1391,19 @@ static int journal_roll(elog *l)
 static void journal_retire(elog *l, bool failed)
 {
     int P = l->o.partitions, bad = 0;
-    uint64_t *upto = onr_malloc((size_t)P * sizeof(*upto));
 
     pthread_mutex_lock(&l->j_mu);
     bool ready = l->jold_fd >= 0 && (failed || !l->jold_bad);
-    if (ready)
-        memcpy(upto, l->jroll_end, (size_t)P * sizeof(*upto));
-    pthread_mutex_unlock(&l->j_mu);
-    for (int i = 0; ready && i < P; i++) {
+    /* j_mu before a partition's mutex, as in journal_roll */
+    for (int i = 0; ready && !failed && i < P; i++) {
         part *p = &l->parts[i];
-        if (failed) {
-            bad += flush_partition(l, i) < 0;
-            continue;
-        }
         pthread_mutex_lock(&p->mu);
-        bad += p->file_synced < upto[i];
+        bad += p->file_synced < l->jroll_end[i];
         pthread_mutex_unlock(&p->mu);
     }
-    onr_free(upto);
+    pthread_mutex_unlock(&l->j_mu);
+    for (int i = 0; ready && failed && i < P; i++) /* fsyncs: not under j_mu */
+        bad += flush_partition(l, i) < 0;
     if (!ready || bad)
         return; /* kept: a later call tries again */
     /* Kept as the spare for the next segment (journal_roll). If the rename is lost in a
