@@ -144,6 +144,11 @@ static void seg_path(char *out, size_t cap, int part, uint64_t base)
     snprintf(out, cap, "%s/p%03d/%020llu.log", tmpdir, part, (unsigned long long)base);
 }
 
+static void journal_path(char *out, size_t cap, uint64_t seq)
+{
+    snprintf(out, cap, "%s/journal/%020llu.jnl", tmpdir, (unsigned long long)seq);
+}
+
 static off_t file_size(const char *path)
 {
     struct stat sb;
@@ -769,7 +774,7 @@ Test(elog, batch_journal_with_a_torn_tail_restores_what_precedes_it)
     batch_child_appends(&o, 40, NULL);
     lose_partition_tails();
     char path[512];
-    snprintf(path, sizeof path, "%s/journal/%020llu.jnl", tmpdir, 1ULL);
+    journal_path(path, sizeof path, 1);
     off_t size = file_size(path);
     cr_assert_gt(size, 0);
     cr_assert_eq(truncate(path, size - 3), 0); /* the last entry (p1, record 39) is torn */
@@ -791,7 +796,7 @@ Test(elog, batch_journal_restores_nothing_from_a_damaged_record_on)
     seg_path(path, sizeof path, 0, 0);
     cr_assert_eq(truncate(path, 0), 0); /* partition 0 lost everything */
     /* entries alternate p0, p1 for each record number: damage p0's record 20 */
-    snprintf(path, sizeof path, "%s/journal/%020llu.jnl", tmpdir, 1ULL);
+    journal_path(path, sizeof path, 1);
     int fd = open(path, O_RDWR);
     cr_assert_geq(fd, 0);
     off_t pos = 0;
