@@ -114,6 +114,13 @@ typedef void (*onr_log_fn)(void *ctx, const char *level, const char *msg);
 void onr_logf(onr_log_fn fn, void *ctx, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* ---- threads */
+
+/* Names the calling thread "onramp-NAME" (cut to the 15 bytes Linux keeps), as `top -H`,
+ * `ps -L` and profilers show it. An optional index is appended: onr_thread_name("shard", 1)
+ * is "onramp-shard1"; -1 for none. */
+void onr_thread_name(const char *name, int index);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,9 +1,11 @@
 /*
- * util.c - hashing, event-time parsing and formatting, UTF-8 validation. Time is always
- * int64 milliseconds since the Unix epoch; this file is where text meets that number.
+ * util.c - hashing, event-time parsing and formatting, UTF-8 validation, thread names. Time
+ * is always int64 milliseconds since the Unix epoch; this file is where text meets that
+ * number.
  */
 #include "base.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -279,4 +281,15 @@ void onr_logf(onr_log_fn fn, void *ctx, const char *level, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     fn(ctx, level, msg);
+}
+
+void onr_thread_name(const char *name, int index)
+{
+    char buf[64];
+    if (index >= 0)
+        snprintf(buf, sizeof(buf), "onramp-%s%d", name, index);
+    else
+        snprintf(buf, sizeof(buf), "onramp-%s", name);
+    buf[15] = 0;
+    pthread_setname_np(pthread_self(), buf);
 }

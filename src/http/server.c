@@ -1672,6 +1672,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 static void *reaper_main(void *arg)
 {
     http_server *s = arg;
+    onr_thread_name("reaper", -1);
     int64_t tick_ms = ONR_MAX(ONR_MIN(s->o.timeout_ms / 4, 1000), 10);
     pthread_mutex_lock(&s->conns_mu);
     while (!s->reaper_stop) {

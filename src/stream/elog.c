@@ -1212,6 +1212,7 @@ static void flush_behind_journal(elog *l)
 static void *bg_main(void *arg)
 {
     elog *l = arg;
+    onr_thread_name("logflush", -1);
     int64_t tick = mono_ns();
     /* everysec: its second; batch: writeback in small steps, not a burst a second */
     int64_t period = l->jon ? 100000000 : 1000000000;
@@ -1508,6 +1509,7 @@ static void journal_round(elog *l)
 static void *sync_main(void *arg)
 {
     elog *l = arg;
+    onr_thread_name("logsync", -1);
 
     pthread_mutex_lock(&l->sq_mu);
     for (;;) {
