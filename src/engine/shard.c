@@ -845,12 +845,11 @@ static void *shard_main(void *arg)
         /* nothing below the watermark is left: the clock may follow it */
         if (!holding && wm - s->o.lateness_ms > eng_clock(sh->e))
             eng_advance(sh->e, wm - s->o.lateness_ms);
-        /* a record waits for the watermark (the next millisecond, or a request finishing) */
-        if (ran && !holding)
+        /* busy lately: a nap, and the next batch takes what came meanwhile; else a record
+         * waits for the watermark (the next millisecond, or a request finishing) */
+        if (ran || (!holding && !early && mono_ms() - last_ran < BUSY_MS))
             wait_for_work(sh, NAP_MS, true);
-        else if (ran == 0 && !holding && !early && mono_ms() - last_ran < BUSY_MS)
-            wait_for_work(sh, NAP_MS, true);
-        else if (ran == 0)
+        else
             wait_for_work(sh, holding || early ? 1 : IDLE_WAIT_MS, false);
     }
     /* the final checkpoint waits (briefly) for the log to make the offsets durable */
