@@ -356,6 +356,9 @@ static const char serve_help[] =
     "  --write-key KEY       accepted write key; repeatable  [one generated    ONRAMP_WRITE_KEY\n"
     "                        (env: comma-separated)           and printed]\n"
     "  --fsync POLICY        always | batch | everysec       [batch]           ONRAMP_FSYNC\n"
+    "  --commit-interval D   batch: one journal fsync at     [2ms; 0: none]    "
+    "ONRAMP_COMMIT_INTERVAL\n"
+    "                        most this often, while busy\n"
     "  --partitions N        partitions of the log (fixed)   [16]              ONRAMP_PARTITIONS\n"
     "  --threads N           HTTP thread pool size           [4]               ONRAMP_THREADS\n"
     "  --route-capacity N    ids the partition router keeps  [4194304]         "
@@ -401,6 +404,7 @@ static int cmd_serve(int argc, char **argv)
     const char *listen = getenv("ONRAMP_LISTEN");
     const char *data = getenv("ONRAMP_DATA");
     const char *fsync_s = getenv("ONRAMP_FSYNC");
+    const char *commit_s = getenv("ONRAMP_COMMIT_INTERVAL");
     const char *parts_s = getenv("ONRAMP_PARTITIONS");
     const char *threads_s = getenv("ONRAMP_THREADS");
     const char *route_s = getenv("ONRAMP_ROUTE_CAPACITY");
@@ -435,6 +439,7 @@ static int cmd_serve(int argc, char **argv)
         const char **slot = strcmp(a, "--listen") == 0              ? &listen
                             : strcmp(a, "--data") == 0              ? &data
                             : strcmp(a, "--fsync") == 0             ? &fsync_s
+                            : strcmp(a, "--commit-interval") == 0   ? &commit_s
                             : strcmp(a, "--partitions") == 0        ? &parts_s
                             : strcmp(a, "--threads") == 0           ? &threads_s
                             : strcmp(a, "--route-capacity") == 0    ? &route_s
@@ -501,6 +506,14 @@ static int cmd_serve(int argc, char **argv)
                 fsync_s);
         goto out;
     }
+    int64_t commit_ms = 2;
+    if (commit_s && !parse_duration_flag("--commit-interval", commit_s, &commit_ms))
+        goto out;
+    if (commit_ms > 10 * ONR_SECOND_MS) {
+        fputs("onramp serve: --commit-interval must be at most 10s\n", stderr);
+        goto out;
+    }
+    eo.commit_interval_ms = commit_ms ? commit_ms : -1;
     uint64_t parts = 16, threads = 4;
     if ((parts_s && parse_u64("serve", "--partitions", parts_s, &parts)) ||
         (threads_s && parse_u64("serve", "--threads", threads_s, &threads)))

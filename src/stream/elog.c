@@ -90,6 +90,11 @@ struct elog {
     int *sq;
     int sq_head, sq_n;
     bool sq_stop;
+    /* batch: the sync thread waits for commit_interval_ms to pass since the last round began
+     * (pacing), unless jpending, the bytes appended since then, reaches ELOG_EARLY_BYTES */
+    bool sq_pacing;
+    int64_t jround_ns;
+    _Atomic uint64_t jpending;
     /* The commit journal, under batch (docs/operations.md, "The commit journal"): each round
      * of the sync thread copies the partitions' new records to it, and one fsync of it makes
      * the appends of every partition durable.
@@ -374,6 +379,12 @@ static int fill_opts(elog *l, const elog_opts *o, char *err, size_t errlen)
         return fail_msg(err, errlen, ONR_E_INVALID, "elog: unknown fsync policy %d", (int)x->fsync);
     if (!x->sync_threads)
         x->sync_threads = 2;
+    if (!x->commit_interval_ms)
+        x->commit_interval_ms = 2;
+    if (x->commit_interval_ms > 10 * 1000)
+        return fail_msg(err, errlen, ONR_E_INVALID,
+                        "elog: commit_interval_ms must be at most 10000, not %lld",
+                        (long long)x->commit_interval_ms);
     if (x->sync_threads < 0 || x->sync_threads > 64)
         return fail_msg(err, errlen, ONR_E_INVALID, "elog: sync_threads must be 1..64, not %d",
                         x->sync_threads);
@@ -1085,6 +1096,12 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
     p->st.records += n;
     p->st.appended_bytes += total;
     atomic_store_explicit(&p->pub_end, p->end, memory_order_release);
+    uint64_t pending = l->jon ? atomic_fetch_add(&l->jpending, total) : ELOG_EARLY_BYTES;
+    if (pending < ELOG_EARLY_BYTES && pending + total >= ELOG_EARLY_BYTES) {
+        pthread_mutex_lock(&l->sq_mu); /* enough for a round: no more pacing */
+        pthread_cond_signal(&l->sq_cv);
+        pthread_mutex_unlock(&l->sq_mu);
+    }
     my_end = p->end;
     if (first_offset)
         *first_offset = first;
@@ -1278,7 +1295,8 @@ static void sq_push(elog *l, int idx)
     pthread_mutex_lock(&l->sq_mu);
     l->sq[(l->sq_head + l->sq_n) % l->o.partitions] = idx;
     l->sq_n++;
-    pthread_cond_signal(&l->sq_cv);
+    if (!l->sq_pacing) /* a pacing sync thread takes the whole queue when it wakes */
+        pthread_cond_signal(&l->sq_cv);
     pthread_mutex_unlock(&l->sq_mu);
 }
 
@@ -1520,6 +1538,17 @@ static void *sync_main(void *arg)
             continue;
         }
         if (l->jon) { /* a round serves every partition: take the whole queue */
+            int64_t due = l->jround_ns + l->o.commit_interval_ms * 1000000;
+            if (!l->sq_stop && l->o.commit_interval_ms > 0 &&
+                atomic_load(&l->jpending) < ELOG_EARLY_BYTES && mono_ns() < due) {
+                struct timespec ts = ns_to_ts(due);
+                l->sq_pacing = true;
+                pthread_cond_timedwait(&l->sq_cv, &l->sq_mu, &ts);
+                l->sq_pacing = false;
+                continue;
+            }
+            l->jround_ns = mono_ns();
+            atomic_store(&l->jpending, 0);
             l->sq_head = (l->sq_head + l->sq_n) % l->o.partitions;
             l->sq_n = 0;
             pthread_mutex_unlock(&l->sq_mu);
@@ -1859,9 +1888,9 @@ int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&l->bg_cv, &ca);
-    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&l->sq_mu, NULL);
-    pthread_cond_init(&l->sq_cv, NULL);
+    pthread_cond_init(&l->sq_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&l->j_mu, NULL);
     l->jfd = l->jold_fd = l->jdirfd = -1;
 

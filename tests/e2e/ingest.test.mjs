@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { randomUUID } from 'node:crypto';
-import { basic, serve, post as postTo, raw as rawTo, readLog } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { BIN, basic, serve, post as postTo, raw as rawTo, readLog } from './helpers.mjs';
 
 const KEY = 'e2e-write-key';
 
@@ -230,4 +231,35 @@ test('after SIGTERM the server exits 0 and the log holds exactly the accepted me
     parts.set(k, r.partition);
   }
   assert.equal(recs.length, accepted.length + 1);
+});
+
+test('--commit-interval spaces the journal fsyncs of a busy log, and bad values are refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-'));
+  try {
+    const s = await serve(['--data', dir, '--write-key', KEY, '--partitions', '2'],
+      { env: { ONRAMP_COMMIT_INTERVAL: '300ms' } });
+    // One request after another: each waits for a round of its own, 300 ms after the last began.
+    const t0 = Date.now();
+    for (let i = 0; i < 4; i++) {
+      const r = await postTo(s.base, '/v1/track', msg('track'), { key: KEY });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+    }
+    const took = Date.now() - t0;
+    assert.ok(took >= 850, `4 acknowledgements one after another took ${took} ms, under 3 intervals`);
+    assert.equal(await s.stop(), 0, s.log());
+
+    const now = await serve(['--data', dir, '--write-key', KEY, '--partitions', '2',
+      '--commit-interval', '0']);
+    const r = await postTo(now.base, '/v1/track', msg('track'), { key: KEY });
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    assert.equal(await now.stop(), 0, now.log());
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  for (const bad of ['soon', '11s', '-1']) {
+    const r = spawnSync(BIN, ['serve', '--listen', '127.0.0.1:0', '--commit-interval', bad],
+      { encoding: 'utf8' });
+    assert.notEqual(r.status, 0, `--commit-interval ${bad} was accepted`);
+    assert.match(r.stderr, /--commit-interval/);
+  }
 });

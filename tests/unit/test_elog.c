@@ -638,6 +638,74 @@ Test(elog, batch_acknowledges_after_a_journal_fsync_and_shares_it)
     elog_close(l);
 }
 
+/* Journal fsyncs, timed by the fsync hook. */
+typedef struct journal_times {
+    faults f; /* first: the hook's context */
+    pthread_mutex_t mu;
+    int n;
+    int64_t at_ms[64];
+} journal_times;
+
+static int timed_journal_fsync(void *ctx, int fd)
+{
+    journal_times *t = ctx;
+    if (is_journal(fd)) {
+        pthread_mutex_lock(&t->mu);
+        if (t->n < 64)
+            t->at_ms[t->n++] = now_ms();
+        pthread_mutex_unlock(&t->mu);
+    }
+    return fault_fsync(ctx, fd);
+}
+
+Test(elog, batch_spaces_journal_rounds_by_the_commit_interval)
+{
+    static journal_times t;
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 150};
+    faults_init(&t.f, &o);
+    o.io.fsync = timed_journal_fsync;
+    o.io.ctx = &t;
+    pthread_mutex_init(&t.mu, NULL);
+    elog *l = open_log(&o);
+
+    /* each append waits for its own round: one every 150 ms at most, the first at once */
+    for (uint64_t i = 0; i < 4; i++)
+        append_rec(l, (int)(i % 2), 4, i / 2);
+    cr_assert_eq(t.n, 4, "%d journal fsyncs for 4 appends one after another", t.n);
+    for (int i = 1; i < t.n; i++)
+        cr_assert_geq(t.at_ms[i] - t.at_ms[i - 1], 100,
+                      "journal fsync %d came %lld ms after the one before", i,
+                      (long long)(t.at_ms[i] - t.at_ms[i - 1]));
+    expect_partition(l, 0, 4, 0, 2);
+    expect_partition(l, 1, 4, 0, 2);
+    cr_assert_eq(elog_close(l), 0);
+}
+
+Test(elog, batch_starts_a_round_early_once_a_mebibyte_waits)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 10000};
+    elog *l = open_log(&o);
+    static char big[64 * 1024];
+    memset(big, 'x', sizeof big);
+    uint64_t first, end;
+
+    append_rec(l, 0, 5, 0); /* the first round: at once; the next may wait 10 s */
+    int64_t t0 = now_ms();
+    elog_rec rec = {big, sizeof big};
+    for (size_t sent = 0; sent < ELOG_EARLY_BYTES; sent += sizeof big)
+        cr_assert_eq(elog_write_batch(l, 1, &rec, 1, &first, &end), 0);
+    cr_assert_eq(elog_wait(l, 1, end), 0);
+    cr_assert_lt(now_ms() - t0, 5000, "a mebibyte waited %lld ms for the 10 s interval",
+                 (long long)(now_ms() - t0));
+    cr_assert_eq(elog_synced_offset(l, 1), end);
+    cr_assert_eq(elog_close(l), 0);
+
+    elog_opts bad = {.fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 10001};
+    char err[256];
+    cr_assert_eq(elog_open(tmpdir, &bad, &l, err, sizeof err), ONR_E_INVALID);
+    cr_assert(strstr(err, "commit_interval_ms") != NULL, "%s", err);
+}
+
 /* What each partition segment file held at its last fsync, kept by a child's fsync hook in
  * shared memory, so that the parent can play a power loss faithfully. */
 typedef struct synced_sizes {
