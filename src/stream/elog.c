@@ -29,6 +29,12 @@
 #define JNAME_LEN 24 /* 20 digits + ".jnl" */
 #define JOURNAL_DIR "journal"
 #define JOURNAL_SPARE "spare" /* a retired journal segment kept for reuse */
+#define JOURNAL_SPARE_TMP "spare.tmp" /* a spare being written ahead */
+/* Journal segments are written ahead with zeros: an fdatasync of a write over allocated
+ * blocks writes the data alone, one that extends the file its inode and block map too. The
+ * background thread writes a spare once the active segment passes journal_bytes / 8 (a busy
+ * log), this much at a time. */
+#define PREWRITE_STEP (1u << 20)
 #define SEG_NAME_LEN 24       /* 20 digits + ".log" */
 #define MAX_PARTITIONS 1000   /* pNNN */
 #define META_NAME "elog.meta"
@@ -115,6 +121,11 @@ struct elog {
     uint64_t *jbg_end;   /* the background thread's copy of jroll_end */
     int jold_fd;         /* the retired segment, until the partitions are fsynced */
     uint64_t jold_seq;
+    uint64_t jahead;     /* bytes of the active segment written before it was (a spare) */
+    _Atomic uint64_t jsize_pub; /* jsize, for the background thread */
+    /* the spare (under j_mu): its size, 0 when there is none */
+    uint64_t jspare_bytes;
+    bool jprewrite_failed; /* background thread's: writing a spare failed; not tried again */
     bool jfailed;  /* a write or fsync of the active segment failed: it must be retired */
     bool jold_bad; /* the retired segment is that one: appends are acknowledged by partition
                     * fsyncs until it is deleted (under j_mu) */
@@ -1226,6 +1237,80 @@ static void flush_behind_journal(elog *l)
         journal_retire(l, false);
 }
 
+/*
+ * Makes the spare a whole journal_bytes of blocks written with zeros and fdatasynced, so that
+ * the segments the sync thread writes need no block allocated nor size changed: once the log
+ * is busy (the active segment has passed journal_bytes / 8; an idle log never writes one), or
+ * when a segment retired early left a short spare. The spare is renamed away while it is
+ * written, so that no roll takes it half done. A failure is logged once and the journal goes
+ * on with growing segments. Background thread.
+ */
+static void journal_prewrite(elog *l)
+{
+    uint64_t want = l->o.journal_bytes, have;
+    char *zeros = NULL;
+    int fd = -1, rc = 0;
+
+    if (l->jprewrite_failed)
+        return;
+    pthread_mutex_lock(&l->j_mu);
+    have = l->jspare_bytes;
+    bool busy = atomic_load(&l->jsize_pub) >= want / 8;
+    if (have >= want || (have == 0 && !busy)) {
+        pthread_mutex_unlock(&l->j_mu);
+        return;
+    }
+    if (have && renameat(l->jdirfd, JOURNAL_SPARE, l->jdirfd, JOURNAL_SPARE_TMP) < 0)
+        rc = -errno;
+    l->jspare_bytes = 0;
+    pthread_mutex_unlock(&l->j_mu);
+    if (rc == 0) {
+        fd = openat(l->jdirfd, JOURNAL_SPARE_TMP,
+                    O_RDWR | O_CREAT | O_CLOEXEC | (have ? 0 : O_TRUNC), 0644);
+        rc = fd < 0 ? -errno : 0;
+        zeros = onr_calloc(1, PREWRITE_STEP);
+    }
+    /* a step at a time, each on its way to the disk before the next, so that the sync
+     * thread's fsyncs do not queue behind 64 MiB of zeros */
+    for (uint64_t at = have; rc == 0 && at < want; at += PREWRITE_STEP) {
+        size_t n = (size_t)ONR_MIN((uint64_t)PREWRITE_STEP, want - at);
+        rc = write_all(l, fd, zeros, n, at);
+        if (rc == 0 && sync_file_range(fd, (off64_t)at, (off64_t)n,
+                                       SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                           SYNC_FILE_RANGE_WAIT_AFTER) < 0)
+            rc = -errno;
+        pthread_mutex_lock(&l->bg_mu);
+        bool stop = l->stop;
+        pthread_mutex_unlock(&l->bg_mu);
+        if (stop && rc == 0)
+            rc = -ECANCELED;
+    }
+    if (rc == 0)
+        rc = io_fsync(l, fd);
+    if (rc == 0) {
+        pthread_mutex_lock(&l->j_mu);
+        if (renameat(l->jdirfd, JOURNAL_SPARE_TMP, l->jdirfd, JOURNAL_SPARE) < 0)
+            rc = -errno;
+        else
+            l->jspare_bytes = want;
+        pthread_mutex_unlock(&l->j_mu);
+    }
+    if (rc == 0)
+        rc = io_fsync(l, l->jdirfd);
+    if (fd >= 0)
+        close(fd);
+    onr_free(zeros);
+    if (rc < 0 && rc != -ECANCELED) {
+        say(l,
+            "elog: journal/%s: cannot write a journal segment ahead: %s; journal segments grow "
+            "as they are written instead",
+            JOURNAL_SPARE_TMP, strerror(-rc));
+        l->jprewrite_failed = true;
+    }
+    if (rc < 0)
+        unlinkat(l->jdirfd, JOURNAL_SPARE_TMP, 0);
+}
+
 static void *bg_main(void *arg)
 {
     elog *l = arg;
@@ -1243,9 +1328,10 @@ static void *bg_main(void *arg)
         if (l->stop)
             break;
         pthread_mutex_unlock(&l->bg_mu);
-        if (l->jon)
+        if (l->jon) {
             flush_behind_journal(l);
-        else
+            journal_prewrite(l);
+        } else
             for (int i = 0; i < l->o.partitions; i++) {
                 part *p = &l->parts[i];
                 pthread_mutex_lock(&p->mu);
@@ -1371,10 +1457,17 @@ static int journal_roll(elog *l)
 {
     char name[JNAME_LEN + 1];
     journal_name(name, l->jnext);
-    /* a retired segment is reused: overwriting it allocates nothing, and deleting 64 MiB
-     * (a discard on many disks) stalls the disk for the fsyncs around it */
-    if (renameat(l->jdirfd, JOURNAL_SPARE, l->jdirfd, name) < 0 && errno != ENOENT)
-        say(l, "elog: journal/%s: cannot reuse it: %s", JOURNAL_SPARE, strerror(errno));
+    /* a retired or written-ahead segment is reused: overwriting it allocates nothing, and
+     * deleting 64 MiB (a discard on many disks) stalls the disk for the fsyncs around it */
+    pthread_mutex_lock(&l->j_mu);
+    uint64_t ahead = l->jspare_bytes;
+    l->jspare_bytes = 0;
+    if (renameat(l->jdirfd, JOURNAL_SPARE, l->jdirfd, name) < 0) {
+        if (errno != ENOENT)
+            say(l, "elog: journal/%s: cannot reuse it: %s", JOURNAL_SPARE, strerror(errno));
+        ahead = 0;
+    }
+    pthread_mutex_unlock(&l->j_mu);
     int fd = openat(l->jdirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     int rc = fd < 0 ? -errno : io_fsync(l, l->jdirfd);
     if (rc < 0) {
@@ -1398,6 +1491,8 @@ static int journal_roll(elog *l)
     l->jfd = fd;
     l->jseq = l->jnext++;
     l->jsize = 0;
+    l->jahead = ahead;
+    atomic_store(&l->jsize_pub, 0);
     return 0;
 }
 
@@ -1439,6 +1534,9 @@ static void journal_retire(elog *l, bool failed)
         } else if (renameat(l->jdirfd, name, l->jdirfd, JOURNAL_SPARE) < 0) {
             say(l, "elog: journal/%s: cannot retire it: %s", name, strerror(errno));
             unlinkat(l->jdirfd, name, 0);
+        } else {
+            struct stat sb;
+            l->jspare_bytes = fstat(fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
         }
         close(fd);
         l->jold_fd = -1;
@@ -1493,8 +1591,16 @@ static void journal_round(elog *l)
             journal_settle(l, i, 0, 0);
         return;
     }
-    if (l->jsize >= l->o.journal_bytes && !retired)
+    if (!retired && l->jsize >= l->o.journal_bytes) {
         journal_roll(l);
+    } else if (!retired && l->jsize >= l->jahead) {
+        /* past what was written ahead: move to a spare that was, if there is one */
+        pthread_mutex_lock(&l->j_mu);
+        bool ready = l->jspare_bytes >= l->o.journal_bytes;
+        pthread_mutex_unlock(&l->j_mu);
+        if (ready)
+            journal_roll(l);
+    }
     onr_buf_clear(&l->jbuf);
     for (int i = 0; i < P; i++) {
         int e = journal_stage(l, &l->parts[i]);
@@ -1505,8 +1611,10 @@ static void journal_round(elog *l)
         /* at jsize: what a failed write left past it is overwritten by the next, or read as
          * a torn tail */
         rc = write_all(l, l->jfd, l->jbuf.data, l->jbuf.len, l->jsize);
-        if (rc == 0)
+        if (rc == 0) {
             l->jsize += l->jbuf.len;
+            atomic_store(&l->jsize_pub, l->jsize);
+        }
         if (rc == 0)
             rc = timed_fdatasync(l, l->jfd, &ns);
         pthread_mutex_lock(&l->j_mu);
@@ -1694,7 +1802,10 @@ static int replay_segment(elog *l, uint64_t seq, uint64_t *restored, char *err, 
         uint64_t len = get_le32(h), first = get_le64(h + 8);
         uint32_t idx = get_le32(h + 4), n = get_le32(h + 16);
         if (journal_crc(seq, h) != get_le32(h + 20)) {
-            why = "a CRC mismatch";
+            bool zeros = true;
+            for (int k = 0; k < JHDR && zeros; k++)
+                zeros = h[k] == 0;
+            why = zeros ? NULL : "a CRC mismatch"; /* zeros: space written ahead, unused */
             break;
         }
         if (idx >= (uint32_t)l->o.partitions || n == 0) {
@@ -1764,11 +1875,13 @@ static int journal_open(elog *l, char *err, size_t errlen)
     }
     /* A spare left by a crash goes: segment numbers start again after this open, and a
      * reused segment must not hold entries that check under its new number. */
-    if (unlinkat(l->jdirfd, JOURNAL_SPARE, 0) < 0 && errno != ENOENT) {
-        closedir(d);
-        return fail_msg(err, errlen, -errno, "elog: %s/journal/%s: cannot delete: %s", l->dir,
-                        JOURNAL_SPARE, strerror(errno));
-    }
+    static const char *const spares[] = {JOURNAL_SPARE, JOURNAL_SPARE_TMP};
+    for (size_t i = 0; i < 2; i++)
+        if (unlinkat(l->jdirfd, spares[i], 0) < 0 && errno != ENOENT) {
+            closedir(d);
+            return fail_msg(err, errlen, -errno, "elog: %s/journal/%s: cannot delete: %s",
+                            l->dir, spares[i], strerror(errno));
+        }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         uint64_t seq;
@@ -1988,6 +2101,8 @@ int elog_close(elog *l)
             first = -errno;
     }
     if (l->jon && first == 0 && unlinkat(l->jdirfd, JOURNAL_SPARE, 0) < 0 && errno != ENOENT)
+        first = -errno;
+    if (l->jon && first == 0 && unlinkat(l->jdirfd, JOURNAL_SPARE_TMP, 0) < 0 && errno != ENOENT)
         first = -errno;
     if (l->jon && first == 0)
         first = io_fsync(l, l->jdirfd);

@@ -930,6 +930,121 @@ Test(elog, batch_retires_full_journal_segments_once_the_partitions_are_fsynced)
     munmap(z, sizeof *z);
 }
 
+/* What a child saw of the journal's segments written ahead, in shared memory. */
+typedef struct ahead_seen {
+    synced_sizes z; /* first: the fsync hook's context */
+    bool moved_onto_it;
+    uint64_t appended;
+} ahead_seen;
+
+/* A file's size, or -1 when it is not there (no assertion: for a child). */
+static off_t size_or_none(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? sb.st_size : -1;
+}
+
+/* The newest journal segment (the active one) and its size. */
+static uint64_t newest_journal(off_t *size)
+{
+    char path[512];
+    uint64_t newest = 0;
+    snprintf(path, sizeof path, "%s/journal", tmpdir);
+    DIR *d = opendir(path);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        unsigned long long seq;
+        if (strstr(e->d_name, ".jnl") && sscanf(e->d_name, "%llu", &seq) == 1 && seq > newest)
+            newest = seq;
+    }
+    if (d)
+        closedir(d);
+    journal_path(path, sizeof path, newest);
+    *size = newest ? size_or_none(path) : 0;
+    return newest;
+}
+
+/* Whether the last bytes of journal segment seq are zeros: space written ahead, not used. */
+static bool ends_in_zeros(uint64_t seq, off_t size)
+{
+    char path[512];
+    unsigned char tail[64];
+    journal_path(path, sizeof path, seq);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return false;
+    bool zeros = pread(fd, tail, sizeof tail, size - (off_t)sizeof tail) == (ssize_t)sizeof tail;
+    close(fd);
+    for (size_t i = 0; i < sizeof tail && zeros; i++)
+        zeros = tail[i] == 0;
+    return zeros;
+}
+
+Test(elog, batch_writes_journal_segments_ahead_and_moves_onto_them)
+{
+    enum { JBYTES = 64 * 1024 };
+    ahead_seen *seen =
+        mmap(NULL, sizeof *seen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(seen, MAP_FAILED);
+    memset(seen, 0, sizeof *seen);
+    elog_opts o = {.partitions = 2,
+                   .fsync = ELOG_FSYNC_BATCH,
+                   .journal_bytes = JBYTES,
+                   .commit_interval_ms = -1};
+
+    /* In a child, which dies without closing: appends until the background thread has
+     * written a spare ahead (past JBYTES / 8 of journal) and a round has moved onto it: the
+     * active segment is then JBYTES long and ends in zeros. */
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        elog *l;
+        char err[256];
+        elog_opts co = o;
+        co.io.fsync = note_synced_size;
+        co.io.ctx = &seen->z;
+        if (elog_open(tmpdir, &co, &l, err, sizeof err) != 0)
+            _exit(2);
+        uint64_t i = 0, more = 20;
+        for (int64_t until = now_ms() + 10000; now_ms() < until && more; i++) {
+            for (int p = 0; p < 2; p++) {
+                char buf[256];
+                size_t len = make_rec(buf, sizeof buf, p, i);
+                uint64_t off;
+                if (elog_append(l, p, buf, len, &off) != 0 || off != i)
+                    _exit(3);
+            }
+            off_t size;
+            uint64_t seq = newest_journal(&size);
+            if (seq > 1 && size == JBYTES && ends_in_zeros(seq, size))
+                seen->moved_onto_it = true;
+            if (seen->moved_onto_it)
+                more--; /* a few more, journaled in the segment written ahead */
+        }
+        seen->appended = i;
+        _exit(0);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    cr_assert(seen->moved_onto_it, "the journal never moved onto a segment written ahead");
+
+    /* a power loss: the journal restores the partitions' unsynced tails from the segment
+     * written ahead, and its zeros after the last entry are not reported as a torn write */
+    lose_unsynced(&seen->z);
+    logcap cap;
+    elog *l = open_log_captured(&o, &cap);
+    cr_assert(strstr(cap.text, "restored") != NULL, "%s", cap.text);
+    cr_assert(strstr(cap.text, "after the last entry") == NULL, "%s", cap.text);
+    expect_partition(l, 0, 0, 0, seen->appended);
+    expect_partition(l, 1, 1, 0, seen->appended);
+    cr_assert_eq(elog_close(l), 0);
+    char spare[512];
+    snprintf(spare, sizeof spare, "%s/journal/spare", tmpdir);
+    cr_assert_eq(access(spare, F_OK), -1, "a clean close leaves no spare");
+    munmap(seen, sizeof *seen);
+}
+
 static void journal_failure(size_t journal_bytes)
 {
     faults f;
