@@ -3,17 +3,18 @@
 // slow-loris connections, 10 MB bodies (413, and no memory growth), JSON nested 100k deep,
 // the per-write-key rate limit (429 + Retry-After), and a kill -9 under --fsync always, and
 // one under --fsync batch followed by a power loss of the partitions' unsynced data, that must
-// lose no acknowledged event.
+// lose no acknowledged event; connections spread evenly over the HTTP threads.
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, truncateSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import net from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { randomUUID } from 'node:crypto';
-import { basic, serve, post as postTo, raw as rawTo, readLog, memoryOf, until } from './helpers.mjs';
+import { BIN, basic, serve, post as postTo, raw as rawTo, readLog, memoryOf, until } from './helpers.mjs';
 
 const KEY = 'hardening-key';
 const TIMEOUT_S = 2; // --http-timeout of the main server
@@ -400,4 +401,47 @@ test('kill -9 and a power loss under --fsync batch: the commit journal restores 
         truncateSync(join(dir, p, f), 0);
   });
   assert.match(log, /journal: restored \d+ records the partitions had lost/);
+});
+
+// Connections handed to the HTTP threads, by the descriptors each thread's epoll set watches.
+function connectionsPerThread(pid) {
+  const counts = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let link;
+    try { link = readlinkSync(`/proc/${pid}/fd/${fd}`); } catch { continue; }
+    if (link !== 'anon_inode:[eventpoll]') continue;
+    const info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    counts.push((info.match(/^tfd:/gm) ?? []).length);
+  }
+  return counts.sort((a, b) => a - b);
+}
+
+test('connections are spread evenly over the HTTP threads; a port in use is refused at start', async () => {
+  const s = await serve(['--data', dataDir(), '--write-key', KEY, '--threads', '4']);
+  const socks = [];
+  try {
+    const before = connectionsPerThread(s.pid);
+    assert.equal(before.length, 4, `epoll sets: ${before}`);
+    for (let i = 0; i < 12; i++) {
+      const sock = net.connect(s.port, '127.0.0.1');
+      socks.push(sock);
+      await new Promise((ok, fail) => { sock.once('connect', ok); sock.once('error', fail); });
+      const body = JSON.stringify(track());
+      sock.write(`POST /v1/track HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic(KEY)}\r\n` +
+        `Content-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      const answer = await new Promise((ok) => sock.once('data', ok));
+      assert.match(String(answer), /^HTTP\/1\.1 200/);
+    }
+    const after = connectionsPerThread(s.pid);
+    // each thread watches its own wake-up descriptor plus its share of the 12 connections
+    assert.deepEqual(after.map((n, i) => n - before[i]), [3, 3, 3, 3], `before ${before}, after ${after}`);
+
+    const busy = spawnSync(BIN, ['serve', '--data', dataDir(), '--listen', `127.0.0.1:${s.port}`],
+      { encoding: 'utf8', timeout: 10000 });
+    assert.notEqual(busy.status, 0);
+    assert.match(busy.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${s.port}: Address already in use`));
+  } finally {
+    for (const sock of socks) sock.destroy();
+    assert.equal(await s.stop(), 0, s.log());
+  }
 });
