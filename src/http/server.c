@@ -24,8 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -107,13 +105,6 @@ typedef struct conn {
 struct http_server {
     http_opts o;
     struct MHD_Daemon *d;
-    /* The listening socket is ours: one thread accepts and hands each connection to
-     * libmicrohttpd, whose pool spreads them over its threads evenly (by descriptor number).
-     * Left to libmicrohttpd, whichever thread woke first took a connection, and under a load
-     * generator's 256 connections one thread served 45% of the requests and another 7%. */
-    int lfd;
-    int accept_efd; /* written to stop the accepting thread */
-    pthread_t acceptor;
     int partitions;
     uint16_t port;
     atomic_int active; /* requests between their first call and their completion */
@@ -1717,64 +1708,6 @@ static void *reaper_main(void *arg)
 /* ---- start and stop */
 
 /* The limits o asks for, defaults filled in; 0, or ONR_E_INVALID with a message in err. */
-/* ---- accepting connections */
-
-static void *accept_main(void *arg)
-{
-    http_server *s = arg;
-    onr_thread_name("accept", -1);
-    struct pollfd pf[2] = {{.fd = s->lfd, .events = POLLIN}, {.fd = s->accept_efd, .events = POLLIN}};
-    int64_t said_ms = 0;
-    for (;;) {
-        if (poll(pf, 2, -1) < 0 && errno != EINTR)
-            break;
-        if (pf[1].revents)
-            break;
-        for (;;) {
-            union {
-                struct sockaddr sa;
-                struct sockaddr_storage ss;
-            } a;
-            socklen_t alen = sizeof(a);
-            int fd = accept4(s->lfd, &a.sa, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd >= 0) {
-                /* closes fd itself when it cannot take it */
-                MHD_add_connection(s->d, fd, &a.sa, alen);
-                continue;
-            }
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* out of descriptors or memory: say so now and then, and let closes catch up */
-                if (mono_ms() - said_ms >= 10 * 1000) {
-                    said_ms = mono_ms();
-                    logmsg(s, "error", "cannot accept connections: %s", strerror(errno));
-                }
-                struct timespec ts = {0, 10 * 1000 * 1000};
-                nanosleep(&ts, NULL);
-            }
-            break; /* EAGAIN, or a connection that went before it was taken */
-        }
-    }
-    return NULL;
-}
-
-/* Opens the listening socket on addr; returns it, or -errno. */
-static int listen_on(const struct sockaddr *addr, socklen_t alen)
-{
-    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int on = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
-        (addr->sa_family == AF_INET6 &&
-         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) < 0) ||
-        bind(fd, addr, alen) < 0 || listen(fd, SOMAXCONN) < 0) {
-        int rc = -errno;
-        close(fd);
-        return rc;
-    }
-    return fd;
-}
-
 static int limits_of(const http_opts *o, size_t *event, size_t *request, char *err, size_t errlen)
 {
     *event = o->max_event_bytes ? o->max_event_bytes : HTTP_MAX_EVENT_BYTES;
@@ -1789,21 +1722,8 @@ static int limits_of(const http_opts *o, size_t *event, size_t *request, char *e
 }
 
 /* Frees what http_start made, once the daemon and the reaper are stopped. */
-static void stop_reaper(http_server *s)
-{
-    pthread_mutex_lock(&s->conns_mu);
-    s->reaper_stop = true;
-    pthread_cond_signal(&s->reaper_cv);
-    pthread_mutex_unlock(&s->conns_mu);
-    pthread_join(s->reaper, NULL);
-}
-
 static void release(http_server *s)
 {
-    if (s->lfd >= 0)
-        close(s->lfd);
-    if (s->accept_efd >= 0)
-        close(s->accept_efd);
     while (s->pool) {
         work *w = s->pool;
         s->pool = w->next;
@@ -1861,7 +1781,6 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
         return rc;
 
     http_server *s = onr_calloc(1, sizeof(*s));
-    s->lfd = s->accept_efd = -1;
     s->o = *o;
     s->geo = geo;
     s->max_event = max_event;
@@ -1901,30 +1820,34 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     pthread_mutex_init(&s->acks_mu, NULL);
     pthread_cond_init(&s->acks_cv, NULL);
 
-    s->lfd = listen_on(&addr.sa, v6 ? sizeof(addr.v6) : sizeof(addr.v4));
-    if (s->lfd < 0) {
-        rc = s->lfd;
-        snprintf(err, errlen, "cannot listen on %s%s%s:%u: %s", v6 ? "[" : "", o->host,
-                 v6 ? "]" : "", (unsigned)o->port, strerror(-rc));
-        release(s);
-        return rc;
-    }
-    socklen_t alen = sizeof(addr);
-    if (getsockname(s->lfd, &addr.sa, &alen) == 0)
-        s->port = ntohs(v6 ? addr.v6.sin6_port : addr.v4.sin_port);
-
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG |
-                     MHD_ALLOW_SUSPEND_RESUME | MHD_USE_NO_LISTEN_SOCKET;
+    /* poll(2), not epoll: libmicrohttpd 0.9.75's epoll loop stalls a thread whenever one
+     * epoll_wait returns exactly 128 events (its MAX_EVENTS). It calls epoll_wait again to
+     * drain the queue, with the blocking timeout (the next connection timeout, up to
+     * --http-timeout), while the connections it was just told about wait: with 128 or 256
+     * busy connections on a thread, requests stalled for seconds at a time. Its poll loop
+     * has no such batch; it is as fast at peak, at more CPU per request under moderate load
+     * (docs/operations.md, "HTTP threads"). */
+    unsigned flags =
+        MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    /* one thread is the daemon's own, with no pool (libmicrohttpd warns of a pool of 1) */
+    struct MHD_OptionItem pool[] = {
+        {s->o.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)s->o.threads,
+         NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
     s->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)s->o.threads, MHD_OPTION_NOTIFY_COMPLETED,
+        flags, o->port, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, s,
+        MHD_OPTION_ARRAY, pool, MHD_OPTION_SOCK_ADDR, &addr.sa, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)((s->o.timeout_ms + 999) / 1000), MHD_OPTION_END);
     if (!s->d) {
-        snprintf(err, errlen, "cannot start the HTTP server's threads");
+        snprintf(err, errlen, "cannot listen on %s%s%s:%u (address in use, or not local?)",
+                 v6 ? "[" : "", o->host, v6 ? "]" : "", (unsigned)o->port);
         release(s);
-        return ONR_E_INVALID;
+        return -EADDRINUSE;
     }
     int e = pthread_create(&s->reaper, NULL, reaper_main, s);
     if (e) {
@@ -1933,15 +1856,8 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
         release(s);
         return -e;
     }
-    s->accept_efd = eventfd(0, EFD_CLOEXEC);
-    e = s->accept_efd < 0 ? errno : pthread_create(&s->acceptor, NULL, accept_main, s);
-    if (e) {
-        snprintf(err, errlen, "cannot start a thread: %s", strerror(e));
-        stop_reaper(s);
-        MHD_stop_daemon(s->d);
-        release(s);
-        return -e;
-    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info && info->port ? info->port : o->port;
     *out = s;
     return 0;
 }
@@ -1963,13 +1879,7 @@ uint16_t http_port(const http_server *s)
 
 void http_stop(http_server *s, int64_t drain_ms)
 {
-    /* no new connections: the accepting thread stops and the socket closes */
-    uint64_t one = 1;
-    if (write(s->accept_efd, &one, sizeof(one)) != (ssize_t)sizeof(one))
-        logmsg(s, "error", "cannot stop accepting connections: %s", strerror(errno));
-    pthread_join(s->acceptor, NULL);
-    close(s->lfd);
-    s->lfd = -1;
+    MHD_socket fd = MHD_quiesce_daemon(s->d);
     int64_t deadline = now_ms() + drain_ms;
     while (atomic_load(&s->active) > 0 && now_ms() < deadline) {
         struct timespec ts = {0, 5 * 1000 * 1000};
@@ -1980,7 +1890,13 @@ void http_stop(http_server *s, int64_t drain_ms)
         logmsg(s, "warn", "%d requests still in flight after the drain; closing them", left);
     wait_acks(s); /* the log's sync threads answer every request still waiting for it */
     MHD_stop_daemon(s->d);
-    stop_reaper(s);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    pthread_mutex_lock(&s->conns_mu);
+    s->reaper_stop = true;
+    pthread_cond_signal(&s->reaper_cv);
+    pthread_mutex_unlock(&s->conns_mu);
+    pthread_join(s->reaper, NULL);
     release(s);
 }
 

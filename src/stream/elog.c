@@ -28,15 +28,15 @@
 #define JHDR 24      /* a journal entry's header (journal_stage) */
 #define JNAME_LEN 24 /* 20 digits + ".jnl" */
 #define JOURNAL_DIR "journal"
-#define JOURNAL_SPARE "spare" /* a retired journal segment kept for reuse */
+#define JOURNAL_SPARE "spare"         /* a retired journal segment kept for reuse */
 #define JOURNAL_SPARE_TMP "spare.tmp" /* a spare being written ahead */
 /* Journal segments are written ahead with zeros: an fdatasync of a write over allocated
  * blocks writes the data alone, one that extends the file its inode and block map too. The
  * background thread writes a spare once the active segment passes journal_bytes / 8 (a busy
  * log), this much at a time. */
 #define PREWRITE_STEP (1u << 20)
-#define SEG_NAME_LEN 24       /* 20 digits + ".log" */
-#define MAX_PARTITIONS 1000   /* pNNN */
+#define SEG_NAME_LEN 24     /* 20 digits + ".log" */
+#define MAX_PARTITIONS 1000 /* pNNN */
 #define META_NAME "elog.meta"
 #define META_MAGIC "onramp-elog 1"
 #define SCAN_CHUNK (1u << 20)  /* recovery reads the last segment this much at a time */
@@ -121,14 +121,14 @@ struct elog {
     uint64_t *jbg_end;   /* the background thread's copy of jroll_end */
     int jold_fd;         /* the retired segment, until the partitions are fsynced */
     uint64_t jold_seq;
-    uint64_t jahead;     /* bytes of the active segment written before it was (a spare) */
+    uint64_t jahead;            /* bytes of the active segment written before it was (a spare) */
     _Atomic uint64_t jsize_pub; /* jsize, for the background thread */
     /* the spare (under j_mu): its size, 0 when there is none */
     uint64_t jspare_bytes;
     bool jprewrite_failed; /* background thread's: writing a spare failed; not tried again */
-    bool jfailed;  /* a write or fsync of the active segment failed: it must be retired */
-    bool jold_bad; /* the retired segment is that one: appends are acknowledged by partition
-                    * fsyncs until it is deleted (under j_mu) */
+    bool jfailed;          /* a write or fsync of the active segment failed: it must be retired */
+    bool jold_bad;         /* the retired segment is that one: appends are acknowledged by partition
+                            * fsyncs until it is deleted (under j_mu) */
 };
 
 struct elog_reader {
@@ -1879,8 +1879,8 @@ static int journal_open(elog *l, char *err, size_t errlen)
     for (size_t i = 0; i < 2; i++)
         if (unlinkat(l->jdirfd, spares[i], 0) < 0 && errno != ENOENT) {
             closedir(d);
-            return fail_msg(err, errlen, -errno, "elog: %s/journal/%s: cannot delete: %s",
-                            l->dir, spares[i], strerror(errno));
+            return fail_msg(err, errlen, -errno, "elog: %s/journal/%s: cannot delete: %s", l->dir,
+                            spares[i], strerror(errno));
         }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
