@@ -71,6 +71,7 @@ typedef struct part {
     int err_rc;               /* the last fsync error, for waiters below err_upto */
     uint64_t err_upto;        /* offsets below this were in a failed fsync */
     bool tail_dirty;          /* a failed write left bytes past size that ftruncate kept */
+    bool extend_failed;       /* the active segment could not be sized ahead (said once) */
     onr_buf wbuf;             /* framed records staged for one write, reused */
     elog_waiter *waiters;     /* elog_notify's, for the sync threads */
     bool queued;              /* in the sync queue, or about to be */
@@ -521,6 +522,51 @@ static int list_segments(part *p)
     return 0;
 }
 
+/*
+ * The active segment is kept at segment_bytes with ftruncate, a sparse tail that costs no disk:
+ * an append within the file's size rewrites no size and zeroes no page beyond it, and took
+ * half the CPU of one that extends the file (1.5 s against 3.0 s of system time per GiB in
+ * 4 KB appends on this machine). The file is cut back to its records when the segment is
+ * sealed and at close; after a crash, recovery cuts the zeros silently.
+ */
+static void extend_active(elog *l, part *p)
+{
+    if (ftruncate(p->fd, (off_t)l->o.segment_bytes) < 0 && !p->extend_failed) {
+        p->extend_failed = true; /* appends extend the file as they go; said once */
+        say(l, "elog: p%03d: cannot size the active segment ahead: %s", p->idx, strerror(errno));
+    }
+}
+
+/* Where the data in [from, size) of fd ends: the end of the last extent that is not a hole
+ * and holds a byte other than zero (from when there is none: only zeros, the size given
+ * ahead); or -errno. Reads only what is not a hole. */
+static int64_t nonzero_end(int fd, uint64_t from, uint64_t size)
+{
+    unsigned char buf[64 * 1024];
+    uint64_t last = from;
+    while (from < size) {
+        off_t data = lseek(fd, (off_t)from, SEEK_DATA);
+        if (data < 0)
+            return errno == ENXIO ? (int64_t)last : -errno;
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        if (hole < 0)
+            return -errno;
+        uint64_t end = ONR_MIN((uint64_t)hole, size);
+        for (uint64_t at = (uint64_t)data; at < end;) {
+            size_t n = (size_t)ONR_MIN((uint64_t)sizeof(buf), end - at);
+            int rc = read_full(fd, buf, n, at);
+            if (rc < 0)
+                return rc;
+            for (size_t k = 0; k < n && last < end; k++)
+                if (buf[k])
+                    last = end;
+            at += n;
+        }
+        from = end;
+    }
+    return (int64_t)last;
+}
+
 static int create_segment(elog *l, part *p, uint64_t base, int *fd_out)
 {
     char name[SEG_NAME_LEN + 1];
@@ -574,6 +620,7 @@ static int part_recover(elog *l, part *p, char *err, size_t errlen)
             return fail_msg(err, errlen, rc, "elog: %s/p%03d: cannot create a segment: %s", l->dir,
                             p->idx, strerror(-rc));
         seg_push(p, 0, 0);
+        extend_active(l, p);
         return 0;
     }
     for (size_t i = 0; i < p->nsegs; i++) {
@@ -647,8 +694,23 @@ static int part_recover(elog *l, part *p, char *err, size_t errlen)
         fail_msg(err, errlen, rc, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name, strerror(-rc));
         goto out;
     }
-    if (r.valid_end < (uint64_t)sb.st_size) {
-        uint64_t cut = (uint64_t)sb.st_size - r.valid_end;
+    int64_t data_end = r.valid_end < (uint64_t)sb.st_size
+                           ? nonzero_end(fd, r.valid_end, (uint64_t)sb.st_size)
+                           : (int64_t)r.valid_end;
+    if (data_end < 0) {
+        rc = fail_msg(err, errlen, (int)data_end, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name,
+                      strerror((int)-data_end));
+        goto out;
+    }
+    /* zeros after the records are the size the segment was given ahead, not damage */
+    if (r.valid_end < (uint64_t)sb.st_size && (uint64_t)data_end == r.valid_end &&
+        ftruncate(fd, (off_t)r.valid_end) < 0) {
+        rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: cannot truncate: %s", l->dir,
+                      p->idx, name, strerror(errno));
+        goto out;
+    }
+    if ((uint64_t)data_end > r.valid_end) {
+        uint64_t cut = (uint64_t)data_end - r.valid_end;
         if (ftruncate(fd, (off_t)r.valid_end) < 0) {
             rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: cannot truncate: %s", l->dir,
                           p->idx, name, strerror(errno));
@@ -674,6 +736,7 @@ static int part_recover(elog *l, part *p, char *err, size_t errlen)
     p->size = r.valid_end;
     p->end = last->base + r.count;
     last->bytes = 0; /* the active segment's size lives in p->size */
+    extend_active(l, p);
 out:
     if (fd >= 0)
         close(fd);
@@ -928,20 +991,22 @@ static int roll(elog *l, part *p)
     int64_t ns;
     int rc, fd;
 
-    if (p->file_synced < p->end || p->sync_err) {
-        if (p->sync_err)
-            return heal(l, p);
-        rc = timed_fsync(l, p->fd, &ns);
-        note_fsync(p, rc, ns);
-        if (rc < 0) {
-            sync_failed(l, p, rc, p->end);
-            pthread_cond_broadcast(&p->cv);
-            return rc;
-        }
-        p->synced = p->file_synced = p->end;
-        p->synced_size = p->size;
+    if (p->sync_err)
+        return heal(l, p);
+    /* cut to its records: a sealed segment ends at its last one (and the cut must be on
+     * disk before the next segment is: fsynced whether or not the records were) */
+    if (ftruncate(p->fd, (off_t)p->size) < 0)
+        return -errno;
+    rc = timed_fsync(l, p->fd, &ns);
+    note_fsync(p, rc, ns);
+    if (rc < 0) {
+        sync_failed(l, p, rc, p->end);
         pthread_cond_broadcast(&p->cv);
+        return rc;
     }
+    p->synced = p->file_synced = p->end;
+    p->synced_size = p->size;
+    pthread_cond_broadcast(&p->cv);
     rc = create_segment(l, p, p->end, &fd);
     if (rc < 0) {
         say(l, "elog: p%03d: cannot start a segment at offset %llu: %s", p->idx,
@@ -956,6 +1021,7 @@ static int roll(elog *l, part *p)
     p->synced_size = 0;
     p->jrec = p->end; /* the sealed segment was fsynced */
     p->jbyte = 0;
+    extend_active(l, p);
     return 0;
 }
 
@@ -1068,6 +1134,7 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
                 goto out;
             }
             p->tail_dirty = false;
+            extend_active(l, p);
         }
         if (p->sync_err) {
             rc = heal(l, p);
@@ -1099,6 +1166,8 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
         p->st.write_errors++;
         if (ftruncate(p->fd, (off_t)p->size) < 0)
             p->tail_dirty = true;
+        else
+            extend_active(l, p);
         goto out;
     }
     first = p->end;
@@ -2081,9 +2150,10 @@ int elog_close(elog *l)
         pthread_mutex_lock(&p->mu);
         while (p->syncing)
             pthread_cond_wait(&p->cv, &p->mu);
-        if (p->tail_dirty && ftruncate(p->fd, (off_t)p->size) < 0)
+        /* cut to its records (it was sized ahead), and that made durable */
+        if (ftruncate(p->fd, (off_t)p->size) < 0)
             rc = -errno;
-        if (rc == 0 && (p->file_synced < p->end || p->sync_err)) {
+        if (rc == 0) {
             lead_sync(l, p);
             rc = p->sync_err;
         }

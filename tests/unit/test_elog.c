@@ -87,6 +87,15 @@ static elog *open_log(const elog_opts *o)
 }
 
 /* A deterministic record of varying length for (stream, seq). */
+/* Opens with the log's messages captured in cap. */
+static elog *open_log_captured(elog_opts *o, logcap *cap)
+{
+    logcap_init(cap);
+    o->log = capture;
+    o->log_ctx = cap;
+    return open_log(o);
+}
+
 static size_t make_rec(char *buf, size_t cap, int stream, uint64_t seq)
 {
     int n = snprintf(buf, cap, "s%d-r%llu:", stream, (unsigned long long)seq);
@@ -391,6 +400,21 @@ static void fill_p0(int n)
     cr_assert_eq(elog_close(l), 0);
 }
 
+/* The active segment is sized ahead with zeros: what follows its records must read as zeros,
+ * as far as any write could have reached. */
+static void expect_zeros_from(const char *path, off_t from)
+{
+    unsigned char buf[4096];
+    int fd = open(path, O_RDONLY);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    ssize_t n = pread(fd, buf, sizeof buf, from);
+    close(fd);
+    cr_assert_geq(n, 0);
+    for (ssize_t i = 0; i < n; i++)
+        cr_assert_eq(buf[i], 0, "%s: byte %lld past the records is not zero", path,
+                     (long long)(from + i));
+}
+
 /* Reopens after damage; checks the log line, the cut and the records kept. */
 static void expect_recovered(uint64_t kept, off_t cut)
 {
@@ -410,16 +434,58 @@ static void expect_recovered(uint64_t kept, off_t cut)
     cr_assert_eq(elog_end_offset(l, 0), kept);
     expect_partition(l, 0, 0, 0, kept);
     seg_path(path, sizeof path, 0, 0);
-    cr_assert_eq(file_size(path), rec_pos(0, kept));
+    expect_zeros_from(path, rec_pos(0, kept));
 
     /* the log goes on from the cut */
     cr_assert_eq(append_rec(l, 0, 0, kept), kept);
     elog_close(l);
+    cr_assert_eq(file_size(path), rec_pos(0, kept + 1), "close cuts the segment to its records");
     cap.count = 0;
     l = open_log(&o);
     cr_assert_eq(cap.count, 0, "a second open found more to cut: %s", cap.text);
     expect_partition(l, 0, 0, 0, kept + 1);
     elog_close(l);
+}
+
+Test(elog, the_active_segment_is_sized_ahead_and_a_crash_leaves_nothing_to_report)
+{
+    elog_opts o = {
+        .partitions = 2, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 1 << 20, .max_record = 4096};
+    char path[512];
+    seg_path(path, sizeof path, 0, 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) { /* dies with the log open */
+        elog *l;
+        char err[256];
+        if (elog_open(tmpdir, &o, &l, err, sizeof err) != 0)
+            _exit(2);
+        for (uint64_t i = 0; i < 5; i++) {
+            char buf[256];
+            size_t len = make_rec(buf, sizeof buf, 0, i);
+            if (elog_append(l, 0, buf, len, NULL) != 0)
+                _exit(3);
+        }
+        _exit(0);
+    }
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    cr_assert_eq(file_size(path), 1 << 20, "the active segment was not sized ahead");
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_lt((off_t)sb.st_blocks * 512, 1 << 20, "sized ahead with a sparse tail, not zeros");
+
+    logcap cap;
+    elog *l = open_log_captured(&o, &cap);
+    cr_assert_eq(cap.count, 0, "the zeros were reported: %s", cap.text);
+    struct elog_stats st;
+    cr_assert_eq(elog_stats(l, -1, &st), 0);
+    cr_assert_eq(st.truncated_bytes, 0);
+    expect_partition(l, 0, 0, 0, 5);
+    cr_assert_eq(append_rec(l, 0, 0, 5), 5);
+    cr_assert_eq(elog_close(l), 0);
+    cr_assert_eq(file_size(path), rec_pos(0, 6), "close cuts the segment to its records");
 }
 
 Test(elog, garbage_after_the_last_record_is_truncated)
@@ -801,14 +867,6 @@ static void lose_unsynced(const synced_sizes *z)
 
 /* A power loss that kept the journal but not the partitions' unsynced tails: partition 0's
  * active segment lost everything, partition 1's was cut mid-record. */
-/* Opens with the log's messages captured in cap. */
-static elog *open_log_captured(elog_opts *o, logcap *cap)
-{
-    logcap_init(cap);
-    o->log = capture;
-    o->log_ctx = cap;
-    return open_log(o);
-}
 
 static void lose_partition_tails(void)
 {
@@ -1349,7 +1407,7 @@ static void write_failure(int err, bool partial)
     cr_assert_eq(elog_append(l, 0, buf, n, &off), err);
     cr_assert_eq(elog_end_offset(l, 0), 10);
     seg_path(path, sizeof path, 0, 0);
-    cr_assert_eq(file_size(path), rec_pos(0, 10), "the failed write left bytes behind");
+    expect_zeros_from(path, rec_pos(0, 10)); /* the failed write left nothing behind */
     cr_assert_eq(elog_stats(l, 0, &st), 0);
     cr_assert_eq(st.write_errors, 1);
 
