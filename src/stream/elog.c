@@ -705,8 +705,8 @@ static int part_recover(elog *l, part *p, char *err, size_t errlen)
     /* zeros after the records are the size the segment was given ahead, not damage */
     if (r.valid_end < (uint64_t)sb.st_size && (uint64_t)data_end == r.valid_end &&
         ftruncate(fd, (off_t)r.valid_end) < 0) {
-        rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: cannot truncate: %s", l->dir,
-                      p->idx, name, strerror(errno));
+        rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: cannot truncate: %s", l->dir, p->idx,
+                      name, strerror(errno));
         goto out;
     }
     if ((uint64_t)data_end > r.valid_end) {
