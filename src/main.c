@@ -598,14 +598,7 @@ static int cmd_serve(int argc, char **argv)
 
     char generated[33];
     if (nkeys == 0) {
-        uint8_t r[16];
-        if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-            fprintf(stderr, "onramp serve: no randomness for a write key: %s\n", strerror(errno));
-            rc = 1;
-            goto out;
-        }
-        for (int i = 0; i < 16; i++)
-            snprintf(generated + 2 * i, 3, "%02x", r[i]);
+        random_hex(generated, 16);
         keys[nkeys++] = generated;
     }
 
