@@ -86,7 +86,6 @@ static elog *open_log(const elog_opts *o)
     return l;
 }
 
-/* A deterministic record of varying length for (stream, seq). */
 /* Opens with the log's messages captured in cap. */
 static elog *open_log_captured(elog_opts *o, logcap *cap)
 {
@@ -96,6 +95,7 @@ static elog *open_log_captured(elog_opts *o, logcap *cap)
     return open_log(o);
 }
 
+/* A deterministic record of varying length for (stream, seq). */
 static size_t make_rec(char *buf, size_t cap, int stream, uint64_t seq)
 {
     int n = snprintf(buf, cap, "s%d-r%llu:", stream, (unsigned long long)seq);
@@ -447,47 +447,6 @@ static void expect_recovered(uint64_t kept, off_t cut)
     elog_close(l);
 }
 
-Test(elog, the_active_segment_is_sized_ahead_and_a_crash_leaves_nothing_to_report)
-{
-    elog_opts o = {
-        .partitions = 2, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 1 << 20, .max_record = 4096};
-    char path[512];
-    seg_path(path, sizeof path, 0, 0);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) { /* dies with the log open */
-        elog *l;
-        char err[256];
-        if (elog_open(tmpdir, &o, &l, err, sizeof err) != 0)
-            _exit(2);
-        for (uint64_t i = 0; i < 5; i++) {
-            char buf[256];
-            size_t len = make_rec(buf, sizeof buf, 0, i);
-            if (elog_append(l, 0, buf, len, NULL) != 0)
-                _exit(3);
-        }
-        _exit(0);
-    }
-    int status;
-    cr_assert_eq(waitpid(pid, &status, 0), pid);
-    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
-    cr_assert_eq(file_size(path), 1 << 20, "the active segment was not sized ahead");
-    struct stat sb;
-    cr_assert_eq(stat(path, &sb), 0);
-    cr_assert_lt((off_t)sb.st_blocks * 512, 1 << 20, "sized ahead with a sparse tail, not zeros");
-
-    logcap cap;
-    elog *l = open_log_captured(&o, &cap);
-    cr_assert_eq(cap.count, 0, "the zeros were reported: %s", cap.text);
-    struct elog_stats st;
-    cr_assert_eq(elog_stats(l, -1, &st), 0);
-    cr_assert_eq(st.truncated_bytes, 0);
-    expect_partition(l, 0, 0, 0, 5);
-    cr_assert_eq(append_rec(l, 0, 0, 5), 5);
-    cr_assert_eq(elog_close(l), 0);
-    cr_assert_eq(file_size(path), rec_pos(0, 6), "close cuts the segment to its records");
-}
-
 Test(elog, garbage_after_the_last_record_is_truncated)
 {
     char path[512];
@@ -810,10 +769,10 @@ static int note_synced_size(void *ctx, int fd)
 }
 
 /* In a child (so that nothing closes the log cleanly), appends records 0..n-1 of stream 0 to
- * partition 0 and of stream 1 to partition 1 under batch, each acknowledged; then the child
- * dies. The page cache still holds everything: the caller plays the power loss. With z, the
+ * partition 0 and of stream 1 to partition 1 under o's policy, each acknowledged; then the
+ * child dies. The page cache still holds everything: the caller plays the power loss. With z, the
  * child notes each segment's size at its fsyncs. */
-static void batch_child_appends(const elog_opts *o, uint64_t n, synced_sizes *z)
+static void child_appends(const elog_opts *o, uint64_t n, synced_sizes *z)
 {
     pid_t pid = fork();
     cr_assert_geq(pid, 0);
@@ -842,6 +801,31 @@ static void batch_child_appends(const elog_opts *o, uint64_t n, synced_sizes *z)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
 }
 
+Test(elog, the_active_segment_is_sized_ahead_and_a_crash_leaves_nothing_to_report)
+{
+    elog_opts o = {
+        .partitions = 2, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 1 << 20, .max_record = 4096};
+    char path[512];
+    seg_path(path, sizeof path, 0, 0);
+    child_appends(&o, 5, NULL); /* dies with the log open */
+    cr_assert_eq(file_size(path), 1 << 20, "the active segment was not sized ahead");
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_lt((off_t)sb.st_blocks * 512, 1 << 20, "sized ahead with a sparse tail, not zeros");
+
+    logcap cap;
+    elog *l = open_log_captured(&o, &cap);
+    cr_assert_eq(cap.count, 0, "the zeros were reported: %s", cap.text);
+    struct elog_stats st;
+    cr_assert_eq(elog_stats(l, -1, &st), 0);
+    cr_assert_eq(st.truncated_bytes, 0);
+    expect_partition(l, 0, 0, 0, 5);
+    expect_partition(l, 1, 1, 0, 5);
+    cr_assert_eq(append_rec(l, 0, 0, 5), 5);
+    cr_assert_eq(elog_close(l), 0);
+    cr_assert_eq(file_size(path), rec_pos(0, 6), "close cuts the segment to its records");
+}
+
 /* A power loss: every partition segment keeps only what its last fsync covered. */
 static void lose_unsynced(const synced_sizes *z)
 {
@@ -867,7 +851,6 @@ static void lose_unsynced(const synced_sizes *z)
 
 /* A power loss that kept the journal but not the partitions' unsynced tails: partition 0's
  * active segment lost everything, partition 1's was cut mid-record. */
-
 static void lose_partition_tails(void)
 {
     char path[512];
@@ -880,7 +863,7 @@ static void lose_partition_tails(void)
 Test(elog, batch_journal_restores_what_a_power_loss_took_from_the_partitions)
 {
     elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH};
-    batch_child_appends(&o, 40, NULL);
+    child_appends(&o, 40, NULL);
     cr_assert_eq(count_journal_segments(), 1);
     lose_partition_tails();
 
@@ -897,7 +880,7 @@ Test(elog, batch_journal_restores_what_a_power_loss_took_from_the_partitions)
 Test(elog, batch_journal_with_a_torn_tail_restores_what_precedes_it)
 {
     elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH};
-    batch_child_appends(&o, 40, NULL);
+    child_appends(&o, 40, NULL);
     lose_partition_tails();
     char path[512];
     journal_path(path, sizeof path, 1);
@@ -917,7 +900,7 @@ Test(elog, batch_journal_with_a_torn_tail_restores_what_precedes_it)
 Test(elog, batch_journal_restores_nothing_from_a_damaged_record_on)
 {
     elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH};
-    batch_child_appends(&o, 40, NULL);
+    child_appends(&o, 40, NULL);
     char path[512];
     seg_path(path, sizeof path, 0, 0);
     cr_assert_eq(truncate(path, 0), 0); /* partition 0 lost everything */
@@ -975,7 +958,7 @@ Test(elog, batch_retires_full_journal_segments_once_the_partitions_are_fsynced)
     memset(z, 0, sizeof *z);
     o.segment_bytes = 4096; /* partitions roll too */
     o.max_record = 1024;
-    batch_child_appends(&o, 100, z);
+    child_appends(&o, 100, z);
     cr_assert_leq(count_journal_segments(), 2);
     lose_unsynced(z);
     logcap cap;
