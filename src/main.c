@@ -374,7 +374,8 @@ static const char serve_help[] =
     "                                                                          ONRAMP_RULES\n"
     "  --admin-token TOKEN   bearer token of /api/ and       [one generated    ONRAMP_ADMIN_TOKEN\n"
     "                        /metrics                         and printed]\n"
-    "  --shards N            engine threads                  [one per core]    ONRAMP_SHARDS\n"
+    "  --shards N            engine threads (1..256)         [as the           ONRAMP_SHARDS\n"
+    "                                                         checkpoints, else one per core]\n"
     "  --checkpoint-every D  between engine checkpoints      [30s]             "
     "ONRAMP_CHECKPOINT_EVERY\n"
     "  --lateness D          how far the engine's clock      [2s]              ONRAMP_LATENESS\n"
@@ -572,7 +573,7 @@ static int cmd_serve(int argc, char **argv)
     eo.log = elog_log_cb;
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    uint64_t nshards = cores > 0 ? (uint64_t)cores : 1, max_lag = 1000000, retain_bytes = 0;
+    uint64_t nshards = 0, max_lag = 1000000, retain_bytes = 0; /* 0: as the checkpoints */
     int64_t ckpt_ms = 30 * ONR_SECOND_MS, late_ms = 2 * ONR_SECOND_MS, retain_age = 7 * ONR_DAY_MS;
     if ((shards_s && parse_u64("serve", "--shards", shards_s, &nshards)) ||
         (lag_s && parse_u64("serve", "--max-lag", lag_s, &max_lag)) ||
@@ -581,8 +582,8 @@ static int cmd_serve(int argc, char **argv)
         (late_s && !parse_duration_flag("--lateness", late_s, &late_ms)) ||
         (rage_s && !parse_duration_flag("--retain-age", rage_s, &retain_age)))
         goto out;
-    if (nshards < 1 || nshards > 256 || max_lag < 1 || ckpt_ms < ONR_SECOND_MS ||
-        late_ms > ONR_HOUR_MS) {
+    if ((shards_s && (nshards < 1 || nshards > MAX_SHARDS)) || max_lag < 1 ||
+        ckpt_ms < ONR_SECOND_MS || late_ms > ONR_HOUR_MS) {
         fputs("onramp serve: --shards must be 1..256, --max-lag at least 1, --checkpoint-every "
               "at least 1s and --lateness at most 1h\n",
               stderr);
@@ -682,6 +683,7 @@ static int cmd_serve(int argc, char **argv)
                         .retain_bytes = retain_bytes};
     shard_opts so = {
         .shards = (int)nshards,
+        .default_shards = cores > 0 ? (int)cores : 1,
         .partitions = eo.partitions,
         .dir = data,
         .checkpoint_ms = ckpt_ms,
@@ -709,6 +711,9 @@ static int cmd_serve(int argc, char **argv)
         goto out_extra;
     }
     rules = NULL;
+    onr_buf_clear(&extra);
+    onr_buf_printf(&extra, "\"shards\":%d", shard_count(shards));
+    log_line("info", "engine shards started", onr_buf_cstr(&extra));
     ho.shards = shards;
     ho.admin_token = admin_token;
     ho.rules_path = rules_path;

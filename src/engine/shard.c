@@ -12,6 +12,7 @@
 #include "base/json.h"
 #include "track/dedup.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -898,7 +899,7 @@ static void shard_free_one(shard *sh)
 
 static void set_free(shard_set *s)
 {
-    for (int i = 0; i < s->n; i++)
+    for (int i = 0; s->sh && i < s->n; i++)
         shard_free_one(&s->sh[i]);
     onr_free(s->sh);
     onr_free((void *)s->consumed);
@@ -983,14 +984,103 @@ out:
     return rc;
 }
 
+/* ---- the shard layout: how many shards the checkpoints in dir/engine were written by */
+
+/* The checkpoints in edir of each shard count n in 1..MAX_SHARDS: how many files, and when
+ * the newest of them was written (ns). */
+typedef struct layouts {
+    int files[MAX_SHARDS + 1];
+    int64_t newest[MAX_SHARDS + 1];
+} layouts;
+
+static int scan_layouts(const char *edir, layouts *ls)
+{
+    memset(ls, 0, sizeof(*ls));
+    DIR *d = opendir(edir);
+    if (!d)
+        return -errno;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int i, n, end = 0;
+        struct stat st;
+        if (sscanf(de->d_name, "shard-%d-of-%d.ckpt%n", &i, &n, &end) != 2 ||
+            de->d_name[end] != 0 || n < 1 || n > MAX_SHARDS || i < 0 || i >= n ||
+            fstatat(dirfd(d), de->d_name, &st, 0) != 0)
+            continue;
+        int64_t t = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+        ls->files[n]++;
+        if (t > ls->newest[n])
+            ls->newest[n] = t;
+    }
+    closedir(d);
+    return 0;
+}
+
+/*
+ * Sets s->n: o.shards when given, else the shard count of the newest checkpoints in edir,
+ * else o.default_shards. Checkpoints are named by shard count and each holds the users of
+ * its shard's partitions, so another count cannot load them. Starting that count anyway is
+ * refused: its shards would rebuild from the log, losing what retention trimmed, and, with
+ * the clock that follows each shard's own partitions, could judge late events differently
+ * and record fires that the first run did not. The operator chooses: the old count, or
+ * moving the checkpoints away.
+ */
+static int choose_layout(shard_set *s, char *err, size_t errlen)
+{
+    layouts ls;
+    int rc = scan_layouts(s->edir, &ls);
+    if (rc) {
+        snprintf(err, errlen, "cannot list %s: %s", s->edir, strerror(-rc));
+        return rc;
+    }
+    int newest = 0;
+    for (int m = 1; m <= MAX_SHARDS; m++)
+        if (ls.files[m] && (!newest || ls.newest[m] > ls.newest[newest]))
+            newest = m;
+    int n = s->o.shards;
+    if (n <= 0)
+        n = newest ? newest : s->o.default_shards > 0 ? s->o.default_shards : 1;
+    n = ONR_MIN(n, ONR_MIN(s->o.partitions, MAX_SHARDS));
+    s->n = n;
+    char others[160];
+    size_t k = 0;
+    others[0] = 0;
+    for (int m = 1; m <= MAX_SHARDS && k + 16 < sizeof(others); m++)
+        if (ls.files[m] && m != n)
+            k += (size_t)snprintf(others + k, sizeof(others) - k, "%s%d", k ? " and " : "", m);
+    if (!k)
+        return 0;
+    if (ls.files[n]) {
+        logf_(s, "warn",
+              "%s also holds checkpoints written by %s shards; they are left alone, and the "
+              "%d shards load their own",
+              s->edir, others, n);
+        return 0;
+    }
+    char trimmed[160] = "";
+    for (int p = 0; p < s->o.partitions && !trimmed[0]; p++) {
+        uint64_t start = s->o.src.start(s->o.src.ctx, p);
+        if (start > 0)
+            snprintf(trimmed, sizeof(trimmed),
+                     "; the log before offset %llu of partition %d is gone, and the profiles "
+                     "built from it with it",
+                     (unsigned long long)start, p);
+    }
+    snprintf(err, errlen,
+             "%s holds checkpoints written by %s shards, which %d shards cannot load (each "
+             "holds the users of its shard's partitions). Start with --shards %d (or without "
+             "--shards), or move those checkpoints away to rebuild every profile from the "
+             "log%s",
+             s->edir, others, n, newest, trimmed);
+    return ONR_E_INVALID;
+}
+
 int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err, size_t errlen)
 {
     shard_set *s = onr_calloc(1, sizeof(*s));
     s->o = *o;
-    if (s->o.shards <= 0)
-        s->o.shards = 1;
-    if (s->o.shards > s->o.partitions)
-        s->o.shards = s->o.partitions;
+    if (s->o.shards > MAX_SHARDS)
+        s->o.shards = MAX_SHARDS;
     if (s->o.checkpoint_ms <= 0)
         s->o.checkpoint_ms = 30 * ONR_SECOND_MS;
     if (s->o.lateness_ms < 0)
@@ -1001,7 +1091,6 @@ int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err
         s->o.session_timeout_ms = 30 * ONR_MINUTE_MS;
     if (!s->o.max_lag)
         s->o.max_lag = 1000000;
-    s->n = s->o.shards;
     s->rules = rules;
     s->journal_fd = -1;
     pthread_mutex_init(&s->qmu, NULL);
@@ -1011,12 +1100,14 @@ int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err
     size_t dl = strlen(o->dir);
     s->edir = onr_malloc(dl + 8);
     snprintf(s->edir, dl + 8, "%s/engine", o->dir);
-    s->sh = onr_calloc((size_t)s->n, sizeof(shard));
     int rc = mkdir_one(s->edir);
     if (rc) {
         snprintf(err, errlen, "cannot create %s: %s", s->edir, strerror(-rc));
         goto fail;
     }
+    if ((rc = choose_layout(s, err, errlen)))
+        goto fail;
+    s->sh = onr_calloc((size_t)s->n, sizeof(shard));
     if ((rc = journal_open(s, err, errlen)))
         goto fail;
     for (int i = 0; i < s->n; i++)
@@ -1039,6 +1130,11 @@ fail:
     s->rules = NULL; /* the caller keeps its rules on failure */
     set_free(s);
     return rc;
+}
+
+int shard_count(const shard_set *s)
+{
+    return s->n;
 }
 
 int shard_stop(shard_set *s)

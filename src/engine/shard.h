@@ -14,6 +14,8 @@
 
 typedef struct shard_set shard_set;
 
+#define MAX_SHARDS 256
+
 /*
  * Where records come from. Records are Segment messages as stored by ingest (JSON with a
  * `receivedAt`). Offsets are per partition and dense. Every member is required.
@@ -43,7 +45,10 @@ typedef struct shard_source {
 
 /* Options; a zero member takes the default in brackets. */
 typedef struct shard_opts {
-    int shards;                 /* [1] threads; shard i owns partitions p with p % shards == i */
+    int shards;                 /* threads, at most MAX_SHARDS and partitions; shard i owns
+                                   partitions p with p % shards == i. 0: the shard count of
+                                   the newest checkpoints in dir/engine, else default_shards */
+    int default_shards;         /* [1] */
     int partitions;             /* of the source; required */
     const char *dir;            /* required: checkpoints and the fire journal live here */
     int64_t checkpoint_ms;      /* [30 s] between checkpoints */
@@ -62,10 +67,15 @@ typedef struct shard_opts {
  * (dir/engine/shard-I-of-N.ckpt) when there is one - compiling the rules the checkpoint was
  * written under when they differ from rules, and reloading from those - then runs the log
  * from the checkpoint's offsets, and then follows it live. Fires whose ids are in the fire
- * journal (dir/engine/fires.jsonl) are not recorded again. Returns 0 or a negative code with
- * a message for people in err. Caller owns *out; shard_stop it.
+ * journal (dir/engine/fires.jsonl) are not recorded again. When dir/engine holds checkpoints
+ * of other shard counts only, the start is refused (ONR_E_INVALID) with the way out in err.
+ * Returns 0 or a negative code with a message for people in err. Caller owns *out;
+ * shard_stop it.
  */
 int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err, size_t errlen);
+
+/* How many shards run (shard_opts.shards resolved). */
+int shard_count(const shard_set *s);
 
 /* Says that partition p has new records (wakes its shard). Any thread. */
 void shard_notify(shard_set *s, int p);

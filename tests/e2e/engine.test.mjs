@@ -1,14 +1,16 @@
 // engine.test.mjs - `onramp serve` with its live engine: the management API (users,
 // explain, segments, triggers, rules and their hot reload, /metrics), absence firing on the
 // wall clock with no traffic, SIGHUP, and restarts in the middle of a stream - after SIGTERM
-// and after kill -9 - that neither lose nor repeat a fire.
+// and after kill -9 - that neither lose nor repeat a fire, and a data directory that keeps
+// the shard count its checkpoints were written by.
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serve, post, api, until } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { serve, post, api, until, BIN } from './helpers.mjs';
 
 const KEY = 'engine-key';
 const TOKEN = 'engine-admin-token';
@@ -286,6 +288,25 @@ test('kill -9 in the middle of a stream: the log tail runs again and no fire is 
     return srv2;
   }, extra);
   assert.equal(await srv.stop(), 0, srv.log());
+});
+
+test('a data directory keeps its shard count: without --shards its checkpoints choose it, another count is refused', async () => {
+  const s = setup();
+  const srv1 = await start(s); // --shards 2
+  await send(srv1, [apiError('k1', 1)]);
+  assert.equal(await srv1.stop(), 0, srv1.log());
+  const common = ['--data', s.data, '--rules', s.rules, '--write-key', KEY, '--admin-token', TOKEN,
+    '--partitions', '4'];
+  const refused = spawnSync(BIN, ['serve', '--listen', '127.0.0.1:0', ...common, '--shards', '1'],
+    { encoding: 'utf8', timeout: 20000 });
+  assert.equal(refused.status, 1, refused.stderr);
+  assert.match(refused.stderr, /checkpoints written by 2 shards, which 1 shards cannot load.*Start with --shards 2 \(or without --shards\)/);
+  const srv2 = await serve(common);
+  assert.match(srv2.log(), /"msg":"engine shards started","shards":2/);
+  assert.match(srv2.log(), /checkpoint loaded/);
+  const u = await until(async () => { const r = await get(srv2, '/api/users/k1'); return r.status === 200 ? r : null; });
+  assert.ok(u, 'the user of the first run is not known after the restart');
+  assert.equal(await srv2.stop(), 0, srv2.log());
 });
 
 test('/readyz answers 503 while the engine runs the log tail, and ingest 503 past --max-lag', async () => {

@@ -10,6 +10,7 @@
 
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -48,6 +49,7 @@ typedef struct mpart {
     size_t lens[MAXREC];
     _Atomic uint64_t end;
     _Atomic uint64_t retained; /* the last offset passed to retain */
+    _Atomic uint64_t start;    /* the first offset still stored, as after a retention trim */
 } mpart;
 
 typedef struct msrc {
@@ -102,9 +104,7 @@ static void m_close(void *reader)
 
 static uint64_t m_start(void *ctx, int p)
 {
-    (void)ctx;
-    (void)p;
-    return 0;
+    return atomic_load(&((msrc *)ctx)->parts[p].start);
 }
 
 static uint64_t m_end(void *ctx, int p)
@@ -705,21 +705,29 @@ static void feed(msrc *s, const stream *st, int from, int to)
         append(s, st->p[i], st->event[i], st->user[i], st->ts[i], st->recv[i]);
 }
 
-/* Runs events [from, to) on a fresh or restarted set over dir, with the watermark at wm
- * once they are in, and stops it. Returns the suppressed-fire count. */
-static uint64_t run_part(msrc *s, const stream *st, const char *dir, int from, int to, int64_t wm)
+/* Runs events [from, to) on a fresh or restarted set of nshards (0: as the checkpoints) over
+ * dir, with the watermark at wm once they are in, and stops it. Returns the suppressed-fire
+ * count. */
+static uint64_t run_shards(msrc *s, const stream *st, const char *dir, int from, int to, int64_t wm,
+                           int nshards, logs *l)
 {
-    shard_opts o = opts(s, dir, 2, NULL);
+    shard_opts o = opts(s, dir, nshards, l);
     shard_set *set = start(s, &o, RULES);
+    int n = shard_count(set);
     feed(s, st, from, to);
     for (int p = 0; p < NPARTS; p++)
         shard_notify(set, p);
     set_wm(s, wm);
-    settle(s, set, 2);
+    settle(s, set, n);
     cr_assert(shard_ready(set));
     uint64_t suppressed = metric(set, "onramp_engine_fires_suppressed_total");
     cr_assert_eq(shard_stop(set), 0);
     return suppressed;
+}
+
+static uint64_t run_part(msrc *s, const stream *st, const char *dir, int from, int to, int64_t wm)
+{
+    return run_shards(s, st, dir, from, to, wm, 2, NULL);
 }
 
 Test(shard, a_restart_records_the_same_fires_once_with_or_without_checkpoints)
@@ -777,6 +785,105 @@ Test(shard, a_restart_records_the_same_fires_once_with_or_without_checkpoints)
     remove_tree(da);
     remove_tree(db);
     remove_tree(dc);
+    free(st);
+}
+
+/* Starts a set of nshards over dir that must be refused; returns its message. */
+static void refused(msrc *s, const char *dir, int nshards, char *err, size_t cap)
+{
+    shard_opts o = opts(s, dir, nshards, NULL);
+    o.default_shards = 3;
+    rule_set *rs = compile(RULES);
+    shard_set *set = NULL;
+    err[0] = 0;
+    cr_assert_eq(shard_start(&o, rs, &set, err, cap), ONR_E_INVALID, "not refused: %s", err);
+    cr_assert_null(set);
+    rule_free(rs); /* the caller keeps its rules on failure */
+}
+
+static void move_ckpts(const char *from, const char *to, int of)
+{
+    for (int i = 0; i < of; i++) {
+        char a[600], b[600];
+        snprintf(a, sizeof(a), "%s/engine/shard-%d-of-%d.ckpt", from, i, of);
+        snprintf(b, sizeof(b), "%s/shard-%d-of-%d.ckpt", to, i, of);
+        cr_assert_eq(rename(a, b), 0, "cannot move %s", a);
+    }
+}
+
+/* Checkpoints hold the users of their shard's partitions, so another shard count cannot load
+ * them: such a start is refused and writes nothing; without a count the newest checkpoints
+ * choose it; moved away, the checkpoints no longer stand in the way. */
+Test(shard, another_shard_count_is_refused_and_no_count_follows_the_newest_checkpoints)
+{
+    stream *st = make_stream();
+    int half = NEVENTS / 2;
+    int64_t wm_end = st->recv[NEVENTS - 1] + 60 * SEC;
+    char d[64], aside[64], err[1024];
+    make_dir(d, sizeof(d));
+    make_dir(aside, sizeof(aside));
+    msrc *s = msrc_new(NPARTS);
+    set_wm(s, T0);
+    run_part(s, st, d, 0, half, st->recv[half]);
+
+    refused(s, d, 1, err, sizeof(err));
+    cr_assert(strstr(err, "written by 2 shards, which 1 shards cannot load") &&
+                  strstr(err, "Start with --shards 2") && !strstr(err, "is gone"),
+              "%s", err);
+    cr_assert(!ckpt_exists(d, 0, 1), "a refused start wrote a checkpoint");
+
+    logs l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    cr_assert_eq(run_shards(s, st, d, half, NEVENTS, wm_end, 0, &l), 0,
+                 "a restart from the checkpoints ran records again");
+    cr_assert(logged(&l, "shard 1: checkpoint loaded"), "%s", onr_buf_cstr(&l.text));
+    cr_assert(!ckpt_exists(d, 0, 3), "the default was taken over the checkpoints");
+
+    /* moved away, then back once one shard has checkpointed: the newest (one shard's) lead */
+    move_ckpts(d, aside, 2);
+    run_shards(s, st, d, NEVENTS, NEVENTS, wm_end, 1, NULL);
+    cr_assert(ckpt_exists(d, 0, 1));
+    for (int i = 0; i < 2; i++) {
+        char a[600], b[600];
+        snprintf(a, sizeof(a), "%s/shard-%d-of-2.ckpt", aside, i);
+        snprintf(b, sizeof(b), "%s/engine/shard-%d-of-2.ckpt", d, i);
+        struct timespec past[2] = {{T0 / 1000, 0}, {T0 / 1000, 0}};
+        cr_assert_eq(utimensat(AT_FDCWD, a, past, 0), 0);
+        cr_assert_eq(rename(a, b), 0);
+    }
+    logs l2 = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    shard_opts o = opts(s, d, 0, &l2);
+    o.default_shards = 3;
+    shard_set *set = start(s, &o, RULES);
+    cr_assert_eq(shard_count(set), 1);
+    cr_assert(logged(&l2, "also holds checkpoints written by 2 shards"), "%s",
+              onr_buf_cstr(&l2.text));
+    cr_assert(logged(&l2, "shard 0: checkpoint loaded"), "%s", onr_buf_cstr(&l2.text));
+    cr_assert_eq(shard_stop(set), 0);
+
+    onr_buf_free(&l.text);
+    onr_buf_free(&l2.text);
+    msrc_free(s);
+    remove_tree(d);
+    rmdir(aside);
+    free(st);
+}
+
+Test(shard, a_refused_shard_count_names_the_log_retention_trimmed)
+{
+    stream *st = make_stream();
+    char d[64], err[1024];
+    make_dir(d, sizeof(d));
+    msrc *s = msrc_new(NPARTS);
+    set_wm(s, T0);
+    run_part(s, st, d, 0, NEVENTS / 2, st->recv[NEVENTS / 2]);
+    atomic_store(&s->parts[1].start, 5);
+    refused(s, d, 4, err, sizeof(err));
+    cr_assert(strstr(err, "written by 2 shards, which 4 shards cannot load") &&
+                  strstr(err, "the log before offset 5 of partition 1 is gone"),
+              "%s", err);
+    cr_assert(!ckpt_exists(d, 0, 4), "a refused start wrote a checkpoint");
+    msrc_free(s);
+    remove_tree(d);
     free(st);
 }
 
