@@ -663,9 +663,33 @@ static int cmd_serve(int argc, char **argv)
         .max_request_bytes = (size_t)max_request,
         .geoip = geoip,
     };
-    long recovered = http_dedup_recover(&ho, 24 * ONR_HOUR_MS, wall_ms(), err, sizeof(err));
+    /* the router and recent messageIds of the last clean stop, then the log past them */
+    char state_path[4200];
+    snprintf(state_path, sizeof(state_path), "%s/ingest.state", data);
+    int nparts = elog_partitions(log);
+    uint64_t *ends = onr_calloc((size_t)nparts, sizeof(uint64_t));
+    int64_t now = wall_ms();
+    long from_state = 0;
+    char why[256];
+    int st = http_state_load(&ho, state_path, 24 * ONR_HOUR_MS, now, ends, &from_state, why,
+                             sizeof(why));
+    if (st < 0) {
+        onr_buf msg = {0};
+        onr_buf_printf(&msg, "%s is not used (%s): the whole log is read instead", state_path, why);
+        log_line("warn", onr_buf_cstr(&msg), NULL);
+        onr_buf_free(&msg);
+        trk_dedup_free(dedup);
+        trk_route_free(router);
+        ho.dedup = dedup = trk_dedup_new(10 * 1000 * 1000, 24 * ONR_HOUR_MS);
+        ho.router = router = route_cap ? trk_route_new((size_t)route_cap) : NULL;
+        from_state = 0;
+    }
+    uint64_t records = 0;
+    long recovered = http_dedup_recover(&ho, st == 1 ? ends : NULL, 24 * ONR_HOUR_MS, now, &records,
+                                        err, sizeof(err));
     if (recovered < 0) {
         log_line("error", err, NULL);
+        onr_free(ends);
         trk_dedup_free(dedup);
         trk_route_free(router);
         elog_close(log);
@@ -673,7 +697,8 @@ static int cmd_serve(int argc, char **argv)
         goto out_extra;
     }
     onr_buf_clear(&extra);
-    onr_buf_printf(&extra, "\"message_ids\":%ld", recovered);
+    onr_buf_printf(&extra, "\"message_ids\":%ld,\"from_state\":%s,\"log_records_read\":%llu",
+                   recovered + from_state, st == 1 ? "true" : "false", (unsigned long long)records);
     log_line("info", "recent messageIds recovered from the event log", onr_buf_cstr(&extra));
 
     /* the live engine: it runs the log's tail first, while ingest already accepts */
@@ -794,10 +819,15 @@ static int cmd_serve(int argc, char **argv)
     pthread_mutex_unlock(&lsrc.mu);
     http_stop(srv, 10 * ONR_SECOND_MS);
     log_line("info", "ingest stopped; the engine runs what is in the log and checkpoints", NULL);
+    for (int p = 0; p < nparts; p++)
+        ends[p] = elog_end_offset(log, p);
     int se = shard_stop(shards);
+    e = elog_close(log); /* fsyncs every partition: the state below covers durable records */
+    if (!e && http_state_save(&ho, nparts, ends, state_path, err, sizeof(err)) != 0)
+        log_line("warn", err, NULL); /* the next start reads the whole log instead */
+    onr_free(ends);
     trk_dedup_free(dedup);
     trk_route_free(router);
-    e = elog_close(log);
     if (e) {
         snprintf(err, sizeof(err), "closing the event log failed: %s", strerror(-e));
         log_line("error", err, NULL);

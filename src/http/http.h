@@ -74,13 +74,35 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen);
  * Refills o->dedup from the log: the messageIds of records received within the set's window
  * before now_ms, so that a restart keeps recognising resent messages. In the same one pass,
  * when o->router is set, refills the router from the ids, partition and receivedAt of every
- * retained record (trk_route_learn), so that a restart routes as the server before it did.
- * Reads every partition from its first retained record, in order. Either of o->dedup and
- * o->router may be NULL. Returns the number of messageIds added, or a negative code with a
+ * record read (trk_route_learn), so that a restart routes as the server before it did.
+ * Reads every partition in order, from from[p] (what http_state_load covered) or, when from
+ * is NULL or the log was trimmed past it, from its first retained record; *records counts
+ * the records read. Either of o->dedup and o->router may be NULL. Returns the number of
+ * messageIds added, or a negative code with a message in err.
+ */
+long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window_ms, int64_t now_ms,
+                        uint64_t *records, char *err, size_t errlen);
+
+/*
+ * The ingest state of a stopped server: its router and recent messageIds, and the log
+ * offsets they cover (ends[p] for each of the log's partitions: every record below it went
+ * through them), written to path through a temporary file, fsynced and renamed, so that the
+ * next start reads only the log past them. Call it after http_stop, once the log is durable
+ * up to ends (o->log is not used: it may be closed). Returns 0 or a negative code with a
  * message in err.
  */
-long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, char *err,
-                        size_t errlen);
+int http_state_save(const http_opts *o, int partitions, const uint64_t *ends, const char *path,
+                    char *err, size_t errlen);
+
+/*
+ * Loads path into o->router and o->dedup, both new and empty, and sets from[p] (one per
+ * partition) to the offsets it covers; ids received more than window_ms before now_ms are
+ * left out, and *ids counts those added. Returns 1 when loaded, 0 when there is no file, and
+ * -1 when it cannot be used, with the reason in why: the router and the set may then hold
+ * part of it, so start them anew before http_dedup_recover reads the whole log.
+ */
+int http_state_load(const http_opts *o, const char *path, int64_t window_ms, int64_t now_ms,
+                    uint64_t *from, long *ids, char *why, size_t whylen);
 
 /*
  * The receive-time watermark for the engine shards (shard_source.watermark): every message

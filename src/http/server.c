@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -1914,9 +1915,10 @@ static void learn_route(trk_router *router, jval msg, int partition, int64_t at_
                     at_ms);
 }
 
-long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, char *err,
-                        size_t errlen)
+long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window_ms, int64_t now_ms,
+                        uint64_t *records, char *err, size_t errlen)
 {
+    *records = 0;
     if (!o->dedup && !o->router)
         return 0;
     /* a stored message: its own members, the batch context, and what the server added */
@@ -1928,7 +1930,10 @@ long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, c
     char perr[256];
     for (int p = 0; p < elog_partitions(o->log); p++) {
         elog_reader *r;
-        int rc = elog_reader_open(o->log, p, elog_start_offset(o->log, p), &r);
+        uint64_t first = elog_start_offset(o->log, p);
+        if (from && from[p] > first)
+            first = from[p];
+        int rc = elog_reader_open(o->log, p, first, &r);
         if (rc) {
             snprintf(err, errlen, "reading partition %d of the event log: %s", p,
                      rc < 0 && rc > -4096 ? strerror(-rc) : "failed");
@@ -1939,6 +1944,7 @@ long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, c
         size_t len;
         uint64_t off;
         while ((rc = elog_reader_next(r, &rec, &len, &off)) == 1) {
+            (*records)++;
             jval root;
             if (jdoc_parse(doc, rec, len, &root, perr, sizeof(perr)))
                 continue; /* stored by this server, so not expected; nothing to recover */
@@ -1964,4 +1970,159 @@ long http_dedup_recover(const http_opts *o, int64_t window_ms, int64_t now_ms, c
     }
     jdoc_free(doc);
     return added;
+}
+
+/* ---- the ingest state of a stopped server (docs/operations.md, "Restart") */
+
+#define STATE_MAGIC "ONRINGS1"
+#define STATE_SEED 0x696e6773
+
+typedef struct state_hdr {
+    char magic[8];
+    uint32_t partitions;
+    uint32_t reserved;
+    uint64_t route_bytes; /* trk_route_bytes (the capacity), 0 without a router */
+} state_hdr;
+
+typedef struct state_io {
+    FILE *f;
+    onr_hasher *h;
+} state_io;
+
+static bool state_put(void *ctx, const void *p, size_t n)
+{
+    state_io *io = ctx;
+    onr_hasher_update(io->h, p, n);
+    return fwrite(p, 1, n, io->f) == n;
+}
+
+static bool state_get(void *ctx, void *p, size_t n)
+{
+    state_io *io = ctx;
+    if (fread(p, 1, n, io->f) != n)
+        return false;
+    onr_hasher_update(io->h, p, n);
+    return true;
+}
+
+static bool state_put_id(void *ctx, uint64_t digest, int64_t at_ms)
+{
+    uint64_t pair[2] = {digest, (uint64_t)at_ms};
+    return state_put(ctx, pair, sizeof(pair));
+}
+
+int http_state_save(const http_opts *o, int partitions, const uint64_t *ends, const char *path,
+                    char *err, size_t errlen)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    state_io io = {fopen(tmp, "wb"), onr_hasher_new(STATE_SEED)};
+    int rc = 0;
+    if (!io.f) {
+        rc = -errno;
+        goto out;
+    }
+    int P = partitions;
+    state_hdr h = {.partitions = (uint32_t)P,
+                   .route_bytes = o->router ? (uint64_t)trk_route_bytes(o->router) : 0};
+    memcpy(h.magic, STATE_MAGIC, 8);
+    uint64_t end_mark[2] = {0, 0};
+    bool ok = state_put(&io, &h, sizeof(h)) && state_put(&io, ends, sizeof(uint64_t) * (size_t)P) &&
+              (!o->router || trk_route_write(o->router, state_put, &io)) &&
+              (!o->dedup || trk_dedup_each(o->dedup, state_put_id, &io)) &&
+              state_put(&io, end_mark, sizeof(end_mark));
+    uint64_t check = onr_hasher_digest(io.h);
+    ok = ok && fwrite(&check, sizeof(check), 1, io.f) == 1 && fflush(io.f) == 0 &&
+         fsync(fileno(io.f)) == 0;
+    if (!ok)
+        rc = errno ? -errno : -EIO;
+    if (fclose(io.f) != 0 && !rc)
+        rc = -errno;
+    if (!rc && rename(tmp, path) != 0)
+        rc = -errno;
+    if (!rc) {
+        char dir[4200];
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = 0;
+        int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) != 0)
+            rc = -errno;
+        if (fd >= 0)
+            close(fd);
+    }
+out:
+    if (rc) {
+        unlink(tmp);
+        snprintf(err, errlen, "writing %s failed: %s", path, strerror(-rc));
+    }
+    onr_hasher_free(io.h);
+    return rc;
+}
+
+int http_state_load(const http_opts *o, const char *path, int64_t window_ms, int64_t now_ms,
+                    uint64_t *from, long *ids, char *why, size_t whylen)
+{
+    *ids = 0;
+    state_io io = {fopen(path, "rb"), NULL};
+    if (!io.f) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(why, whylen, "cannot open it: %s", strerror(errno));
+        return -1;
+    }
+    io.h = onr_hasher_new(STATE_SEED);
+    int rc = -1;
+    int P = elog_partitions(o->log);
+    uint64_t want_route = o->router ? (uint64_t)trk_route_bytes(o->router) : 0;
+    state_hdr h;
+    if (!state_get(&io, &h, sizeof(h)) || memcmp(h.magic, STATE_MAGIC, 8) != 0) {
+        snprintf(why, whylen, "not an ingest state file");
+        goto out;
+    }
+    if (h.partitions != (uint32_t)P || h.route_bytes != want_route) {
+        snprintf(why, whylen, "written with other --partitions or --route-capacity");
+        goto out;
+    }
+    if (!state_get(&io, from, sizeof(uint64_t) * (size_t)P)) {
+        snprintf(why, whylen, "cut short");
+        goto out;
+    }
+    for (int p = 0; p < P; p++)
+        if (from[p] > elog_end_offset(o->log, p)) {
+            snprintf(why, whylen,
+                     "it covers partition %d to offset %llu, past the log's end at %llu", p,
+                     (unsigned long long)from[p], (unsigned long long)elog_end_offset(o->log, p));
+            goto out;
+        }
+    if (o->router && !trk_route_read(o->router, state_get, &io)) {
+        snprintf(why, whylen, "cut short or damaged");
+        goto out;
+    }
+    for (;;) {
+        uint64_t pair[2];
+        if (!state_get(&io, pair, sizeof(pair))) {
+            snprintf(why, whylen, "cut short");
+            goto out;
+        }
+        if (!pair[0])
+            break;
+        int64_t at = (int64_t)pair[1];
+        if (o->dedup && at >= now_ms - window_ms) {
+            trk_dedup_add(o->dedup, pair[0], at);
+            (*ids)++;
+        }
+    }
+    uint64_t check;
+    if (fread(&check, sizeof(check), 1, io.f) != 1 || check != onr_hasher_digest(io.h) ||
+        fgetc(io.f) != EOF) {
+        snprintf(why, whylen, "damaged (its checksum does not match)");
+        goto out;
+    }
+    rc = 1;
+out:
+    fclose(io.f);
+    onr_hasher_free(io.h);
+    return rc;
 }

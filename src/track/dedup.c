@@ -156,3 +156,21 @@ void trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
     }
     pthread_mutex_unlock(&s->mu);
 }
+
+bool trk_dedup_each(trk_dedup *d, bool (*emit)(void *ctx, uint64_t digest, int64_t at_ms),
+                    void *ctx)
+{
+    for (int i = 0; i < STRIPES; i++) {
+        stripe *s = &d->s[i];
+        pthread_mutex_lock(&s->mu);
+        bool ok = true;
+        for (size_t k = 0; ok && k < s->len; k++) {
+            const entry *e = &s->fifo[(s->head + k) % s->cap];
+            ok = emit(ctx, e->digest, e->at_ms);
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!ok)
+            return false;
+    }
+    return true;
+}

@@ -291,3 +291,36 @@ size_t trk_route_count(trk_router *r)
     }
     return n;
 }
+
+/* ---- saving and loading: each set that holds an id, after its index; then END_SETS */
+
+#define END_SETS UINT64_MAX
+
+bool trk_route_write(const trk_router *r, bool (*put)(void *ctx, const void *p, size_t n),
+                     void *ctx)
+{
+    for (uint64_t i = 0; i < r->nsets; i++) {
+        const rset *set = &r->sets[i];
+        bool used = false;
+        for (int w = 0; w < WAYS && !used; w++)
+            used = set->key[w] != 0;
+        if (used && !(put(ctx, &i, sizeof(i)) && put(ctx, set, sizeof(*set))))
+            return false;
+    }
+    uint64_t end = END_SETS;
+    return put(ctx, &end, sizeof(end));
+}
+
+bool trk_route_read(trk_router *r, bool (*get)(void *ctx, void *p, size_t n), void *ctx)
+{
+    for (;;) {
+        uint64_t i;
+        if (!get(ctx, &i, sizeof(i)))
+            return false;
+        if (i == END_SETS)
+            return true;
+        if (i >= r->nsets || !get(ctx, &r->sets[i], sizeof(rset)))
+            return false;
+        atomic_store_explicit(&r->sets[i].lock, 0, memory_order_relaxed);
+    }
+}

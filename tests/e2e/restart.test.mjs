@@ -1,6 +1,7 @@
 // restart.test.mjs - `onramp serve` stopped and started again on the same data directory:
 // the log keeps what was accepted, and a message resent after the restart is still
-// recognised by its messageId and not stored twice.
+// recognised by its messageId and not stored twice, after a clean stop (which saves the
+// recent ids) and after kill -9 (the log past the saved ids is read).
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -35,7 +36,8 @@ test('a message resent after a restart is stored once', async () => {
   await stop(s);
 
   s = await start();
-  assert.match(s.log(), /"msg":"recent messageIds recovered from the event log","message_ids":1/);
+  // from what the clean stop saved (DATA/ingest.state), without reading the log
+  assert.match(s.log(), /"msg":"recent messageIds recovered from the event log","message_ids":1,"from_state":true,"log_records_read":0\b/);
   await track(s, m);
   await track(s, other);
   await stop(s);
@@ -44,4 +46,19 @@ test('a message resent after a restart is stored once', async () => {
   assert.equal(ids.filter((id) => id === m.messageId).length, 1, 'the resent message is stored once');
   assert.equal(ids.filter((id) => id === other.messageId).length, 1);
   assert.equal(ids.length, 2);
+});
+
+test('a message resent after kill -9 is stored once: the log after the saved state is read', async () => {
+  const m = { userId: 'u-crash', event: 'Signed Up', messageId: randomUUID() };
+  let s = await start(); // the state of the test above's clean stop, and the log after it
+  await track(s, m);
+  s.proc.kill('SIGKILL');
+  await s.exited;
+
+  s = await start();
+  assert.match(s.log(), /"msg":"recent messageIds recovered from the event log","message_ids":3,"from_state":true,"log_records_read":1\b/);
+  await track(s, m);
+  await stop(s);
+  assert.equal(stored().filter((id) => id === m.messageId).length, 1, 'the resent message is stored once');
+  assert.equal(stored().length, 3);
 });

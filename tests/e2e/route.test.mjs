@@ -1,12 +1,13 @@
 // route.test.mjs - partitions and identity in `onramp serve`: a visitor's anonymous events,
 // the identify (or alias) that names them and the identified events after it are stored in
-// one partition, also across a restart in between; with the router off (--route-capacity 0)
+// one partition, also across a restart in between (the router saved at a clean stop, or
+// learnt again from the log); with the router off (--route-capacity 0)
 // the plain hash routing splits them.
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -97,26 +98,56 @@ test('an alias joins the anonymous history the same way', async () => {
   }
 });
 
-test('routing after a restart matches routing before it', async () => {
-  const data = dataDir();
-  const before = visitors('restart-a'); // anonymous before the restart, identified after
-  const linked = visitors('restart-b'); // identified before the restart, events after
-  let s = await start(data);
-  for (const v of [...before, ...linked]) await anonymous(s, v);
-  for (const v of linked) await identify(s, v, false);
-  await stop(s);
+// How the restarted server learns where ids went: from the state a clean stop saved, from
+// the whole log, or from the state of an earlier clean stop and the log after it.
+const RESTARTS = {
+  'the state of a clean stop': { recovered: /"from_state":true,"log_records_read":0\b/ },
+  'the whole log, with no state file': { recovered: /"from_state":false/, before: (state) => rmSync(state) },
+  'the whole log, past a damaged state file': {
+    recovered: /"from_state":false/,
+    warned: /ingest\.state is not used \(damaged \(its checksum does not match\)\)/,
+    // a flipped bit in the time of the last messageId saved
+    before: (state) => { const b = readFileSync(state); b[b.length - 30] ^= 0x10; writeFileSync(state, b); },
+  },
+  'an earlier state and the log after it (kill -9)': {
+    recovered: new RegExp(`"from_state":true,"log_records_read":${USERS}\\b`), crash: true,
+  },
+};
 
-  s = await start(data);
-  for (const v of before) await identify(s, v, false);
-  for (const v of [...before, ...linked]) await identified(s, v);
-  // the linked visitors' anonymousIds come back without a userId (a log-out)
-  for (const v of linked) await send(s, '/v1/page', { anonymousId: v.anon, name: 'Home' });
-  await stop(s);
-  for (const [i, got] of partitionsOf(data, [...before, ...linked]).entries()) {
-    assert.equal(got.count, i < USERS ? 7 : 8);
-    assert.equal(got.parts.size, 1, `visitor ${i} split across ${[...got.parts]}`);
-  }
-});
+for (const [how, want] of Object.entries(RESTARTS)) {
+  test(`routing after a restart matches routing before it: ${how}`, async () => {
+    const data = dataDir();
+    const before = visitors('restart-a'); // anonymous before the restart, identified after
+    const linked = visitors('restart-b'); // identified before the restart, events after
+    let s = await start(data);
+    for (const v of [...before, ...linked]) await anonymous(s, v);
+    if (want.crash) { // a clean stop saves the anonymous visits; the identifies come after it
+      await stop(s);
+      s = await start(data);
+    }
+    for (const v of linked) await identify(s, v, false);
+    if (want.crash) {
+      s.proc.kill('SIGKILL');
+      await s.exited;
+    } else {
+      await stop(s);
+    }
+    want.before?.(join(data, 'ingest.state'));
+
+    s = await start(data);
+    assert.match(s.log(), want.recovered);
+    if (want.warned) assert.match(s.log(), want.warned);
+    for (const v of before) await identify(s, v, false);
+    for (const v of [...before, ...linked]) await identified(s, v);
+    // the linked visitors' anonymousIds come back without a userId (a log-out)
+    for (const v of linked) await send(s, '/v1/page', { anonymousId: v.anon, name: 'Home' });
+    await stop(s);
+    for (const [i, got] of partitionsOf(data, [...before, ...linked]).entries()) {
+      assert.equal(got.count, i < USERS ? 7 : 8);
+      assert.equal(got.parts.size, 1, `visitor ${i} split across ${[...got.parts]}`);
+    }
+  });
+}
 
 test('a rejected batch teaches the router nothing', async () => {
   const data = dataDir();

@@ -89,3 +89,36 @@ Test(dedup, concurrent_adds_are_all_kept)
     cr_assert_eq(kept, 80000);
     trk_dedup_free(shared);
 }
+
+typedef struct copy_to {
+    trk_dedup *d;
+    size_t n;
+} copy_to;
+
+static bool copy_id(void *ctx, uint64_t digest, int64_t at_ms)
+{
+    copy_to *c = ctx;
+    trk_dedup_add(c->d, digest, at_ms);
+    c->n++;
+    return true;
+}
+
+/* What a stopped server saves: every id with its time, so that a new set added to in that
+ * order knows the same ids and forgets them when the first one would have. */
+Test(dedup, each_id_added_to_a_new_set_rebuilds_it)
+{
+    trk_dedup *d = trk_dedup_new(100000, ONR_HOUR_MS);
+    for (int i = 0; i < 5000; i++)
+        trk_dedup_add(d, id(i), T0 + i);
+    copy_to c = {trk_dedup_new(100000, ONR_HOUR_MS), 0};
+    cr_assert(trk_dedup_each(d, copy_id, &c));
+    cr_assert_eq(c.n, 5000);
+    for (int i = 0; i < 5000; i++)
+        cr_assert(trk_dedup_seen(c.d, id(i), T0 + 5000), "id %d lost", i);
+    cr_assert_not(trk_dedup_seen(c.d, id(5000), T0 + 5000));
+    /* the times came along: at T0 + 1 h + 100, ids 0..99 have left the window */
+    cr_assert_not(trk_dedup_seen(c.d, id(99), T0 + ONR_HOUR_MS + 100));
+    cr_assert(trk_dedup_seen(c.d, id(100), T0 + ONR_HOUR_MS + 100));
+    trk_dedup_free(c.d);
+    trk_dedup_free(d);
+}

@@ -401,3 +401,58 @@ Test(route, concurrent_routing_gives_each_user_one_partition)
     }
     trk_route_free(r);
 }
+
+/* ---- saving and loading */
+
+typedef struct mem_io {
+    onr_buf b;
+    size_t at, cut; /* reading: position, and where the bytes end */
+} mem_io;
+
+static bool mem_put(void *ctx, const void *p, size_t n)
+{
+    onr_buf_put(&((mem_io *)ctx)->b, p, n);
+    return true;
+}
+
+static bool mem_get(void *ctx, void *p, size_t n)
+{
+    mem_io *io = ctx;
+    if (io->cut - io->at < n)
+        return false;
+    memcpy(p, io->b.data + io->at, n);
+    io->at += n;
+    return true;
+}
+
+Test(route, a_saved_router_loads_into_a_new_one_and_routes_as_before)
+{
+    trk_router *r = trk_route_new(1 << 20);
+    char ub[64], ab[64];
+    int want[2000];
+    for (uint64_t i = 0; i < 2000; i++)
+        want[i] =
+            trk_route(r, mkid(ub, sizeof(ub), "user", i), mkid(ab, sizeof(ab), "anon", i), P, T0);
+    mem_io io = {0};
+    cr_assert(trk_route_write(r, mem_put, &io));
+    cr_assert_lt(io.b.len, trk_route_bytes(r) / 4, "empty sets were saved: %zu bytes", io.b.len);
+
+    trk_router *back = trk_route_new(1 << 20);
+    io.cut = io.b.len;
+    cr_assert(trk_route_read(back, mem_get, &io));
+    cr_assert_eq(io.at, io.b.len);
+    cr_assert_eq(trk_route_count(back), trk_route_count(r));
+    for (uint64_t i = 0; i < 2000; i++) /* a userId alone, then an anonymousId alone */
+        cr_assert(trk_route(back, mkid(ub, sizeof(ub), "user", i), none, P, T0 + 1) == want[i] &&
+                      trk_route(back, none, mkid(ab, sizeof(ab), "anon", i), P, T0 + 1) == want[i],
+                  "id %llu moved", (unsigned long long)i);
+
+    trk_router *cut = trk_route_new(1 << 20);
+    io.at = 0;
+    io.cut = io.b.len - 1;
+    cr_assert_not(trk_route_read(cut, mem_get, &io), "bytes cut short were taken whole");
+    trk_route_free(cut);
+    trk_route_free(back);
+    trk_route_free(r);
+    onr_buf_free(&io.b);
+}
