@@ -376,8 +376,9 @@ static const char serve_help[] =
     "                        /metrics                         and printed]\n"
     "  --shards N            engine threads (1..256)         [as the           ONRAMP_SHARDS\n"
     "                                                         checkpoints, else one per core]\n"
-    "  --checkpoint-every D  between engine checkpoints      [30s]             "
+    "  --checkpoint-every D  between engine checkpoints and  [30s]             "
     "ONRAMP_CHECKPOINT_EVERY\n"
+    "                        saves of the ingest state\n"
     "  --lateness D          how far the engine's clock      [2s]              ONRAMP_LATENESS\n"
     "                        trails the newest receive time\n"
     "  --max-lag N           records a partition's shard may [1000000]         ONRAMP_MAX_LAG\n"
@@ -794,9 +795,17 @@ static int cmd_serve(int argc, char **argv)
         log_line("info", "write keys loaded", onr_buf_cstr(&extra));
     }
 
+    /* between signals, every --checkpoint-every: the ingest state, so that a start after a
+     * crash reads only the log since then (docs/operations.md) */
+    struct timespec every = {ckpt_ms / 1000, (ckpt_ms % 1000) * 1000000};
     int sig = 0;
     for (;;) {
-        sigwait(&sigs, &sig);
+        sig = sigtimedwait(&sigs, NULL, &every);
+        if (sig < 0) {
+            if (errno == EAGAIN && http_state_checkpoint(srv, state_path, err, sizeof(err)) < 0)
+                log_line("warn", err, NULL);
+            continue;
+        }
         if (sig != SIGHUP)
             break;
         log_line("info", "SIGHUP: reloading the rules", NULL);

@@ -95,6 +95,16 @@ int http_state_save(const http_opts *o, int partitions, const uint64_t *ends, co
                     char *err, size_t errlen);
 
 /*
+ * The same while ingest runs, called every so often from one thread: a call writes the
+ * router and the recent messageIds with the log's ends as the previous call found them, once
+ * every request that wrote to the log before that call has remembered its ids (so nothing
+ * below those ends is missing); then it notes the ends for the next call. Returns 1 when
+ * written, 0 when there was nothing to write yet (the first call, or such a request still
+ * waits for its fsync), or a negative code with a message in err.
+ */
+int http_state_checkpoint(http_server *s, const char *path, char *err, size_t errlen);
+
+/*
  * Loads path into o->router and o->dedup, both new and empty, and sets from[p] (one per
  * partition) to the offsets it covers; ids received more than window_ms before now_ms are
  * left out, and *ids counts those added. Returns 1 when loaded, 0 when there is no file, and

@@ -115,6 +115,12 @@ struct http_server {
     size_t out_doc_bytes;                /* bound of a request's re-written messages */
     trk_geo *geo;                        /* --geoip; NULL: none */
     _Atomic int64_t stamps[STAMP_SLOTS]; /* 0: free */
+    /* Requests from their first log write until their ids are remembered (or they failed),
+     * counted by the epoch they began in; http_state_checkpoint flips the epoch. */
+    _Atomic long inflight[2];
+    atomic_int epoch;
+    uint64_t *state_from; /* the log's ends when the epoch last flipped */
+    bool state_armed;
     atomic_int nstamps;
     http_counters counters;
     bucket *buckets; /* per write key, when there is a rate limit; else NULL */
@@ -152,6 +158,7 @@ typedef struct ack {
     _Atomic int pending; /* partitions not yet durable, plus one while they are asked */
     _Atomic bool failed; /* an fsync failed: answer 503 */
     int nparts;
+    int epoch; /* of settle_begin */
     ack_part *parts;
     size_t nids;
     int *id_part;
@@ -931,6 +938,24 @@ static void say_where(char *err, size_t cap, const char *body, long at)
 
 /* ---- waiting for the fsync policy off the HTTP threads */
 
+/* A request is about to write to the log: counted in the current epoch until settle_end.
+ * Counted, then the epoch read again, so that an epoch flipped meanwhile is not missed. */
+static int settle_begin(http_server *s)
+{
+    for (;;) {
+        int ep = atomic_load(&s->epoch);
+        atomic_fetch_add(&s->inflight[ep], 1);
+        if (atomic_load(&s->epoch) == ep)
+            return ep;
+        atomic_fetch_sub(&s->inflight[ep], 1);
+    }
+}
+
+static void settle_end(http_server *s, int ep)
+{
+    atomic_fetch_sub(&s->inflight[ep], 1);
+}
+
 /* One allocation: the ack and its arrays after it. */
 static ack *ack_new(http_server *s, const work *w, size_t n, int written, int64_t now,
                     size_t stored)
@@ -1016,6 +1041,7 @@ static void ack_release(ack *a)
         return;
     http_server *s = a->s;
     struct MHD_Connection *c = a->c;
+    settle_end(s, a->epoch);
     atomic_store(&a->r->ack_status, ack_status(a));
     MHD_resume_connection(c);
     pthread_mutex_lock(&s->acks_mu);
@@ -1276,6 +1302,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     /* count[p] is now the end of partition p's group. */
     size_t from = 0;
     int failed = P; /* the first partition whose write failed */
+    int epoch = settle_begin(s);
     for (int p = 0; p < P; p++) {
         size_t to = w->count[p];
         if (to == from)
@@ -1299,6 +1326,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         /* what was written before the failure is waited for, and its ids remembered, so that
          * a retry stores nothing twice */
         ack_wait(a);
+        settle_end(s, epoch);
         onr_free(a);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
@@ -1309,6 +1337,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         durable = elog_durable(s->o.log, a->parts[k].part, a->parts[k].end);
     if (durable) { /* everysec, or synced meanwhile: answered now */
         unsigned st = ack_wait(a);
+        settle_end(s, epoch);
         onr_free(a);
         ret = st == MHD_HTTP_OK
                   ? send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false)
@@ -1319,6 +1348,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
      * the connection is resumed with the outcome and answered by its next call. */
     a->c = c;
     a->r = r;
+    a->epoch = epoch;
     r->ack = a;
     ack_suspend(s, a);
     ret = MHD_YES;
@@ -1739,6 +1769,7 @@ static void release(http_server *s)
     pthread_mutex_destroy(&s->acks_mu);
     pthread_mutex_destroy(&s->pool_mu);
     trk_enrich_geo_close(s->geo);
+    onr_free(s->state_from);
     onr_free(s);
 }
 
@@ -2124,5 +2155,26 @@ int http_state_load(const http_opts *o, const char *path, int64_t window_ms, int
 out:
     fclose(io.f);
     onr_hasher_free(io.h);
+    return rc;
+}
+
+int http_state_checkpoint(http_server *s, const char *path, char *err, size_t errlen)
+{
+    int cur = atomic_load(&s->epoch), rc = 0;
+    if (!s->state_from)
+        s->state_from = onr_calloc((size_t)s->partitions, sizeof(uint64_t));
+    if (s->state_armed) {
+        /* every record below state_from was written by a request of the other epoch */
+        if (atomic_load(&s->inflight[1 - cur]) != 0)
+            return 0;
+        rc = http_state_save(&s->o, s->partitions, s->state_from, path, err, errlen);
+        if (rc)
+            return rc;
+        rc = 1;
+    }
+    for (int p = 0; p < s->partitions; p++)
+        s->state_from[p] = elog_end_offset(s->o.log, p);
+    atomic_store(&s->epoch, 1 - cur);
+    s->state_armed = true;
     return rc;
 }

@@ -8,6 +8,7 @@
 
 #include <sched.h>
 #include <stdatomic.h>
+#include <string.h>
 
 /* 8 ways rather than 4: at half the capacity about 1% of ids, not 4%, are forgotten early
  * (a set overflows), for a second cache line that the adjacent-line prefetch brings along. */
@@ -300,11 +301,14 @@ bool trk_route_write(const trk_router *r, bool (*put)(void *ctx, const void *p, 
                      void *ctx)
 {
     for (uint64_t i = 0; i < r->nsets; i++) {
-        const rset *set = &r->sets[i];
+        rset copy, *set = &r->sets[i];
+        set_lock(set); /* a consistent copy while messages are routed */
+        memcpy(&copy, set, sizeof(copy));
+        set_unlock(set);
         bool used = false;
         for (int w = 0; w < WAYS && !used; w++)
-            used = set->key[w] != 0;
-        if (used && !(put(ctx, &i, sizeof(i)) && put(ctx, set, sizeof(*set))))
+            used = copy.key[w] != 0;
+        if (used && !(put(ctx, &i, sizeof(i)) && put(ctx, &copy, sizeof(copy))))
             return false;
     }
     uint64_t end = END_SETS;

@@ -68,11 +68,12 @@ int trk_route_hash(trk_str id, int partitions);
 void trk_route_learn(trk_router *r, trk_str user_id, trk_str anon_id, int partition, int64_t at_ms);
 
 /*
- * The table as bytes (each set holding an id, after its index), to save a stopped server's
- * router and load it into a new, empty one of the same capacity: trk_route_write gives the
- * bytes to put, called as often as it likes, which returns false to stop; trk_route_read
- * fills the table from get, which returns false when bytes are missing. false from either
- * leaves the table undefined (free it). Neither may run while the router routes.
+ * The table as bytes (each set holding an id, after its index), to save a server's router
+ * and load it into a new, empty one of the same capacity: trk_route_write gives the bytes to
+ * put, called as often as it likes, which returns false to stop; it copies each set under
+ * the set's lock, so messages may be routed meanwhile. trk_route_read fills the table from
+ * get, which returns false when bytes are missing; it may not run while the router routes.
+ * false from either leaves the table undefined (free it).
  */
 bool trk_route_write(const trk_router *r, bool (*put)(void *ctx, const void *p, size_t n),
                      void *ctx);

@@ -1,15 +1,16 @@
 // restart.test.mjs - `onramp serve` stopped and started again on the same data directory:
 // the log keeps what was accepted, and a message resent after the restart is still
 // recognised by its messageId and not stored twice, after a clean stop (which saves the
-// recent ids) and after kill -9 (the log past the saved ids is read).
+// recent ids, as it also does every --checkpoint-every) and after kill -9 (the log past the
+// saved ids is read).
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { serve, post, readLog } from './helpers.mjs';
+import { serve, post, readLog, until } from './helpers.mjs';
 
 const KEY = 'restart-key';
 const data = mkdtempSync(join(tmpdir(), 'onramp-e2e-restart-'));
@@ -61,4 +62,32 @@ test('a message resent after kill -9 is stored once: the log after the saved sta
   await stop(s);
   assert.equal(stored().filter((id) => id === m.messageId).length, 1, 'the resent message is stored once');
   assert.equal(stored().length, 3);
+});
+
+test('the ingest state is saved every --checkpoint-every, so a start after kill -9 reads only the log since then', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-restart-'));
+  const run = () => serve(['--data', dir, '--write-key', KEY, '--partitions', '2', '--checkpoint-every', '1s']);
+  try {
+    const early = Array.from({ length: 5 }, (_, i) => ({ userId: `u-tick-${i}`, event: 'Signed Up', messageId: randomUUID() }));
+    let s = await run();
+    for (const m of early) await track(s, m);
+    // a save covers what was written before the previous tick: two ticks later, all of it
+    const state = join(dir, 'ingest.state');
+    const saved = await until(() => existsSync(state) && statSync(state).size > 0, 10000);
+    assert.ok(saved, 'no ingest.state while running');
+    await new Promise((ok) => setTimeout(ok, 2500));
+    const late = { userId: 'u-tick-late', event: 'Signed Up', messageId: randomUUID() };
+    await track(s, late);
+    s.proc.kill('SIGKILL');
+    await s.exited;
+
+    s = await run();
+    assert.match(s.log(), /"msg":"recent messageIds recovered from the event log","message_ids":6,"from_state":true,"log_records_read":1\b/);
+    for (const m of [...early, late]) await track(s, m);
+    await stop(s);
+    const ids = readLog(join(dir, 'log')).map((r) => r.json.messageId);
+    assert.equal(ids.length, 6, 'a resent message was stored again');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
