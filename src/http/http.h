@@ -78,7 +78,7 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen);
  * Reads every partition in order, from from[p] (what http_state_load covered) or, when from
  * is NULL or the log was trimmed past it, from its first retained record; *records counts
  * the records read. Either of o->dedup and o->router may be NULL. Returns the number of
- * messageIds added, or a negative code with a message in err.
+ * messageIds added (not known before), or a negative code with a message in err.
  */
 long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window_ms, int64_t now_ms,
                         uint64_t *records, char *err, size_t errlen);

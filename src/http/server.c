@@ -1988,8 +1988,7 @@ long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window
                 learn_route(o->router, root, p, timed ? at : 0);
             if (!o->dedup || !idn || !timed || at < now_ms - window_ms)
                 continue;
-            trk_dedup_add(o->dedup, trk_dedup_digest(id, idn), at);
-            added++;
+            added += trk_dedup_add(o->dedup, trk_dedup_digest(id, idn), at);
         }
         elog_reader_close(r);
         if (rc < 0) {
@@ -2003,7 +2002,7 @@ long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window
     return added;
 }
 
-/* ---- the ingest state of a stopped server (docs/operations.md, "Restart") */
+/* ---- the ingest state across a restart (docs/operations.md, of that name) */
 
 #define STATE_MAGIC "ONRINGS1"
 #define STATE_SEED 0x696e6773
@@ -2140,10 +2139,8 @@ int http_state_load(const http_opts *o, const char *path, int64_t window_ms, int
         if (!pair[0])
             break;
         int64_t at = (int64_t)pair[1];
-        if (o->dedup && at >= now_ms - window_ms) {
-            trk_dedup_add(o->dedup, pair[0], at);
-            (*ids)++;
-        }
+        if (o->dedup && at >= now_ms - window_ms)
+            *ids += trk_dedup_add(o->dedup, pair[0], at);
     }
     uint64_t check;
     if (fread(&check, sizeof(check), 1, io.f) != 1 || check != onr_hasher_digest(io.h) ||

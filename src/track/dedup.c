@@ -141,12 +141,13 @@ bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms)
     return seen;
 }
 
-void trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
+bool trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
 {
     stripe *s = &d->s[digest >> 58]; /* the top bits: the low ones also place it in the table */
     pthread_mutex_lock(&s->mu);
     expire(s, now_ms - d->window_ms, false);
-    if (find(s, digest) == SIZE_MAX) {
+    bool added = find(s, digest) == SIZE_MAX;
+    if (added) {
         if (s->len == s->cap && s->cap < s->max)
             grow(s);
         expire(s, now_ms - d->window_ms, true); /* a full stripe drops its oldest */
@@ -155,6 +156,7 @@ void trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
         put(s, digest);
     }
     pthread_mutex_unlock(&s->mu);
+    return added;
 }
 
 bool trk_dedup_each(trk_dedup *d, bool (*emit)(void *ctx, uint64_t digest, int64_t at_ms),

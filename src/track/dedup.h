@@ -20,8 +20,8 @@ uint64_t trk_dedup_digest(const char *id, size_t n);
 
 /* Whether digest was added within the window before now_ms. */
 bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms);
-/* Remembers digest as seen at now_ms. */
-void trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms);
+/* Remembers digest as seen at now_ms. Returns false when it was known already. */
+bool trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms);
 
 /* The ids to save, oldest first within each of the set's stripes: emit(ctx, digest, at_ms)
  * for each, until it returns false (then false). Adding them in that order to a new set

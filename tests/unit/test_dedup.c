@@ -21,9 +21,10 @@ Test(dedup, an_added_id_is_seen_and_others_are_not)
 {
     trk_dedup *d = trk_dedup_new(1000, ONR_DAY_MS);
     cr_assert_not(trk_dedup_seen(d, id(1), T0));
-    trk_dedup_add(d, id(1), T0);
+    cr_assert(trk_dedup_add(d, id(1), T0), "a new id was reported known");
     cr_assert(trk_dedup_seen(d, id(1), T0 + 1));
     cr_assert_not(trk_dedup_seen(d, id(2), T0 + 1));
+    cr_assert_not(trk_dedup_add(d, id(1), T0 + 2), "a known id was reported new");
     trk_dedup_free(d);
 }
 
