@@ -10,6 +10,8 @@
 #    `--fsync everysec` (the same path without waiting for a disk flush); the ratios to nginx.
 # 2. Latency at 70% of onramp's peak track rate (and batch rate), from bench/loadgen: a fixed
 #    request rate, open loop, latency from each request's due time to its 200.
+# Beside each measurement: the hypervisor's steal (the share of CPU time this virtual machine
+# waited while its cores ran other machines), since a shared host moves the results.
 # Every answer must be 200: any other status or socket error is printed as ERRORS and the
 # script exits 1 after printing everything. The last line is one JSON object.
 #
@@ -210,24 +212,36 @@ check() {
     fi
 }
 
+# The machine's CPU time so far (user to steal, in ticks) and its steal: the time the
+# hypervisor gave the cores to other machines, printed beside each measurement because a
+# shared host's neighbours move the results (the latency percentiles most).
+cpu_stat() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
+steal_pct() {
+    awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); d = y[1] - x[1];
+        printf "%.1f", (d > 0 ? (y[2] - x[2]) * 100 / d : 0) }'
+}
+
 # peak NAME SERVER TEMPLATE PATH EVENTS: wrk for $secs, plus the server's CPU and, for
 # onramp, what reached its log
 peak() {
-    local out=$tmp/$1.out c0 c1 l0="0 0 0 0 0 0" l1="0 0 0 0 0 0" pid=${spid[$2]}
+    local out=$tmp/$1.out c0 c1 l0="0 0 0 0 0 0" l1="0 0 0 0 0 0" pid=${spid[$2]} m0 m1
     c0=$(cpu_ticks "$pid")
     [ "$2" != nginx ] && l0=$(settled_stats "$2")
+    m0=$(cpu_stat)
     wrk -t1 -c"$conns" -d"${secs}s" --timeout 10s -s bench/wrk/post.lua "${surl[$2]}" -- \
         "$3" "$auth" "$4" "$5" >"$out" 2>&1 || true
+    m1=$(cpu_stat)
     c1=$(cpu_ticks "$pid")
     [ "$2" != nginx ] && l1=$(settled_stats "$2")
     alive "$2"
     check "$out" "$1"
     local extra
-    extra=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v s="$secs" -v l0="$l0" -v l1="$l1" 'BEGIN {
+    extra=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v s="$secs" -v l0="$l0" -v l1="$l1" \
+        -v st="$(steal_pct "$m0" "$m1")" 'BEGIN {
         split(l0, x, " "); split(l1, y, " "); n = y[3] - x[3];
-        printf "{\"server_cores\":%.2f,\"log_records\":%d,\"duplicates\":%d,\"fsyncs\":%d,\"fsync_ms_mean\":%.2f,\"server_200s\":%d}",
+        printf "{\"server_cores\":%.2f,\"log_records\":%d,\"duplicates\":%d,\"fsyncs\":%d,\"fsync_ms_mean\":%.2f,\"server_200s\":%d,\"steal_pct\":%s}",
             (b - a) / hz / s, y[1] - x[1], y[2] - x[2], n, n ? (y[4] - x[4]) * 1000 / n : 0,
-            y[5] - x[5] - y[6] }')
+            y[5] - x[5] - y[6], st }')
     jq -c --argjson x "$extra" '. + $x' <<<"$(sed -n 's/^wrk-result //p' "$out")" >"$tmp/$1.json" \
         2>/dev/null || echo '{}' >"$tmp/$1.json"
     if [ "$(jq '.duplicates // 0' "$tmp/$1.json")" != 0 ]; then
@@ -244,12 +258,15 @@ peak() {
 
 # at_rate NAME SERVER TEMPLATE PATH RATE: bench/loadgen for $secs after a 2 s warm-up
 at_rate() {
-    local out=$tmp/$1.out
+    local out=$tmp/$1.out m0 m1
+    m0=$(cpu_stat)
     "$loadgen" --url "${surl[$2]}$4" --rate "$5" --duration "$secs" --warmup 2 \
         --connections "$conns" --auth "$auth" --body "$3" >"$out" 2>&1 || true
+    m1=$(cpu_stat)
     alive "$2"
     check "$out" "$1"
-    sed -n 's/^loadgen-result //p' "$out" >"$tmp/$1.json"
+    sed -n 's/^loadgen-result //p' "$out" | jq -c --argjson st "$(steal_pct "$m0" "$m1")" \
+        '. + {steal_pct: $st}' >"$tmp/$1.json" 2>/dev/null || true
     [ -s "$tmp/$1.json" ] || echo '{}' >"$tmp/$1.json"
 }
 
@@ -302,14 +319,17 @@ row "log records / events answered 200" "" "$(per_event batch-track) / $(per_eve
     "$(per_event everysec-track) / $(per_event everysec-batch)" ""
 row "fsync mean, ms (track / batch)" "" "$(fsync_ms batch-track) / $(fsync_ms batch-batch)" "" \
     "$(fsync_ms everysec-track) / $(fsync_ms everysec-batch)" ""
+row "steal, % of CPU (track / batch)" "$(v nginx-track .steal_pct) / $(v nginx-batch .steal_pct)" \
+    "$(v batch-track .steal_pct) / $(v batch-batch .steal_pct)" "" \
+    "$(v everysec-track .steal_pct) / $(v everysec-batch .steal_pct)" ""
 echo
-printf '%-44s %10s %9s %9s %9s %9s\n' "latency at 70% of peak (loadgen, from due time)" "rate/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms"
+printf '%-44s %10s %9s %9s %9s %9s %8s\n' "latency at 70% of peak (loadgen, from due time)" "rate/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms" "steal %"
 lat() {
-    printf '%-44s %10s %9s %9s %9s %9s\n' "$1" "$(num "$(v "$2" .rate)")" \
+    printf '%-44s %10s %9s %9s %9s %9s %8s\n' "$1" "$(num "$(v "$2" .rate)")" \
         "$(jq -r '(.p50_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" \
         "$(jq -r '(.p99_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" \
         "$(jq -r '(.p999_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" \
-        "$(jq -r '(.max_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")"
+        "$(jq -r '(.max_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" "$(v "$2" .steal_pct)"
 }
 lat "onramp batch, /v1/track" batch-track-70
 lat "nginx, /v1/track, the same rate" nginx-track-70

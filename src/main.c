@@ -376,9 +376,10 @@ static const char serve_help[] =
     "                        /metrics                         and printed]\n"
     "  --shards N            engine threads (1..256)         [as the           ONRAMP_SHARDS\n"
     "                                                         checkpoints, else one per core]\n"
-    "  --checkpoint-every D  between engine checkpoints and  [30s]             "
+    "  --checkpoint-every D  between engine checkpoints      [30s]             "
     "ONRAMP_CHECKPOINT_EVERY\n"
-    "                        saves of the ingest state\n"
+    "  --state-every D       between saves of the router and [5m]              ONRAMP_STATE_EVERY\n"
+    "                        recent messageIds (DATA/ingest.state)\n"
     "  --lateness D          how far the engine's clock      [2s]              ONRAMP_LATENESS\n"
     "                        trails the newest receive time\n"
     "  --max-lag N           records a partition's shard may [1000000]         ONRAMP_MAX_LAG\n"
@@ -417,6 +418,7 @@ static int cmd_serve(int argc, char **argv)
     const char *admin_token = getenv("ONRAMP_ADMIN_TOKEN");
     const char *shards_s = getenv("ONRAMP_SHARDS");
     const char *ckpt_s = getenv("ONRAMP_CHECKPOINT_EVERY");
+    const char *state_s = getenv("ONRAMP_STATE_EVERY");
     const char *late_s = getenv("ONRAMP_LATENESS");
     const char *lag_s = getenv("ONRAMP_MAX_LAG");
     const char *rage_s = getenv("ONRAMP_RETAIN_AGE");
@@ -452,6 +454,7 @@ static int cmd_serve(int argc, char **argv)
                             : strcmp(a, "--admin-token") == 0       ? &admin_token
                             : strcmp(a, "--shards") == 0            ? &shards_s
                             : strcmp(a, "--checkpoint-every") == 0  ? &ckpt_s
+                            : strcmp(a, "--state-every") == 0       ? &state_s
                             : strcmp(a, "--lateness") == 0          ? &late_s
                             : strcmp(a, "--max-lag") == 0           ? &lag_s
                             : strcmp(a, "--retain-age") == 0        ? &rage_s
@@ -576,17 +579,19 @@ static int cmd_serve(int argc, char **argv)
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     uint64_t nshards = 0, max_lag = 1000000, retain_bytes = 0; /* 0: as the checkpoints */
     int64_t ckpt_ms = 30 * ONR_SECOND_MS, late_ms = 2 * ONR_SECOND_MS, retain_age = 7 * ONR_DAY_MS;
+    int64_t state_ms = 5 * ONR_MINUTE_MS;
     if ((shards_s && parse_u64("serve", "--shards", shards_s, &nshards)) ||
         (lag_s && parse_u64("serve", "--max-lag", lag_s, &max_lag)) ||
         (rbytes_s && parse_u64("serve", "--retain-bytes", rbytes_s, &retain_bytes)) ||
         (ckpt_s && !parse_duration_flag("--checkpoint-every", ckpt_s, &ckpt_ms)) ||
+        (state_s && !parse_duration_flag("--state-every", state_s, &state_ms)) ||
         (late_s && !parse_duration_flag("--lateness", late_s, &late_ms)) ||
         (rage_s && !parse_duration_flag("--retain-age", rage_s, &retain_age)))
         goto out;
     if ((shards_s && (nshards < 1 || nshards > MAX_SHARDS)) || max_lag < 1 ||
-        ckpt_ms < ONR_SECOND_MS || late_ms > ONR_HOUR_MS) {
+        ckpt_ms < ONR_SECOND_MS || state_ms < ONR_SECOND_MS || late_ms > ONR_HOUR_MS) {
         fputs("onramp serve: --shards must be 1..256, --max-lag at least 1, --checkpoint-every "
-              "at least 1s and --lateness at most 1h\n",
+              "and --state-every at least 1s, and --lateness at most 1h\n",
               stderr);
         goto out;
     }
@@ -795,9 +800,9 @@ static int cmd_serve(int argc, char **argv)
         log_line("info", "write keys loaded", onr_buf_cstr(&extra));
     }
 
-    /* between signals, every --checkpoint-every: the ingest state, so that a start after a
-     * crash reads only the log since then (docs/operations.md) */
-    struct timespec every = {ckpt_ms / 1000, (ckpt_ms % 1000) * 1000000};
+    /* between signals, every --state-every: the ingest state, so that a start after a crash
+     * reads only the log since then (docs/operations.md) */
+    struct timespec every = {state_ms / 1000, (state_ms % 1000) * 1000000};
     int sig = 0;
     for (;;) {
         sig = sigtimedwait(&sigs, NULL, &every);

@@ -1,7 +1,7 @@
 // restart.test.mjs - `onramp serve` stopped and started again on the same data directory:
 // the log keeps what was accepted, and a message resent after the restart is still
 // recognised by its messageId and not stored twice, after a clean stop (which saves the
-// recent ids, as it also does every --checkpoint-every) and after kill -9 (the log past the
+// recent ids, as it also does every --state-every) and after kill -9 (the log past the
 // saved ids is read).
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, after } from 'node:test';
@@ -10,7 +10,8 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { serve, post, readLog, until } from './helpers.mjs';
+import { spawnSync } from 'node:child_process';
+import { BIN, serve, post, readLog, until } from './helpers.mjs';
 
 const KEY = 'restart-key';
 const data = mkdtempSync(join(tmpdir(), 'onramp-e2e-restart-'));
@@ -64,9 +65,9 @@ test('a message resent after kill -9 is stored once: the log after the saved sta
   assert.equal(stored().length, 3);
 });
 
-test('the ingest state is saved every --checkpoint-every, so a start after kill -9 reads only the log since then', async () => {
+test('the ingest state is saved every --state-every, so a start after kill -9 reads only the log since then', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-restart-'));
-  const run = () => serve(['--data', dir, '--write-key', KEY, '--partitions', '2', '--checkpoint-every', '1s']);
+  const run = () => serve(['--data', dir, '--write-key', KEY, '--partitions', '2', '--state-every', '1s']);
   try {
     const early = Array.from({ length: 5 }, (_, i) => ({ userId: `u-tick-${i}`, event: 'Signed Up', messageId: randomUUID() }));
     let s = await run();
@@ -89,5 +90,16 @@ test('the ingest state is saved every --checkpoint-every, so a start after kill 
     assert.equal(ids.length, 6, 'a resent message was stored again');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('--state-every is listed by --help and checked', () => {
+  const help = spawnSync(BIN, ['serve', '--help'], { encoding: 'utf8' });
+  assert.match(help.stdout + help.stderr, /--state-every D .*\[5m\] .*ONRAMP_STATE_EVERY/);
+  for (const bad of ['0s', '500ms', 'soon']) {
+    const r = spawnSync(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', join(data, 'refused'), '--state-every', bad],
+      { encoding: 'utf8', timeout: 10000 });
+    assert.notEqual(r.status, 0, bad);
+    assert.match(r.stderr, /--state-every/, bad);
   }
 });
