@@ -669,7 +669,7 @@ static int cmd_serve(int argc, char **argv)
         .max_request_bytes = (size_t)max_request,
         .geoip = geoip,
     };
-    /* the router and recent messageIds of the last clean stop, then the log past them */
+    /* the router and recent messageIds as last saved, then the log past them */
     char state_path[4200];
     snprintf(state_path, sizeof(state_path), "%s/ingest.state", data);
     int nparts = elog_partitions(log);
@@ -735,6 +735,7 @@ static int cmd_serve(int argc, char **argv)
     e = shard_start(&so, rules, &shards, err, sizeof(err));
     if (e) {
         log_line("error", err, NULL);
+        onr_free(ends);
         trk_dedup_free(dedup);
         trk_route_free(router);
         elog_close(log);
@@ -754,6 +755,7 @@ static int cmd_serve(int argc, char **argv)
     if (e) {
         log_line("error", err, NULL);
         shard_stop(shards);
+        onr_free(ends);
         trk_dedup_free(dedup);
         trk_route_free(router);
         elog_close(log);
