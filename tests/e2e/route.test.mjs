@@ -149,6 +149,25 @@ for (const [how, want] of Object.entries(RESTARTS)) {
   });
 }
 
+test('a state file of another --route-capacity is set aside: the whole log teaches the router', async () => {
+  const data = dataDir();
+  const vs = visitors('capacity');
+  let s = await start(data);
+  for (const v of vs) await anonymous(s, v);
+  for (const v of vs) await identify(s, v, false);
+  await stop(s);
+  s = await start(data, ['--route-capacity', '65536']);
+  assert.match(s.log(), /ingest\.state is not used \(written with other --partitions or --route-capacity\)/);
+  // each visitor: three anonymous messages and an identify
+  assert.match(s.log(), new RegExp(`"from_state":false,"log_records_read":${USERS * 4}\\b`));
+  for (const v of vs) await identified(s, v);
+  await stop(s);
+  for (const [i, got] of partitionsOf(data, vs).entries()) {
+    assert.equal(got.count, 7);
+    assert.equal(got.parts.size, 1, `visitor ${i} split across ${[...got.parts]}`);
+  }
+});
+
 test('a rejected batch teaches the router nothing', async () => {
   const data = dataDir();
   const vs = visitors('rejected');
