@@ -2004,6 +2004,9 @@ long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window
 
 /* ---- the ingest state across a restart (docs/operations.md, of that name) */
 
+/* A header, each partition's end, the router's used sets (trk_route_write), the recent ids
+ * as (digest, at_ms) pairs ended by a zero pair, and a digest of all of it. The magic changes
+ * whenever this layout or the router's set does. */
 #define STATE_MAGIC "ONRINGS1"
 #define STATE_SEED 0x696e6773
 
