@@ -2,6 +2,7 @@
 // port, HTTP requests to it (node:http, one connection each, so that a server closing idle
 // connections never races a reused one), raw-socket requests for what a client library will
 // not send, and the event log's segment files read back record by record.
+import { after } from 'node:test';
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -12,6 +13,11 @@ export const BIN = resolve(process.env.ONRAMP_BIN ?? 'build/onramp');
 
 export const basic = (key) => 'Basic ' + Buffer.from(key + ':').toString('base64');
 
+// Servers still running when a file's tests end (a test failed before stopping its own) are
+// killed, so that they do not keep the test process alive.
+const running = new Set();
+after(() => { for (const proc of running) proc.kill('SIGKILL'); });
+
 // Starts `onramp serve --listen 127.0.0.1:0 ...args` and resolves once it logs the port it
 // bound. The result: { proc, pid, port, base, log() (stderr so far), exited (a promise of the
 // exit code, or the signal's name), stop(signal) (sends it, resolves with the exit code) }.
@@ -21,7 +27,11 @@ export function serve(args, { env } = {}) {
       { stdio: ['ignore', 'ignore', 'pipe'], env: env ? { ...process.env, ...env } : process.env });
     let err = '';
     let server = null;
-    const exited = new Promise((done) => proc.on('exit', (code, sig) => done(code ?? sig)));
+    running.add(proc);
+    const exited = new Promise((done) => proc.on('exit', (code, sig) => {
+      running.delete(proc);
+      done(code ?? sig);
+    }));
     const timer = setTimeout(() => fail(new Error('no "listening" line:\n' + err)), 10000);
     proc.on('error', (e) => { clearTimeout(timer); fail(e); });
     proc.stderr.on('data', (b) => {
