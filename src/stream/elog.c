@@ -694,34 +694,29 @@ static int part_recover(elog *l, part *p, char *err, size_t errlen)
         fail_msg(err, errlen, rc, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name, strerror(-rc));
         goto out;
     }
-    int64_t data_end = r.valid_end < (uint64_t)sb.st_size
-                           ? nonzero_end(fd, r.valid_end, (uint64_t)sb.st_size)
-                           : (int64_t)r.valid_end;
-    if (data_end < 0) {
-        rc = fail_msg(err, errlen, (int)data_end, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name,
-                      strerror((int)-data_end));
-        goto out;
-    }
-    /* zeros after the records are the size the segment was given ahead, not damage */
-    if (r.valid_end < (uint64_t)sb.st_size && (uint64_t)data_end == r.valid_end &&
-        ftruncate(fd, (off_t)r.valid_end) < 0) {
-        rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: cannot truncate: %s", l->dir, p->idx,
-                      name, strerror(errno));
-        goto out;
-    }
-    if ((uint64_t)data_end > r.valid_end) {
-        uint64_t cut = (uint64_t)data_end - r.valid_end;
+    if (r.valid_end < (uint64_t)sb.st_size) {
+        /* zeros after the records are the size the segment was given ahead, not damage: only
+         * a cut up to the end of the last data counts */
+        int64_t data_end = nonzero_end(fd, r.valid_end, (uint64_t)sb.st_size);
+        if (data_end < 0) {
+            rc = fail_msg(err, errlen, (int)data_end, "elog: %s/p%03d/%s: %s", l->dir, p->idx,
+                          name, strerror((int)-data_end));
+            goto out;
+        }
         if (ftruncate(fd, (off_t)r.valid_end) < 0) {
             rc = fail_msg(err, errlen, -errno, "elog: %s/p%03d/%s: cannot truncate: %s", l->dir,
                           p->idx, name, strerror(errno));
             goto out;
         }
-        p->st.truncated_bytes += cut;
-        say(l,
-            "elog: p%03d/%s: truncated %llu bytes of torn or corrupt tail at byte %llu (%s); "
-            "the %llu records before it are kept",
-            p->idx, name, (unsigned long long)cut, (unsigned long long)r.valid_end, r.why,
-            (unsigned long long)r.count);
+        uint64_t cut = (uint64_t)data_end - r.valid_end;
+        if (cut) {
+            p->st.truncated_bytes += cut;
+            say(l,
+                "elog: p%03d/%s: truncated %llu bytes of torn or corrupt tail at byte %llu (%s); "
+                "the %llu records before it are kept",
+                p->idx, name, (unsigned long long)cut, (unsigned long long)r.valid_end, r.why,
+                (unsigned long long)r.count);
+        }
     }
     /* What survived a process crash may be only in the page cache: make it durable now, so
      * that everything below end counts as synced from here on. */
