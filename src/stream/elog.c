@@ -699,8 +699,8 @@ static int part_recover(elog *l, part *p, char *err, size_t errlen)
          * a cut up to the end of the last data counts */
         int64_t data_end = nonzero_end(fd, r.valid_end, (uint64_t)sb.st_size);
         if (data_end < 0) {
-            rc = fail_msg(err, errlen, (int)data_end, "elog: %s/p%03d/%s: %s", l->dir, p->idx,
-                          name, strerror((int)-data_end));
+            rc = fail_msg(err, errlen, (int)data_end, "elog: %s/p%03d/%s: %s", l->dir, p->idx, name,
+                          strerror((int)-data_end));
             goto out;
         }
         if (ftruncate(fd, (off_t)r.valid_end) < 0) {
