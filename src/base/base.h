@@ -114,6 +114,12 @@ typedef void (*onr_log_fn)(void *ctx, const char *level, const char *msg);
 void onr_logf(onr_log_fn fn, void *ctx, const char *level, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* ---- files */
+
+/* fsyncs the directory dir, so that a file created or renamed in it survives a power loss.
+ * 0 or -errno. */
+int onr_fsync_dir(const char *dir);
+
 /* ---- threads */
 
 /* Names the calling thread "onramp-NAME" (cut to the 15 bytes Linux keeps), as `top -H`,

@@ -1,14 +1,18 @@
 /*
- * util.c - hashing, event-time parsing and formatting, UTF-8 validation, thread names. Time
+ * util.c - hashing, event-time parsing and formatting, UTF-8 validation, directory fsyncs,
+ * thread names. Time
  * is always int64 milliseconds since the Unix epoch; this file is where text meets that
  * number.
  */
 #include "base.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 uint64_t onr_hash64(const void *p, size_t n, uint64_t seed)
@@ -281,6 +285,16 @@ void onr_logf(onr_log_fn fn, void *ctx, const char *level, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     fn(ctx, level, msg);
+}
+
+int onr_fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    int rc = fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
 }
 
 void onr_thread_name(const char *name, int index)

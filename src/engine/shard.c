@@ -300,16 +300,6 @@ static void ckpt_path(const shard *sh, char *buf, size_t cap)
     snprintf(buf, cap, "%s/shard-%d-of-%d.ckpt", sh->set->edir, sh->index, sh->set->n);
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    int rc = fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
-    return rc;
-}
-
 typedef struct ckpt_hdr {
     char magic[8];
     uint32_t shards, index, partitions, nheads;
@@ -378,7 +368,7 @@ static int checkpoint(shard *sh)
         rc = -errno;
         goto fail;
     }
-    rc = fsync_dir(s->edir);
+    rc = onr_fsync_dir(s->edir);
     if (rc)
         goto fail;
     sh->dirty = false;

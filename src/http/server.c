@@ -15,7 +15,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
@@ -115,8 +114,9 @@ struct http_server {
     size_t out_doc_bytes;                /* bound of a request's re-written messages */
     trk_geo *geo;                        /* --geoip; NULL: none */
     _Atomic int64_t stamps[STAMP_SLOTS]; /* 0: free */
-    /* Requests from their first log write until their ids are remembered (or they failed),
-     * counted by the epoch they began in; http_state_checkpoint flips the epoch. */
+    /* Requests from their first log write until they are answered (their ids remembered,
+     * or they failed), counted by the epoch they began in; http_state_checkpoint flips the
+     * epoch, and stopping waits for both counts to reach zero. */
     _Atomic long inflight[2];
     atomic_int epoch;
     uint64_t *state_from; /* the log's ends when the epoch last flipped */
@@ -131,12 +131,11 @@ struct http_server {
     pthread_cond_t reaper_cv;
     pthread_t reaper;
     bool reaper_stop;
-    /* Requests written to the log and suspended until its fsync policy is met (the log's
-     * sync threads answer them), so that no request holds an HTTP thread while the disk
-     * syncs; stopping waits for them. */
+    /* Requests written to the log wait for its fsync policy suspended (the log's sync
+     * threads answer them), so that no request holds an HTTP thread while the disk syncs;
+     * stopping waits, on acks_cv, until inflight (above) is down to none. */
     pthread_mutex_t acks_mu;
     pthread_cond_t acks_cv;
-    int acks_waiting;
 };
 
 /* A request's appends, for the fsync wait: per partition it wrote, the log offset after its
@@ -953,7 +952,11 @@ static int settle_begin(http_server *s)
 
 static void settle_end(http_server *s, int ep)
 {
-    atomic_fetch_sub(&s->inflight[ep], 1);
+    if (atomic_fetch_sub(&s->inflight[ep], 1) != 1)
+        return;
+    pthread_mutex_lock(&s->acks_mu); /* wait_acks may be waiting for it */
+    pthread_cond_broadcast(&s->acks_cv);
+    pthread_mutex_unlock(&s->acks_mu);
 }
 
 /* One allocation: the ack and its arrays after it. */
@@ -1041,13 +1044,10 @@ static void ack_release(ack *a)
         return;
     http_server *s = a->s;
     struct MHD_Connection *c = a->c;
-    settle_end(s, a->epoch);
+    int epoch = a->epoch;
     atomic_store(&a->r->ack_status, ack_status(a));
     MHD_resume_connection(c);
-    pthread_mutex_lock(&s->acks_mu);
-    if (--s->acks_waiting == 0)
-        pthread_cond_broadcast(&s->acks_cv);
-    pthread_mutex_unlock(&s->acks_mu);
+    settle_end(s, epoch); /* after the resume: a stop may free the daemon once it is counted */
 }
 
 /* elog_notify's callback, from a sync thread (or this one, when already durable). */
@@ -1061,9 +1061,6 @@ static void ack_part_done(elog_waiter *w, int rc)
 /* Suspends the request's connection until every partition of a is durable. */
 static void ack_suspend(http_server *s, ack *a)
 {
-    pthread_mutex_lock(&s->acks_mu);
-    s->acks_waiting++;
-    pthread_mutex_unlock(&s->acks_mu);
     MHD_suspend_connection(a->c);
     atomic_store(&a->pending, a->nparts + 1);
     for (int k = 0; k < a->nparts; k++) {
@@ -1073,11 +1070,12 @@ static void ack_suspend(http_server *s, ack *a)
     ack_release(a);
 }
 
-/* Waits until no request waits for the log: each is answered by the sync threads. */
+/* Waits until no request waits for the log: each is answered by the sync threads. A count
+ * that reaches zero wakes this (settle_end); the sum is read again under the mutex. */
 static void wait_acks(http_server *s)
 {
     pthread_mutex_lock(&s->acks_mu);
-    while (s->acks_waiting > 0)
+    while (atomic_load(&s->inflight[0]) + atomic_load(&s->inflight[1]) > 0)
         pthread_cond_wait(&s->acks_cv, &s->acks_mu);
     pthread_mutex_unlock(&s->acks_mu);
 }
@@ -2079,11 +2077,7 @@ int http_state_save(const http_opts *o, int partitions, const uint64_t *ends, co
         char *slash = strrchr(dir, '/');
         if (slash)
             *slash = 0;
-        int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || fsync(fd) != 0)
-            rc = -errno;
-        if (fd >= 0)
-            close(fd);
+        rc = onr_fsync_dir(slash ? dir : ".");
     }
 out:
     if (rc) {
