@@ -401,6 +401,9 @@ static const char serve_help[] =
     "what is in the log, checkpoints the engine, closes the log and exits 0.\n";
 
 #define MAX_WRITE_KEYS 64
+/* resent messages are recognised for 24 hours, at most 10 million ids (docs/api.md) */
+#define DEDUP_IDS ((size_t)10 * 1000 * 1000)
+#define DEDUP_WINDOW_MS (24 * ONR_HOUR_MS)
 
 static int cmd_serve(int argc, char **argv)
 {
@@ -648,8 +651,7 @@ static int cmd_serve(int argc, char **argv)
         goto out_extra;
     }
 
-    /* resent messages: the last 24 hours, at most 10 million ids (docs/api.md) */
-    trk_dedup *dedup = trk_dedup_new(10 * 1000 * 1000, 24 * ONR_HOUR_MS);
+    trk_dedup *dedup = trk_dedup_new(DEDUP_IDS, DEDUP_WINDOW_MS);
     /* user ids -> partitions, so that one user's messages meet in one shard (docs/api.md) */
     trk_router *router = route_cap ? trk_route_new((size_t)route_cap) : NULL;
     http_opts ho = {
@@ -677,8 +679,8 @@ static int cmd_serve(int argc, char **argv)
     int64_t now = wall_ms();
     long from_state = 0;
     char why[256];
-    int st = http_state_load(&ho, state_path, 24 * ONR_HOUR_MS, now, ends, &from_state, why,
-                             sizeof(why));
+    int st =
+        http_state_load(&ho, state_path, DEDUP_WINDOW_MS, now, ends, &from_state, why, sizeof(why));
     if (st < 0) {
         onr_buf msg = {0};
         onr_buf_printf(&msg, "%s is not used (%s): the whole log is read instead", state_path, why);
@@ -686,12 +688,12 @@ static int cmd_serve(int argc, char **argv)
         onr_buf_free(&msg);
         trk_dedup_free(dedup);
         trk_route_free(router);
-        ho.dedup = dedup = trk_dedup_new(10 * 1000 * 1000, 24 * ONR_HOUR_MS);
+        ho.dedup = dedup = trk_dedup_new(DEDUP_IDS, DEDUP_WINDOW_MS);
         ho.router = router = route_cap ? trk_route_new((size_t)route_cap) : NULL;
         from_state = 0;
     }
     uint64_t records = 0;
-    long recovered = http_dedup_recover(&ho, st == 1 ? ends : NULL, 24 * ONR_HOUR_MS, now, &records,
+    long recovered = http_dedup_recover(&ho, st == 1 ? ends : NULL, DEDUP_WINDOW_MS, now, &records,
                                         err, sizeof(err));
     if (recovered < 0) {
         log_line("error", err, NULL);
