@@ -5,9 +5,11 @@
  */
 #include "base.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 static void oom(size_t n)
 {
@@ -29,6 +31,43 @@ void *onr_calloc(size_t count, size_t n)
     if (!p)
         oom(count * n);
     return p;
+}
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *onr_calloc_table(size_t n)
+{
+    if (n < ONR_TABLE_HUGE) {
+        size_t len = (n + 4095) & ~(size_t)4095;
+        void *p = aligned_alloc(4096, len ? len : 4096);
+        if (!p)
+            oom(n);
+        return memset(p, 0, len);
+    }
+    size_t len = (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    /* mapped one huge page over, and the unaligned ends given back */
+    char *m =
+        mmap(NULL, len + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        oom(n);
+    char *p = (char *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (p > m)
+        munmap(m, (size_t)(p - m));
+    if (p + len < m + len + HUGE_PAGE)
+        munmap(p + len, (size_t)(m + len + HUGE_PAGE - (p + len)));
+    (void)madvise(p, len, MADV_HUGEPAGE); /* a hint: without huge pages it works as well */
+    return p;
+}
+
+void onr_free_table(void *p, size_t n)
+{
+    if (!p)
+        return;
+    if (n < ONR_TABLE_HUGE) {
+        onr_free(p);
+        return;
+    }
+    munmap(p, (n + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
 }
 
 void *onr_realloc(void *p, size_t n)

@@ -37,6 +37,14 @@ void *onr_realloc(void *p, size_t n);
 char *onr_strndup(const char *s, size_t n);
 char *onr_strdup(const char *s);
 void onr_free(void *p);
+/* Zeroed memory for a large table probed at random (the partition router, the messageId
+ * set), page-aligned: from ONR_TABLE_HUGE bytes up it is mapped on its own, 2 MiB-aligned and
+ * marked for transparent huge pages, which spare such probes most of their TLB misses. Pages become
+ * resident as they are touched (2 MiB at a time where huge pages are granted). Free with
+ * onr_free_table and the same n. */
+#define ONR_TABLE_HUGE ((size_t)4 << 20)
+void *onr_calloc_table(size_t n);
+void onr_free_table(void *p, size_t n);
 
 /* ---- arena: bump allocation, freed all at once. Chunks are never moved. */
 

@@ -496,6 +496,8 @@ static void decode_head(shard *sh, head *hd)
             trk_decode_value(root, &sh->rs->schema, -1, &hd->ev, err, sizeof(err)) == 0) {
             hd->recv_ms = hd->ev.received_ms ? hd->ev.received_ms : hd->ev.ts_ms;
             hd->valid = true;
+            /* the user's index slot, fetched while the other partitions' heads run */
+            eng_prefetch(sh->e, hd->ev.user_id, hd->ev.anon_id, 0);
             return;
         }
         /* ingest validated it: only a record written by something else gets here */

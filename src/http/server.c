@@ -1011,10 +1011,14 @@ static void ack_settle(ack *a, const ack_part *ap, int rc)
         atomic_store(&a->failed, true);
         return;
     }
-    if (s->o.dedup)
-        for (size_t i = 0; i < a->nids; i++)
-            if (a->id_part[i] == ap->part)
-                trk_dedup_add(s->o.dedup, a->ids[i], a->now);
+    if (!s->o.dedup)
+        return;
+    for (size_t i = 0; i < a->nids && a->nids > 1; i++)
+        if (a->id_part[i] == ap->part)
+            trk_dedup_prefetch(s->o.dedup, a->ids[i]);
+    for (size_t i = 0; i < a->nids; i++)
+        if (a->id_part[i] == ap->part)
+            trk_dedup_add(s->o.dedup, a->ids[i], a->now);
 }
 
 /* The status to answer once every partition of a is settled: 200, or 503 after a failed
@@ -1253,6 +1257,12 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     /* Resent messages (an id seen lately, or earlier in this request) are not stored again.
      * Ids are remembered as their partition's append succeeds, so a request that fails
      * part way can be retried without storing anything twice. */
+    if (s->o.dedup && n > 1)
+        for (size_t i = 0; i < n; i++)
+            trk_dedup_prefetch(s->o.dedup, w->mid[i]);
+    if (s->o.router && n > 1)
+        for (size_t i = 0; i < n; i++)
+            trk_route_prefetch(s->o.router, w->ids[2 * i], w->ids[2 * i + 1]);
     if (s->o.dedup)
         for (size_t i = 0; i < n; i++) {
             bool dup = trk_dedup_seen(s->o.dedup, w->mid[i], now);

@@ -51,7 +51,8 @@ void trk_dedup_free(trk_dedup *d)
         return;
     for (int i = 0; i < STRIPES; i++) {
         pthread_mutex_destroy(&d->s[i].mu);
-        onr_free(d->s[i].table);
+        if (d->s[i].table)
+            onr_free_table(d->s[i].table, (d->s[i].mask + 1) * sizeof(uint64_t));
         onr_free(d->s[i].fifo);
     }
     onr_free(d);
@@ -109,13 +110,14 @@ static void grow(stripe *s)
         tcap *= 2;
     uint64_t *old = s->table;
     size_t oldcap = old ? s->mask + 1 : 0;
-    s->table = onr_calloc(tcap, sizeof(uint64_t));
+    s->table = onr_calloc_table(tcap * sizeof(uint64_t));
     s->mask = tcap - 1;
     s->count = 0;
     for (size_t k = 0; k < oldcap; k++)
         if (old[k])
             put(s, old[k]);
-    onr_free(old);
+    if (old)
+        onr_free_table(old, oldcap * sizeof(uint64_t));
 }
 
 /* Drops ids older than before_ms, and the oldest one too when room is needed and the
@@ -129,6 +131,15 @@ static void expire(stripe *s, int64_t before_ms, bool room)
         s->head = (s->head + 1) % s->cap;
         s->len--;
     }
+}
+
+void trk_dedup_prefetch(trk_dedup *d, uint64_t digest)
+{
+    stripe *s = &d->s[digest >> 58];
+    pthread_mutex_lock(&s->mu);
+    if (s->table)
+        __builtin_prefetch(&s->table[digest & s->mask]);
+    pthread_mutex_unlock(&s->mu);
 }
 
 bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms)

@@ -18,6 +18,10 @@ void trk_dedup_free(trk_dedup *d);
 /* The 64-bit digest ids are kept as (two ids that share it count as one). */
 uint64_t trk_dedup_digest(const char *id, size_t n);
 
+/* Brings the table slot of digest towards the cache (under its stripe's lock, briefly), so
+ * that a later trk_dedup_seen or trk_dedup_add of it does not wait for memory: a request's
+ * ids, prefetched together before they are looked up, wait for memory once, not each in turn. */
+void trk_dedup_prefetch(trk_dedup *d, uint64_t digest);
 /* Whether digest was added within the window before now_ms. */
 bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms);
 /* Remembers digest as seen at now_ms. Returns false when it was known already. */

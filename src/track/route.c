@@ -32,8 +32,7 @@ _Static_assert(sizeof(rset) == 128, "a set is two cache lines");
 _Static_assert(sizeof(rset) / WAYS == TRK_ROUTE_ENTRY_BYTES, "entry size is documented");
 
 struct trk_router {
-    rset *sets; /* aligned to a set's size, inside mem */
-    void *mem;
+    rset *sets; /* aligned to a set's size */
     uint64_t nsets;
 };
 
@@ -50,9 +49,8 @@ trk_router *trk_route_new(size_t capacity)
         return NULL;
     trk_router *r = onr_calloc(1, sizeof(*r));
     r->nsets = (capacity + WAYS - 1) / WAYS;
-    /* calloc: the kernel's zero pages, touched (and resident) as sets fill */
-    r->mem = onr_calloc((size_t)r->nsets + 1, sizeof(rset));
-    r->sets = (rset *)(((uintptr_t)r->mem + sizeof(rset) - 1) & ~(uintptr_t)(sizeof(rset) - 1));
+    /* zero pages, resident as sets fill; page-aligned, so each set is two cache lines */
+    r->sets = onr_calloc_table((size_t)r->nsets * sizeof(rset));
     return r;
 }
 
@@ -60,7 +58,7 @@ void trk_route_free(trk_router *r)
 {
     if (!r)
         return;
-    onr_free(r->mem);
+    onr_free_table(r->sets, (size_t)r->nsets * sizeof(rset));
     onr_free(r);
 }
 
@@ -210,6 +208,14 @@ static inline void prefetch(const rset *s)
 {
     __builtin_prefetch(s, 1);
     __builtin_prefetch((const char *)s + 64, 1);
+}
+
+void trk_route_prefetch(const trk_router *r, trk_str user_id, trk_str anon_id)
+{
+    if (user_id.n)
+        prefetch(set_of(r, user_key(id_hash(user_id))));
+    if (anon_id.n)
+        prefetch(set_of(r, anon_key(id_hash(anon_id))));
 }
 
 int trk_route(trk_router *r, trk_str user_id, trk_str anon_id, int partitions, int64_t now_ms)

@@ -45,6 +45,11 @@ size_t trk_route_count(trk_router *r);
  */
 int trk_route(trk_router *r, trk_str user_id, trk_str anon_id, int partitions, int64_t now_ms);
 
+/* Brings the sets of user_id and anon_id (or previousId) towards the cache without taking
+ * their locks, so that routing a request's messages after prefetching them all waits for
+ * memory once rather than once per message. */
+void trk_route_prefetch(const trk_router *r, trk_str user_id, trk_str anon_id);
+
 /*
  * The same for an alias message (userId + previousId): previousId is routed like an
  * anonymousId; when it is not known as one, a userId of that name is looked up too (alias

@@ -809,3 +809,28 @@ Test(hash, is_deterministic_and_depends_on_bytes_and_seed)
     cr_assert_neq(a, onr_hash64("user-1", 6, 2));
     cr_assert_neq(a, onr_hash64("user-1", 5, 1));
 }
+
+/* Tables come zeroed and page-aligned, the large ones 2 MiB-aligned for huge pages, and are
+ * writable from end to end. */
+static void check_table(size_t n, size_t align)
+{
+    unsigned char *t = onr_calloc_table(n);
+    cr_assert_not_null(t);
+    cr_assert_eq((uintptr_t)t % align, 0, "%zu bytes: not aligned to %zu", n, align);
+    for (size_t i = 0; i < n; i += 4093)
+        cr_assert_eq(t[i], 0, "%zu bytes: byte %zu is not zero", n, i);
+    cr_assert_eq(t[n - 1], 0);
+    memset(t, 0xa5, n);
+    cr_assert_eq(t[n - 1], 0xa5);
+    onr_free_table(t, n);
+}
+
+Test(alloc, tables_small_and_huge)
+{
+    check_table(1, 4096);
+    check_table(4096 * 3 + 17, 4096);
+    check_table(ONR_TABLE_HUGE - 1, 4096);
+    check_table(ONR_TABLE_HUGE, (size_t)2 << 20);
+    check_table(ONR_TABLE_HUGE * 3 + 123, (size_t)2 << 20);
+    onr_free_table(NULL, ONR_TABLE_HUGE);
+}
