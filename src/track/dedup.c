@@ -173,17 +173,29 @@ bool trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
 bool trk_dedup_each(trk_dedup *d, bool (*emit)(void *ctx, uint64_t digest, int64_t at_ms),
                     void *ctx)
 {
-    for (int i = 0; i < STRIPES; i++) {
+    /* Each stripe's ids are copied under its lock and emitted after it, so that a slow emit
+     * (a file being written) holds up no request. */
+    entry *copy = NULL;
+    size_t copy_cap = 0;
+    bool ok = true;
+    for (int i = 0; ok && i < STRIPES; i++) {
         stripe *s = &d->s[i];
         pthread_mutex_lock(&s->mu);
-        bool ok = true;
-        for (size_t k = 0; ok && k < s->len; k++) {
-            const entry *e = &s->fifo[(s->head + k) % s->cap];
-            ok = emit(ctx, e->digest, e->at_ms);
+        size_t n = s->len;
+        if (n > copy_cap) {
+            onr_free(copy);
+            copy_cap = s->max;
+            copy = onr_malloc(sizeof(entry) * copy_cap);
         }
+        size_t first = n ? ONR_MIN(n, s->cap - s->head) : 0;
+        if (first)
+            memcpy(copy, s->fifo + s->head, sizeof(entry) * first);
+        if (n > first)
+            memcpy(copy + first, s->fifo, sizeof(entry) * (n - first));
         pthread_mutex_unlock(&s->mu);
-        if (!ok)
-            return false;
+        for (size_t k = 0; ok && k < n; k++)
+            ok = emit(ctx, copy[k].digest, copy[k].at_ms);
     }
-    return true;
+    onr_free(copy);
+    return ok;
 }

@@ -29,8 +29,8 @@ bool trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms);
 
 /* The ids to save, oldest first within each of the set's stripes: emit(ctx, digest, at_ms)
  * for each, until it returns false (then false). Adding them in that order to a new set
- * (trk_dedup_add with their at_ms) rebuilds this one. Each stripe is read under its lock, so
- * others may add meanwhile. */
+ * (trk_dedup_add with their at_ms) rebuilds this one. Each stripe is copied under its lock
+ * and emitted after it, so others may add meanwhile and emit may be slow. */
 bool trk_dedup_each(trk_dedup *d, bool (*emit)(void *ctx, uint64_t digest, int64_t at_ms),
                     void *ctx);
 

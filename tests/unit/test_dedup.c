@@ -123,3 +123,37 @@ Test(dedup, each_id_added_to_a_new_set_rebuilds_it)
     trk_dedup_free(c.d);
     trk_dedup_free(d);
 }
+
+static bool stop_after_ten(void *ctx, uint64_t digest, int64_t at_ms)
+{
+    (void)digest;
+    (void)at_ms;
+    return ++*(int *)ctx < 10;
+}
+
+/* Stripes at their bound have dropped their oldest ids, so their rings have wrapped: what is
+ * emitted is still each stripe's ids oldest first, and a new set built from it knows exactly
+ * the ids the full one knows. An emit that fails stops the walk. */
+Test(dedup, each_id_of_full_stripes_comes_out_in_order)
+{
+    trk_dedup *d = trk_dedup_new(64 * 8, ONR_HOUR_MS);
+    for (int i = 0; i < 5000; i++)
+        trk_dedup_add(d, id(i), T0 + i);
+    copy_to c = {trk_dedup_new(64 * 8, ONR_HOUR_MS), 0};
+    cr_assert(trk_dedup_each(d, copy_id, &c));
+    cr_assert_gt(c.n, 0);
+    size_t known = 0;
+    for (int i = 0; i < 5000; i++) {
+        bool was = trk_dedup_seen(d, id(i), T0 + 5000);
+        known += was;
+        cr_assert_eq(trk_dedup_seen(c.d, id(i), T0 + 5000), was, "id %d", i);
+    }
+    cr_assert_eq(known, c.n);
+    cr_assert(trk_dedup_seen(c.d, id(4999), T0 + 5000));
+    cr_assert_not(trk_dedup_seen(c.d, id(0), T0 + 5000));
+    int emitted = 0;
+    cr_assert_not(trk_dedup_each(d, stop_after_ten, &emitted));
+    cr_assert_eq(emitted, 10);
+    trk_dedup_free(c.d);
+    trk_dedup_free(d);
+}
