@@ -75,6 +75,36 @@ static bool authorized(const http_opts *o, struct MHD_Connection *c)
 
 /* ---- /metrics */
 
+void http__observe(http_hist *h, int64_t ns)
+{
+    uint64_t us = ns > 0 ? (uint64_t)ns / 1000 : 0;
+    int i = 0;
+    while (i < ELOG_FSYNC_BUCKETS - 1 && us > elog_fsync_bucket_us(i))
+        i++;
+    atomic_fetch_add(&h->b[i], 1);
+    atomic_fetch_add(&h->sum_us, us);
+    atomic_fetch_add(&h->n, 1);
+}
+
+/* The series of a histogram (its HELP and TYPE written already): cumulative buckets in
+ * seconds, the sum and the count. */
+static void put_hist(onr_buf *out, const char *name, const uint64_t *per_bucket, uint64_t sum_us,
+                     uint64_t n)
+{
+    uint64_t cum = 0;
+    for (int i = 0; i < ELOG_FSYNC_BUCKETS; i++) {
+        cum += per_bucket[i];
+        uint64_t b = elog_fsync_bucket_us(i);
+        if (b == UINT64_MAX)
+            onr_buf_printf(out, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+        else
+            onr_buf_printf(out, "%s_bucket{le=\"%g\"} %llu\n", name, b / 1e6,
+                           (unsigned long long)cum);
+    }
+    onr_buf_printf(out, "%s_sum %.6f\n%s_count %llu\n", name, sum_us / 1e6, name,
+                   (unsigned long long)n);
+}
+
 static void metrics(http_server *s, onr_buf *out)
 {
     const http_opts *o = http__opts(s);
@@ -121,21 +151,27 @@ static void metrics(http_server *s, onr_buf *out)
                    (unsigned long long)ls.bytes, (unsigned long long)ls.segments,
                    (unsigned long long)ls.appended_bytes, (unsigned long long)ls.records,
                    (unsigned long long)ls.write_errors, (unsigned long long)ls.fsync_errors);
-    uint64_t cum = 0;
-    for (int i = 0; i < ELOG_FSYNC_BUCKETS; i++) {
-        cum += ls.fsync_hist[i];
-        uint64_t b = elog_fsync_bucket_us(i);
-        if (b == UINT64_MAX)
-            onr_buf_printf(out, "onramp_log_fsync_seconds_bucket{le=\"+Inf\"} %llu\n",
-                           (unsigned long long)cum);
-        else
-            onr_buf_printf(out, "onramp_log_fsync_seconds_bucket{le=\"%g\"} %llu\n", b / 1e6,
-                           (unsigned long long)cum);
+    put_hist(out, "onramp_log_fsync_seconds", ls.fsync_hist, ls.fsync_us_sum, ls.fsyncs);
+    uint64_t counts[ELOG_FSYNC_BUCKETS];
+    const struct {
+        const char *name, *help;
+        http_hist *h;
+    } hists[] = {
+        {"onramp_ingest_durable_seconds",
+         "Ingest requests answered 200: from the whole body to the messages durable under "
+         "--fsync.",
+         &k->durable},
+        {"onramp_ingest_request_seconds",
+         "Ingest requests answered 200: from the whole body to the answer sent.", &k->answered},
+    };
+    for (size_t h = 0; h < ONR_ARRAY_LEN(hists); h++) {
+        for (int i = 0; i < ELOG_FSYNC_BUCKETS; i++)
+            counts[i] = atomic_load(&hists[h].h->b[i]);
+        onr_buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", hists[h].name, hists[h].help,
+                       hists[h].name);
+        put_hist(out, hists[h].name, counts, atomic_load(&hists[h].h->sum_us),
+                 atomic_load(&hists[h].h->n));
     }
-    onr_buf_printf(out,
-                   "onramp_log_fsync_seconds_sum %.6f\n"
-                   "onramp_log_fsync_seconds_count %llu\n",
-                   ls.fsync_us_sum / 1e6, (unsigned long long)ls.fsyncs);
     shard_metrics(o->shards, out);
 }
 

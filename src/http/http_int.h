@@ -15,13 +15,23 @@
 
 /* Answers by status, for onramp_http_responses_total. */
 #define HTTP_STATUS_KINDS 11
+/* A latency histogram, in the fsync histogram's buckets (elog_fsync_bucket_us). */
+typedef struct http_hist {
+    atomic_ullong n, sum_us;
+    atomic_ullong b[ELOG_FSYNC_BUCKETS]; /* per bucket, not cumulative */
+} http_hist;
+
 typedef struct http_counters {
     atomic_ullong events;     /* messages stored */
     atomic_ullong duplicates; /* resent messages answered 200 and not stored again */
     atomic_ullong by_status[HTTP_STATUS_KINDS];
+    /* ingest requests answered 200, from their whole body: until their messages were durable
+     * under --fsync, and until the answer was sent */
+    http_hist durable, answered;
 } http_counters;
 
 void http__count(http_counters *c, unsigned status);
+void http__observe(http_hist *h, int64_t ns);
 /* Queues an answer (body copied); challenge is a WWW-Authenticate value, retry_s > 0 adds
  * Retry-After. The status is counted once the request callback returns. */
 enum MHD_Result http__reply(struct MHD_Connection *c, unsigned status, const char *ctype,

@@ -183,6 +183,10 @@ typedef struct req {
     struct ack *ack;
     _Atomic unsigned ack_status; /* 0 while waiting */
     bool ack_answered;
+    /* For the ingest histograms (mono_ns): the whole body in hand, and its messages durable
+     * (0: not answered 200) */
+    int64_t body_ns;
+    _Atomic int64_t durable_ns;
     char fail_buf[96];
     z_stream z;
     onr_buf body;
@@ -198,6 +202,13 @@ static int64_t now_ms(void)
 }
 
 /* For deadlines and rates: never 0, never steps back. */
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -1049,7 +1060,10 @@ static void ack_release(ack *a)
     http_server *s = a->s;
     struct MHD_Connection *c = a->c;
     int epoch = a->epoch;
-    atomic_store(&a->r->ack_status, ack_status(a));
+    unsigned st = ack_status(a);
+    if (st == MHD_HTTP_OK)
+        atomic_store(&a->r->durable_ns, mono_ns());
+    atomic_store(&a->r->ack_status, st);
     MHD_resume_connection(c);
     settle_end(s, epoch); /* after the resume: a stop may free the daemon once it is counted */
 }
@@ -1091,6 +1105,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     if (r->gzip && !r->z_end)
         return send_error(c, MHD_HTTP_BAD_REQUEST, "gzip body is truncated", NULL);
 
+    r->body_ns = mono_ns();
     work *w = work_get(s);
     enum MHD_Result ret;
     _Atomic int64_t *stamp = stamp_slot(s);
@@ -1347,6 +1362,8 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         unsigned st = ack_wait(a);
         settle_end(s, epoch);
         onr_free(a);
+        if (st == MHD_HTTP_OK)
+            atomic_store(&r->durable_ns, mono_ns());
         ret = st == MHD_HTTP_OK
                   ? send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false)
                   : send_error(c, st, "the event log could not store the messages; retry", NULL);
@@ -1656,6 +1673,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     req *r = *con_cls;
     if (!r)
         return;
+    int64_t durable = atomic_load(&r->durable_ns);
+    if (durable && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+        http__observe(&s->counters.durable, durable - r->body_ns);
+        http__observe(&s->counters.answered, mono_ns() - r->body_ns);
+    }
     if (r->z_init)
         inflateEnd(&r->z);
     if (r->conn) /* a kept-alive connection waits for the headers of its next request */

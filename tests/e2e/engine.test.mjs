@@ -138,6 +138,9 @@ test('/metrics is Prometheus text with ingest, log and engine series', async () 
   const srv = await start(s);
   try {
     await send(srv, [apiError('m1', 1), apiError('m2', 1)]);
+    // a refused request is not timed: the ingest histograms count answers 200
+    const bad = await post(srv.base, '/v1/track', { userId: 'm3' }, { key: KEY });
+    assert.equal(bad.status, 400);
     await until(async () => (await get(srv, '/api/triggers')).json.triggers.some((t) => t.fires === 2));
     const m = await get(srv, '/metrics');
     assert.equal(m.status, 200);
@@ -156,6 +159,12 @@ test('/metrics is Prometheus text with ingest, log and engine series', async () 
     assert.ok(value('onramp_log_fsync_seconds_count') >= 1);
     assert.equal(value('onramp_log_fsync_seconds_bucket{le="+Inf"}'), value('onramp_log_fsync_seconds_count'));
     assert.ok(value('onramp_http_responses_total{code="200"}') >= 1);
+    for (const h of ['onramp_ingest_durable_seconds', 'onramp_ingest_request_seconds']) {
+      assert.equal(value(`${h}_count`), 1, h);
+      assert.equal(value(`${h}_bucket{le="+Inf"}`), 1, h);
+      assert.ok(value(`${h}_sum`) > 0 && value(`${h}_sum`) < 10, h);
+    }
+    assert.ok(value('onramp_ingest_durable_seconds_sum') <= value('onramp_ingest_request_seconds_sum'));
   } finally {
     assert.equal(await srv.stop(), 0, srv.log());
   }
