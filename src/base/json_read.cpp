@@ -78,8 +78,7 @@ extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char
     d->len = 0;
     d->last_err = CAPACITY;
     if (len > d->max_bytes) {
-        snprintf(err, errlen, "document of %zu bytes exceeds the limit of %zu", len,
-                 d->max_bytes);
+        snprintf(err, errlen, "document of %zu bytes exceeds the limit of %zu", len, d->max_bytes);
         return ONR_E_LIMIT;
     }
     if (!d->pad.data() || d->pad.size() < len) {
@@ -88,8 +87,8 @@ extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char
     std::memcpy(d->pad.data(), buf, len);
     std::memset(d->pad.data() + len, 0, SIMDJSON_PADDING);
     dom::element e;
-    auto error = d->parser.parse(reinterpret_cast<const uint8_t *>(d->pad.data()), len, false)
-                     .get(e);
+    auto error =
+        d->parser.parse(reinterpret_cast<const uint8_t *>(d->pad.data()), len, false).get(e);
     d->len = len;
     d->last_err = error;
     if (error) {

@@ -23,8 +23,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         doc = jdoc_new(TRK_MAX_MESSAGE_BYTES);
     char err[512];
     err[0] = 0;
-    int rc = trk_decode(doc, (const char *)data, size, &schema, 1767225600000, &ev, err,
-                        sizeof(err));
+    int rc =
+        trk_decode(doc, (const char *)data, size, &schema, 1767225600000, &ev, err, sizeof(err));
     if (rc != 0) {
         if (!err[0])
             abort(); /* every rejection names its reason */
