@@ -201,7 +201,7 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* For deadlines and rates: never 0, never steps back. */
+/* For durations: never steps back. */
 static int64_t mono_ns(void)
 {
     struct timespec ts;
@@ -209,6 +209,7 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* For deadlines and rates: never 0, never steps back. */
 static int64_t mono_ms(void)
 {
     struct timespec ts;
