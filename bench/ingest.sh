@@ -9,7 +9,9 @@
 #    100, against nginx, onramp `--fsync batch` (the default policy) and onramp
 #    `--fsync everysec` (the same path without waiting for a disk flush); the ratios to nginx.
 # 2. Latency at 70% of onramp's peak track rate (and batch rate), from bench/loadgen: a fixed
-#    request rate, open loop, latency from each request's due time to its 200.
+#    request rate, open loop, latency from each request's due time to its 200. Beside it, for
+#    onramp, the server's own p99 from its /metrics histograms, to the bucket bound: from the
+#    whole body to the messages durable, and to the answer sent.
 # Beside each measurement: the hypervisor's steal (the share of CPU time this virtual machine
 # waited while its cores ran other machines), since a shared host moves the results.
 # Every answer must be 200: any other status or socket error is printed as ERRORS and the
@@ -256,17 +258,39 @@ peak() {
     fi
 }
 
-# at_rate NAME SERVER TEMPLATE PATH RATE: bench/loadgen for $secs after a 2 s warm-up
+# onramp's ingest histograms (docs/api.md, /metrics) as "durable|request LE CUMULATIVE" lines.
+hist_snap() { # SERVER
+    curl -sf -H "Authorization: Bearer $admin" "${surl[$1]}/metrics" |
+        sed -n 's/^onramp_ingest_\(durable\|request\)_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2 \3/p' ||
+        true
+}
+# The bucket bound, in ms, under which 99% of the requests between two snapshots fell in one
+# of them ("-" when none): the server's own p99, rounded up to a bucket.
+hist_p99() { # BEFORE AFTER durable|request
+    awk -v name="$3" 'NR == FNR { if ($1 == name) a[$2] = $3; next }
+        $1 == name { le[++n] = $2; c[n] = $3 - a[$2] }
+        END { if (!n || c[n] <= 0) { print "\"-\""; exit }
+              for (i = 1; i <= n; i++) if (c[i] >= 0.99 * c[n]) {
+                  if (le[i] == "+Inf") print "\"+Inf\""; else print le[i] * 1000; exit } }' \
+        <(echo "$1") <(echo "$2")
+}
+
+# at_rate NAME SERVER TEMPLATE PATH RATE: bench/loadgen for $secs after a 2 s warm-up; for
+# onramp, the server's own p99s as well (its histograms, warm-up included)
 at_rate() {
-    local out=$tmp/$1.out m0 m1
+    local out=$tmp/$1.out m0 m1 h0="" h1=""
+    [ "$2" != nginx ] && h0=$(hist_snap "$2")
     m0=$(cpu_stat)
     "$loadgen" --url "${surl[$2]}$4" --rate "$5" --duration "$secs" --warmup 2 \
         --connections "$conns" --auth "$auth" --body "$3" >"$out" 2>&1 || true
     m1=$(cpu_stat)
     alive "$2"
     check "$out" "$1"
+    [ "$2" != nginx ] && h1=$(hist_snap "$2")
     sed -n 's/^loadgen-result //p' "$out" | jq -c --argjson st "$(steal_pct "$m0" "$m1")" \
-        '. + {steal_pct: $st}' >"$tmp/$1.json" 2>/dev/null || true
+        --argjson d "$(hist_p99 "$h0" "$h1" durable)" --argjson r "$(hist_p99 "$h0" "$h1" request)" \
+        '. + {steal_pct: $st, server_durable_p99_ms: $d, server_answer_p99_ms: $r}' \
+        >"$tmp/$1.json" 2>/dev/null || true
     [ -s "$tmp/$1.json" ] || echo '{}' >"$tmp/$1.json"
 }
 
@@ -323,13 +347,14 @@ row "steal, % of CPU (track / batch)" "$(v nginx-track .steal_pct) / $(v nginx-b
     "$(v batch-track .steal_pct) / $(v batch-batch .steal_pct)" "" \
     "$(v everysec-track .steal_pct) / $(v everysec-batch .steal_pct)" ""
 echo
-printf '%-44s %10s %9s %9s %9s %9s %8s\n' "latency at 70% of peak (loadgen, from due time)" "rate/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms" "steal %"
+printf '%-44s %10s %9s %9s %9s %9s %8s %16s\n' "latency at 70% of peak (loadgen, from due time)" "rate/s" "p50 ms" "p99 ms" "p99.9 ms" "max ms" "steal %" "server p99 <= ms"
 lat() {
-    printf '%-44s %10s %9s %9s %9s %9s %8s\n' "$1" "$(num "$(v "$2" .rate)")" \
+    printf '%-44s %10s %9s %9s %9s %9s %8s %16s\n' "$1" "$(num "$(v "$2" .rate)")" \
         "$(jq -r '(.p50_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" \
         "$(jq -r '(.p99_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" \
         "$(jq -r '(.p999_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" \
-        "$(jq -r '(.max_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" "$(v "$2" .steal_pct)"
+        "$(jq -r '(.max_us // 0) / 1000 * 100 | round / 100' "$tmp/$2.json")" "$(v "$2" .steal_pct)" \
+        "$(v "$2" .server_durable_p99_ms) / $(v "$2" .server_answer_p99_ms)"
 }
 lat "onramp batch, /v1/track" batch-track-70
 lat "nginx, /v1/track, the same rate" nginx-track-70
