@@ -17,7 +17,8 @@
 # Every answer must be 200: any other status or socket error is printed as ERRORS and the
 # script exits 1 after printing everything. The last line is one JSON object.
 #
-# Environment: INGEST_CONNECTIONS (256), INGEST_THREADS (4: onramp's --threads under batch),
+# Environment: INGEST_CONNECTIONS (256), INGEST_THREADS (onramp's --threads, both policies;
+# default: onramp's own, 4 and one thread per 120 of --max-connections: 9),
 # INGEST_DATA_DIR (where onramp's data directories go; default a temporary directory, which
 # must be on a real disk for fsync to mean anything).
 set -euo pipefail
@@ -25,10 +26,10 @@ build=${1:-build}
 secs=${2:-10}
 conns=${INGEST_CONNECTIONS:-256}
 # A request waiting for its group commit is suspended, not holding a libmicrohttpd thread
-# (the log's sync thread answers it), so the threads only parse and write: 4 for batch (the
-# default of onramp serve), 2 for everysec, one a core.
-threads_batch=${INGEST_THREADS:-4}
-threads_everysec=2
+# (the log's sync thread answers it), so the threads only parse and write; both servers run
+# onramp serve's defaults.
+threads=()
+[ -n "${INGEST_THREADS:-}" ] && threads=(--threads "$INGEST_THREADS")
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 onramp=$build/onramp
@@ -133,12 +134,12 @@ EOF
 
 # ---- onramp serve, named after its fsync policy: its own data directory, port 0 (it logs the
 # one it took)
-start_onramp() { # fsync threads
+start_onramp() { # fsync
     local dir=$data_parent/onramp-ingest-$1 log=$tmp/onramp-$1.log
     rm -rf "$dir"
     : >"$log"
     "$onramp" serve --listen 127.0.0.1:0 --data "$dir" --write-key "$key" --fsync "$1" \
-        --threads "$2" --admin-token "$admin" 2>"$log" &
+        "${threads[@]}" --admin-token "$admin" 2>"$log" &
     spid[$1]=$!
     slog[$1]=$log
     local port=""
@@ -307,8 +308,8 @@ echo "# onramp data on $(df -T "$data_parent" | awk 'NR == 2 { print $2 }'), one
 # The three servers run side by side, and each workload is measured on each in turn, so that
 # what else this machine is doing weighs on all three alike.
 start_nginx
-start_onramp batch "$threads_batch"
-start_onramp everysec "$threads_everysec"
+start_onramp batch
+start_onramp everysec
 for srv in nginx batch everysec; do
     peak "$srv-track" "$srv" "$tmp/track.json" /v1/track 1
 done

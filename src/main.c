@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -196,6 +197,33 @@ static void elog_log_cb(void *ctx, const char *msg)
     log_line("warn", msg, "\"component\":\"elog\"");
 }
 
+/* Each connection is a descriptor, and the log, its readers and the HTTP threads need more
+ * beside them (at most about 4 a partition and 2 a thread). Raises the soft RLIMIT_NOFILE as
+ * far as needed and the hard limit allows; past that, lowers *conns to what fits and says so. */
+static void fit_descriptors(uint64_t *conns, int threads, int partitions)
+{
+    uint64_t reserve = 4 * (uint64_t)partitions + 2 * (uint64_t)threads + 64;
+    uint64_t want = *conns + reserve;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+        return;
+    struct rlimit up = rl;
+    up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+        rl = up;
+    if (rl.rlim_cur >= want)
+        return;
+    uint64_t fit = rl.rlim_cur > reserve ? rl.rlim_cur - reserve : 1;
+    char msg[256];
+    snprintf(msg, sizeof(msg),
+             "--max-connections %llu needs %llu file descriptors and the limit is %llu "
+             "(ulimit -n): at most %llu connections",
+             (unsigned long long)*conns, (unsigned long long)want, (unsigned long long)rl.rlim_cur,
+             (unsigned long long)fit);
+    log_line("warn", msg, NULL);
+    *conns = fit;
+}
+
 static int mkdir_p(const char *path)
 {
     char tmp[4096];
@@ -360,7 +388,11 @@ static const char serve_help[] =
     "ONRAMP_COMMIT_INTERVAL\n"
     "                        most this often, while busy\n"
     "  --partitions N        partitions of the log (fixed)   [16]              ONRAMP_PARTITIONS\n"
-    "  --threads N           HTTP thread pool size           [4]               ONRAMP_THREADS\n"
+    "  --threads N           HTTP threads, at least; each    [4]               ONRAMP_THREADS\n"
+    "                        serves at most 120 connections\n"
+    "  --max-connections N   connections open at once; more  [1000: 9 threads] "
+    "ONRAMP_MAX_CONNECTIONS\n"
+    "                        wait to be accepted (1..30720)\n"
     "  --route-capacity N    ids the partition router keeps  [4194304]         "
     "ONRAMP_ROUTE_CAPACITY\n"
     "                        (16 bytes each: 64 MiB; 0: hash routing only)\n"
@@ -413,6 +445,7 @@ static int cmd_serve(int argc, char **argv)
     const char *commit_s = getenv("ONRAMP_COMMIT_INTERVAL");
     const char *parts_s = getenv("ONRAMP_PARTITIONS");
     const char *threads_s = getenv("ONRAMP_THREADS");
+    const char *conns_s = getenv("ONRAMP_MAX_CONNECTIONS");
     const char *route_s = getenv("ONRAMP_ROUTE_CAPACITY");
     const char *rate_s = getenv("ONRAMP_RATE_LIMIT");
     const char *burst_s = getenv("ONRAMP_RATE_BURST");
@@ -449,6 +482,7 @@ static int cmd_serve(int argc, char **argv)
                             : strcmp(a, "--commit-interval") == 0   ? &commit_s
                             : strcmp(a, "--partitions") == 0        ? &parts_s
                             : strcmp(a, "--threads") == 0           ? &threads_s
+                            : strcmp(a, "--max-connections") == 0   ? &conns_s
                             : strcmp(a, "--route-capacity") == 0    ? &route_s
                             : strcmp(a, "--rate-limit") == 0        ? &rate_s
                             : strcmp(a, "--rate-burst") == 0        ? &burst_s
@@ -522,12 +556,17 @@ static int cmd_serve(int argc, char **argv)
         goto out;
     }
     eo.commit_interval_ms = commit_ms ? commit_ms : -1;
-    uint64_t parts = 16, threads = 4;
+    uint64_t parts = 16, threads = 4, conns = HTTP_MAX_CONNECTIONS_DEFAULT;
     if ((parts_s && parse_u64("serve", "--partitions", parts_s, &parts)) ||
-        (threads_s && parse_u64("serve", "--threads", threads_s, &threads)))
+        (threads_s && parse_u64("serve", "--threads", threads_s, &threads)) ||
+        (conns_s && parse_u64("serve", "--max-connections", conns_s, &conns)))
         goto out;
-    if (parts < 1 || parts > 1000 || threads < 1 || threads > 256) {
-        fputs("onramp serve: --partitions must be 1..1000 and --threads 1..256\n", stderr);
+    if (parts < 1 || parts > 1000 || threads < 1 || threads > HTTP_MAX_THREADS || conns < 1 ||
+        conns > HTTP_MAX_THREADS * HTTP_CONNS_PER_THREAD) {
+        fprintf(stderr,
+                "onramp serve: --partitions must be 1..1000, --threads 1..%d and "
+                "--max-connections 1..%d\n",
+                HTTP_MAX_THREADS, HTTP_MAX_THREADS * HTTP_CONNS_PER_THREAD);
         goto out;
     }
     uint64_t route_cap = TRK_ROUTE_DEFAULT_CAPACITY;
@@ -622,11 +661,14 @@ static int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    fit_descriptors(&conns, http_threads_for((int)threads, (int)conns), eo.partitions);
+    threads = (uint64_t)http_threads_for((int)threads, (int)conns);
     onr_buf extra = {0};
     onr_buf_puts(&extra, "\"version\":\"0.1.0\",\"data\":");
     jw_strz(&extra, data);
-    onr_buf_printf(&extra, ",\"fsync\":\"%s\",\"partitions\":%d,\"threads\":%d",
-                   elog_fsync_name(eo.fsync), eo.partitions, (int)threads);
+    onr_buf_printf(&extra,
+                   ",\"fsync\":\"%s\",\"partitions\":%d,\"threads\":%d,\"max_connections\":%d",
+                   elog_fsync_name(eo.fsync), eo.partitions, (int)threads, (int)conns);
     log_line("info", "onramp serve starting", onr_buf_cstr(&extra));
     rules = load_rules(rules_path);
     if (!rules) {
@@ -658,6 +700,7 @@ static int cmd_serve(int argc, char **argv)
         .host = host,
         .port = port,
         .threads = (int)threads,
+        .max_connections = (int)conns,
         .write_keys = keys,
         .nwrite_keys = nkeys,
         .log = log,

@@ -20,10 +20,30 @@ typedef struct http_server http_server;
 #define HTTP_MAX_REQUEST_BYTES (500 * 1024)       /* one request body, after gzip */
 #define HTTP_MAX_REQUEST_LIMIT (64 * 1024 * 1024) /* the largest max_request_bytes allowed */
 
+/* Connections open at once: [HTTP_MAX_CONNECTIONS_DEFAULT], and each HTTP thread serves at
+ * most HTTP_CONNS_PER_THREAD of them. libmicrohttpd 0.9.75's epoll loop stalls a thread whose
+ * epoll_wait returns exactly 128 events (it waits again, with the blocking timeout, before
+ * serving them), so no thread is given that many descriptors: its connections, the listening
+ * socket and its wake-up pipe stay below 128. More connections than threads can serve wait
+ * in the listen queue until one closes. */
+#define HTTP_MAX_CONNECTIONS_DEFAULT 1000
+#define HTTP_CONNS_PER_THREAD 120
+#define HTTP_MAX_THREADS 256
+
+/* The HTTP threads serving max_connections with at least threads of them. */
+static inline int http_threads_for(int threads, int max_connections)
+{
+    int need = (max_connections + HTTP_CONNS_PER_THREAD - 1) / HTTP_CONNS_PER_THREAD;
+    return threads > need ? threads : need;
+}
+
 typedef struct http_opts {
-    const char *host;              /* numeric address to bind, IPv4 or IPv6 ("127.0.0.1", "::1") */
-    uint16_t port;                 /* 0: any free port (see http_port) */
-    int threads;                   /* [2] size of the thread pool */
+    const char *host; /* numeric address to bind, IPv4 or IPv6 ("127.0.0.1", "::1") */
+    uint16_t port;    /* 0: any free port (see http_port) */
+    int threads;      /* [2] size of the thread pool, at least; see below */
+    /* [HTTP_MAX_CONNECTIONS_DEFAULT] connections open at once, at most HTTP_CONNS_PER_THREAD *
+     * HTTP_MAX_THREADS; the pool grows to http_threads_for(threads, max_connections). */
+    int max_connections;
     const char *const *write_keys; /* accepted write keys; at least one */
     size_t nwrite_keys;
     elog *log; /* accepted messages go here; not owned */

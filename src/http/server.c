@@ -38,6 +38,7 @@
 /* Ingest threads stamp receivedAt in one of these slots until the request's appends are
  * done; the smallest stamp is the watermark the engine shards wait for (http_watermark). */
 #define STAMP_SLOTS 512
+_Static_assert(HTTP_MAX_THREADS <= STAMP_SLOTS / 2, "a stamp slot for every HTTP thread");
 /* libmicrohttpd's memory per connection (headers and the read buffer), which it clears for
  * each request: its 32 KB default made that clearing a twentieth of the server's CPU. */
 #define CONN_MEMORY                                                                                \
@@ -1854,8 +1855,12 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
                 (size_t)UINT32_MAX - 4096);
     if (s->o.threads <= 0)
         s->o.threads = 2;
-    if (s->o.threads > STAMP_SLOTS / 2) {
-        snprintf(err, errlen, "at most %d threads", STAMP_SLOTS / 2);
+    if (s->o.max_connections <= 0)
+        s->o.max_connections = HTTP_MAX_CONNECTIONS_DEFAULT;
+    s->o.threads = http_threads_for(s->o.threads, s->o.max_connections);
+    if (s->o.threads > HTTP_MAX_THREADS) {
+        snprintf(err, errlen, "at most %d threads, and %d connections", HTTP_MAX_THREADS,
+                 HTTP_MAX_THREADS * HTTP_CONNS_PER_THREAD);
         trk_enrich_geo_close(geo);
         onr_free(s);
         return ONR_E_INVALID;
@@ -1883,19 +1888,19 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     pthread_mutex_init(&s->acks_mu, NULL);
     pthread_cond_init(&s->acks_cv, NULL);
 
-    /* poll(2), not epoll: libmicrohttpd 0.9.75's epoll loop stalls a thread whenever one
-     * epoll_wait returns exactly 128 events (its MAX_EVENTS). It calls epoll_wait again to
-     * drain the queue, with the blocking timeout (the next connection timeout, up to
-     * --http-timeout), while the connections it was just told about wait: with 128 or 256
-     * busy connections on a thread, requests stalled for seconds at a time. Its poll loop
-     * has no such batch; it is as fast at peak, at more CPU per request under moderate load
-     * (docs/operations.md, "HTTP threads"). */
+    /* libmicrohttpd's epoll loop asks the kernel only about connections with something to
+     * do; its poll loop scans all of a thread's connections at each turn, which cost about
+     * 30% more CPU per request under moderate load and more with idle keep-alive connections
+     * (docs/operations.md, "HTTP threads"). The pool divides the connection limit evenly,
+     * at most HTTP_CONNS_PER_THREAD a thread: fewer than the 128 events that stall 0.9.75's
+     * loop (http.h). */
     unsigned flags =
-        MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (v6)
         flags |= MHD_USE_IPv6;
     /* one thread is the daemon's own, with no pool (libmicrohttpd warns of a pool of 1) */
     struct MHD_OptionItem pool[] = {
+        {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)s->o.max_connections, NULL},
         {s->o.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)s->o.threads,
          NULL},
         {MHD_OPTION_END, 0, NULL},

@@ -21,10 +21,14 @@ after(() => { for (const proc of running) proc.kill('SIGKILL'); });
 // Starts `onramp serve --listen 127.0.0.1:0 ...args` and resolves once it logs the port it
 // bound. The result: { proc, pid, port, base, log() (stderr so far), exited (a promise of the
 // exit code, or the signal's name), stop(signal) (sends it, resolves with the exit code) }.
-export function serve(args, { env } = {}) {
+export function serve(args, { env, openFiles } = {}) {
   return new Promise((ok, fail) => {
-    const proc = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', ...args],
-      { stdio: ['ignore', 'ignore', 'pipe'], env: env ? { ...process.env, ...env } : process.env });
+    // openFiles: the server runs under `ulimit -n openFiles` (soft and hard)
+    const argv = [BIN, 'serve', '--listen', '127.0.0.1:0', ...args];
+    const options = { stdio: ['ignore', 'ignore', 'pipe'], env: env ? { ...process.env, ...env } : process.env };
+    const proc = openFiles
+      ? spawn('sh', ['-c', `ulimit -n ${openFiles} && exec "$@"`, 'sh', ...argv], options)
+      : spawn(argv[0], argv.slice(1), options);
     let err = '';
     let server = null;
     running.add(proc);
