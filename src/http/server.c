@@ -1889,8 +1889,8 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     pthread_cond_init(&s->acks_cv, NULL);
 
     /* libmicrohttpd's epoll loop asks the kernel only about connections with something to
-     * do; its poll loop scans all of a thread's connections at each turn, which cost about
-     * 30% more CPU per request under moderate load and more with idle keep-alive connections
+     * do; its poll loop scans all of a thread's connections at each turn, which cost 16-33%
+     * more CPU per request under moderate load and more with idle keep-alive connections
      * (docs/operations.md, "HTTP threads"). The pool divides the connection limit evenly,
      * at most HTTP_CONNS_PER_THREAD a thread: fewer than the 128 events that stall 0.9.75's
      * loop (http.h). */
