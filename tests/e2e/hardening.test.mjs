@@ -492,7 +492,7 @@ test('--max-connections: a connection past the limit waits to be accepted until 
 
 test('--max-connections is lowered to what the open-file limit leaves, and says so', async () => {
   // 1000 connections with 16 partitions and 9 threads need 1000 + 64 + 4 * 16 + 2 * 9 = 1146
-  // descriptors; under `ulimit -n 300` that leaves 154, served by the 4 threads asked for
+  // descriptors; under `ulimit -n 300` that leaves 154, served by the default 4 threads
   const s = await serve(['--data', dataDir(), '--write-key', KEY, '--fsync', 'everysec'],
     { openFiles: 300 });
   try {
