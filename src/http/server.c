@@ -1898,7 +1898,8 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME;
     if (v6)
         flags |= MHD_USE_IPv6;
-    /* one thread is the daemon's own, with no pool (libmicrohttpd warns of a pool of 1) */
+    /* One thread is the daemon's own, with no pool (libmicrohttpd warns of a pool of 1): the
+     * pool's item then ends the array, so the connection limit comes before it. */
     struct MHD_OptionItem pool[] = {
         {MHD_OPTION_CONNECTION_LIMIT, (intptr_t)s->o.max_connections, NULL},
         {s->o.threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, (intptr_t)s->o.threads,

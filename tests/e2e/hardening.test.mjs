@@ -423,6 +423,16 @@ function ask(sock, body) {
   });
 }
 
+// Opens n connections to port one after another, each pushed onto socks as it opens (so that
+// the caller can close them all, whatever fails).
+async function connectAll(port, n, socks) {
+  for (let i = 0; i < n; i++) {
+    const sock = net.connect(port, '127.0.0.1');
+    socks.push(sock);
+    await new Promise((ok, fail) => { sock.once('connect', ok); sock.once('error', fail); });
+  }
+}
+
 test('256 busy connections are served without stalling; a port in use is refused', async () => {
   // 256 connections, each with a request waiting: libmicrohttpd 0.9.75's epoll loop, given
   // exactly 128 events by one epoll_wait, waited for more until the next connection timeout
@@ -433,11 +443,7 @@ test('256 busy connections are served without stalling; a port in use is refused
   assert.match(s.log(), /"threads":3,"max_connections":256/);
   const socks = [];
   try {
-    for (let i = 0; i < 256; i++) {
-      const sock = net.connect(s.port, '127.0.0.1');
-      socks.push(sock);
-      await new Promise((ok, fail) => { sock.once('connect', ok); sock.once('error', fail); });
-    }
+    await connectAll(s.port, 256, socks);
     for (let round = 0; round < 2; round++) {
       // every request waits in its socket before the thread looks: stopped, then continued
       process.kill(s.pid, 'SIGSTOP');
@@ -469,11 +475,7 @@ test('--max-connections: a connection past the limit waits to be accepted until 
     '--max-connections', '3', '--fsync', 'everysec']);
   const socks = [];
   try {
-    for (let i = 0; i < 4; i++) {
-      const sock = net.connect(s.port, '127.0.0.1');
-      socks.push(sock);
-      await new Promise((ok, fail) => { sock.once('connect', ok); sock.once('error', fail); });
-    }
+    await connectAll(s.port, 4, socks);
     let fourth = null;
     const last = ask(socks[3], JSON.stringify(track())).then((l) => { fourth = l; });
     const first = await Promise.all(socks.slice(0, 3).map((sock) => ask(sock, JSON.stringify(track()))));

@@ -1049,6 +1049,8 @@ Test(elog, batch_writes_journal_segments_ahead_and_moves_onto_them)
         co.io.ctx = &seen->z;
         if (elog_open(tmpdir, &co, &l, err, sizeof err) != 0)
             _exit(2);
+        char spare[512];
+        snprintf(spare, sizeof spare, "%s/journal/spare", tmpdir);
         uint64_t i = 0, more = 20;
         for (int64_t until = now_ms() + 10000; now_ms() < until && more; i++) {
             for (int p = 0; p < 2; p++) {
@@ -1060,8 +1062,6 @@ Test(elog, batch_writes_journal_segments_ahead_and_moves_onto_them)
             }
             off_t size;
             uint64_t seq = newest_journal(&size);
-            char spare[512];
-            snprintf(spare, sizeof spare, "%s/journal/spare", tmpdir);
             for (int64_t wait = now_ms() + 5000;
                  seq == 1 && size >= JBYTES / 8 && size_or_none(spare) < JBYTES && now_ms() < wait;
                  seq = newest_journal(&size))
