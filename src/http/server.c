@@ -55,8 +55,8 @@ _Static_assert(HTTP_MAX_THREADS <= STAMP_SLOTS / 2, "a stamp slot for every HTTP
 #define ITEM_EXTRA_BYTES (UA_HEADER_MAX + 512)
 #define MIN_ITEM_BYTES 24
 
-/* Nesting a body may have: one level less than the parser's most, for the array the messages
- * are re-written into and parsed again (a single message gains a level there). */
+/* Nesting a body may have (docs/api.md, "Limits"): one level under the parser's most, so that
+ * a stored message, which the engine parses again, stays within it whatever is added to it. */
 #define MAX_BODY_DEPTH (JDOC_MAX_DEPTH - 1)
 
 /* A body that broke a limit mid-way (chunked, or gzip) is read and dropped up to this many
@@ -69,12 +69,13 @@ enum { ITEM_OK = 0, ITEM_NOT_OBJECT, ITEM_TOO_BIG };
 
 typedef struct work {
     struct work *next;
-    jdoc *in, *out;
-    onr_buf items; /* "[item,item,...]" as stored */
+    jdoc *in;
+    onr_buf items; /* the items as stored, one after another */
     onr_buf reply;
     size_t cap;    /* entries in the arrays below */
     size_t *start; /* span of item i in items */
     size_t *end;
+    size_t *gen;    /* offset in items of the messageId generated for item i, or SIZE_MAX */
     int *part;      /* partition of item i; -1 for a resent message, not stored again */
     uint64_t *mid;  /* digest of item i's messageId */
     trk_str *ids;   /* item i's userId and anonymousId (alias: previousId) at 2i, 2i+1 */
@@ -267,7 +268,8 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     s->o.logf(s->o.log_ctx, "warn", msg);
 }
 
-/* Writes a random (version 4) UUID as a JSON string. */
+/* Writes a random (version 4) UUID as a JSON string of UUID_CHARS characters. */
+#define UUID_CHARS 36
 static void jw_uuid(onr_buf *b)
 {
     uint8_t r[16];
@@ -448,10 +450,9 @@ static work *work_get(http_server *s)
         return w;
     w = onr_calloc(1, sizeof(*w));
     w->in = jdoc_new(s->max_request);
-    w->out = jdoc_new(s->out_doc_bytes);
     w->count = onr_calloc((size_t)s->partitions + 1, sizeof(*w->count));
     w->ends = onr_calloc((size_t)s->partitions + 1, sizeof(*w->ends));
-    if (!w->in || !w->out || jdoc_set_max_depth(w->in, MAX_BODY_DEPTH)) {
+    if (!w->in || jdoc_set_max_depth(w->in, MAX_BODY_DEPTH)) {
         fputs("onramp: out of memory (JSON parser)\n", stderr);
         abort();
     }
@@ -469,11 +470,11 @@ static void work_put(http_server *s, work *w)
 static void work_free(work *w)
 {
     jdoc_free(w->in);
-    jdoc_free(w->out);
     onr_buf_free(&w->items);
     onr_buf_free(&w->reply);
     onr_free(w->start);
     onr_free(w->end);
+    onr_free(w->gen);
     onr_free(w->part);
     onr_free(w->bad);
     onr_free(w->aux);
@@ -493,6 +494,7 @@ static void work_reserve(work *w, size_t n)
     size_t cap = ONR_MAX(n, w->cap * 2);
     w->start = onr_realloc(w->start, cap * sizeof(*w->start));
     w->end = onr_realloc(w->end, cap * sizeof(*w->end));
+    w->gen = onr_realloc(w->gen, cap * sizeof(*w->gen));
     w->part = onr_realloc(w->part, cap * sizeof(*w->part));
     w->bad = onr_realloc(w->bad, cap * sizeof(*w->bad));
     w->aux = onr_realloc(w->aux, cap * sizeof(*w->aux));
@@ -834,13 +836,16 @@ static size_t write_context(onr_buf *b, jval a, jval bc, enrich_req *en)
 }
 
 /*
- * Writes item as stored: its own members (minus writeKey, receivedAt, and type when the
- * endpoint implies it), then type, messageId when missing, receivedAt, the batch-level
- * fields it lacks, and its context merged with the batch's and with enrichment (en; NULL:
- * none). *own is the size of its own members (what the per-event limit counts).
+ * Writes item as stored: its own members in order (minus writeKey, receivedAt, type when the
+ * endpoint implies it, a null or empty messageId, and its context), then type, messageId when
+ * missing, receivedAt, the batch-level fields it lacks, and its first context merged with the
+ * batch's and with enrichment (en; NULL: none). *own is the size of its own members (what the
+ * per-event limit counts); *gen the offset in b of the messageId generated for it, without
+ * its quotes (SIZE_MAX: it has its own). trk_decode_overlay reads a message as this stores
+ * it: the two change together.
  */
 static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, int64_t now,
-                       enrich_req *en, size_t *own)
+                       enrich_req *en, size_t *own, size_t *gen)
 {
     size_t at = b->len;
     bool first = true, has_mid = false, has_int = false, has_sent = false;
@@ -861,7 +866,8 @@ static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, 
                 continue; /* generated below */
             has_mid = true;
         } else if (is_key(k, kn, "context")) {
-            ctx = v; /* written last, merged */
+            if (!ctx.doc)
+                ctx = v; /* written last, merged; the first wins, as when decoding */
             continue;
         } else if (is_key(k, kn, "integrations")) {
             has_int = true;
@@ -882,8 +888,10 @@ static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, 
         jw_strz(b, trk_kind_name((trk_kind)kind));
         first = false;
     }
+    *gen = SIZE_MAX;
     if (!has_mid) {
         onr_buf_puts(b, first ? "\"messageId\":" : ",\"messageId\":");
+        *gen = b->len + 1;
         jw_uuid(b);
         first = false;
     }
@@ -1141,7 +1149,8 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         }
     }
 
-    /* The items, re-written as stored, into one array parsed once more for validation. */
+    /* The items, re-written as stored; each is validated as stored (trk_decode_overlay)
+     * without parsing what was written. */
     batch_fields bf = {{0}, {0}, {0}};
     size_t n;
     jval batch = {0};
@@ -1176,7 +1185,6 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     work_reserve(w, n);
     onr_buf_clear(&w->items);
     onr_buf_clear(&w->reply);
-    onr_buf_putc(&w->items, '[');
     size_t nbad = 0;
     enrich_req en;
     enrich_init(&en, s, c, !r->import);
@@ -1185,17 +1193,14 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         jval item = root;
         if (kind < 0)
             jiter_next(&it, &item, NULL, NULL);
-        if (i)
-            onr_buf_putc(&w->items, ',');
         w->start[i] = w->items.len;
         w->bad[i] = ITEM_OK;
         if (jval_type(item) != J_OBJECT) {
-            onr_buf_puts(&w->items, "null");
             w->bad[i] = ITEM_NOT_OBJECT;
             w->aux[i] = jval_type(item);
         } else {
             size_t own;
-            write_item(&w->items, item, kind, kind < 0 ? &bf : NULL, now, &en, &own);
+            write_item(&w->items, item, kind, kind < 0 ? &bf : NULL, now, &en, &own, &w->gen[i]);
             if (own > s->max_event) {
                 w->bad[i] = ITEM_TOO_BIG;
                 w->aux[i] = own;
@@ -1212,19 +1217,18 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             goto done;
         }
     }
-    onr_buf_putc(&w->items, ']');
 
-    jval arr;
-    if (jdoc_parse(w->out, w->items.data, w->items.len, &arr, err, sizeof(err))) {
-        logmsg(s, "error", "re-parse of accepted messages failed: %s", err);
-        ret = send_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error", NULL);
-        goto done;
-    }
     static const trk_schema no_fields;
-    it = jval_iter(arr);
+    trk_overlay ov = {.kind = kind, .received_ms = now};
+    if (kind < 0) {
+        ov.sent_at = bf.sent_at;
+        ov.context = bf.context;
+    }
+    it = kind < 0 ? jval_iter(batch) : (jiter){0};
     for (size_t i = 0; i < n; i++) {
-        jval item;
-        jiter_next(&it, &item, NULL, NULL);
+        jval item = root;
+        if (kind < 0)
+            jiter_next(&it, &item, NULL, NULL);
         if (w->bad[i] == ITEM_NOT_OBJECT) {
             snprintf(err, sizeof(err), "message must be a JSON object, got %s",
                      jtype_name((jtype)w->aux[i]));
@@ -1238,11 +1242,15 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             reply_item_error(&w->reply, &nbad, i, err);
             continue;
         }
-        if (trk_decode_value(item, &no_fields, now, &w->ev, err, sizeof(err))) {
+        ov.message_id = (trk_str){"", 0};
+        if (w->gen[i] != SIZE_MAX)
+            ov.message_id = (trk_str){w->items.data + w->gen[i], UUID_CHARS};
+        if (trk_decode_overlay(item, &ov, &no_fields, &w->ev, err, sizeof(err))) {
             reply_item_error(&w->reply, &nbad, i, err);
             continue;
         }
-        /* the ids are views into w->out, which is not parsed again before the append */
+        /* the ids are views into w->in and w->items, which stay as they are until the
+         * append */
         w->alias[i] = w->ev.kind == TRK_ALIAS;
         w->ids[2 * i] = w->ev.user_id;
         w->ids[2 * i + 1] = w->alias[i] ? w->ev.previous_id : w->ev.anon_id;

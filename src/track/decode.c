@@ -219,16 +219,18 @@ static int read_time(jval v, const char *field, int64_t *ms, bool *present, char
     return 0;
 }
 
-static int read_event_time(const fields *f, int64_t default_ts_ms, int64_t *ts_ms, int64_t *recv_ms,
-                           char *err, size_t errlen)
+/* received: the receivedAt that replaces the message's own (NULL: its own is read). */
+static int read_event_time(const fields *f, int64_t default_ts_ms, const int64_t *received,
+                           int64_t *ts_ms, int64_t *recv_ms, char *err, size_t errlen)
 {
-    int64_t ts = 0, orig = 0, sent = 0, recv = 0;
-    bool has_ts, has_orig, has_sent, has_recv;
+    int64_t ts = 0, orig = 0, sent = 0, recv = received ? *received : 0;
+    bool has_ts, has_orig, has_sent, has_recv = received != NULL;
     int rc;
     if ((rc = read_time(f->timestamp, "timestamp", &ts, &has_ts, err, errlen)) ||
         (rc = read_time(f->original_ts, "originalTimestamp", &orig, &has_orig, err, errlen)) ||
         (rc = read_time(f->sent_at, "sentAt", &sent, &has_sent, err, errlen)) ||
-        (rc = read_time(f->received_at, "receivedAt", &recv, &has_recv, err, errlen)))
+        (!received &&
+         (rc = read_time(f->received_at, "receivedAt", &recv, &has_recv, err, errlen))))
         return rc;
     *recv_ms = has_recv ? recv : 0;
 
@@ -344,10 +346,19 @@ static void read_value(jval v, trk_value *out)
 
 /* ---- decoding */
 
+/* A messageId that ingest drops and replaces with one of its own. */
+static bool blank_id(jval v)
+{
+    size_t n = 1;
+    jtype t = jval_type(v);
+    return t == J_NULL || (t == J_STRING && (jval_str(v, &n), n == 0));
+}
+
 /* On failure *ev is left partly filled and must not be used. Only the first schema->nprops
- * props and schema->ntraits traits are written. */
-int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms, trk_event *ev,
-                     char *err, size_t errlen)
+ * props and schema->ntraits traits are written. ov: NULL, or what ingest stores in place of
+ * the message's own members (trk_decode_overlay). */
+static int decode(jval root, const trk_overlay *ov, const trk_schema *schema, int64_t default_ts_ms,
+                  trk_event *ev, char *err, size_t errlen)
 {
     static const trk_schema no_fields;
     if (!schema)
@@ -372,16 +383,23 @@ int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
     size_t keylen;
     while (jiter_next(&it, &v, &key, &keylen)) {
         jval *slot = slot_for(&f, key, keylen);
-        if (slot && !slot->doc)
+        if (slot && !slot->doc && !(ov && slot == &f.message_id && blank_id(v)))
             *slot = v;
     }
+    bool own_context = f.context.doc != NULL;
+    if (ov && !f.sent_at.doc)
+        f.sent_at = ov->sent_at;
+    if (ov && !own_context)
+        f.context = ov->context;
 
     static const trk_str empty = {"", 0};
     ev->ts_ms = 0;
     ev->user_id = ev->anon_id = ev->previous_id = ev->message_id = ev->name = empty;
 
     int rc;
-    if ((rc = read_kind(&f, &ev->kind, err, errlen)))
+    if (ov && ov->kind >= 0)
+        ev->kind = (trk_kind)ov->kind;
+    else if ((rc = read_kind(&f, &ev->kind, err, errlen)))
         return rc;
 
     if ((rc = opt_str(f.user_id, "userId", TRK_MAX_ID_BYTES, &ev->user_id, err, errlen)) ||
@@ -417,7 +435,10 @@ int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
 
     if ((rc = opt_str(f.message_id, "messageId", TRK_MAX_ID_BYTES, &ev->message_id, err, errlen)))
         return rc;
-    if ((rc = read_event_time(&f, default_ts_ms, &ev->ts_ms, &ev->received_ms, err, errlen)))
+    if (ov && !f.message_id.doc)
+        ev->message_id = ov->message_id;
+    if ((rc = read_event_time(&f, default_ts_ms, ov ? &ov->received_ms : NULL, &ev->ts_ms,
+                              &ev->received_ms, err, errlen)))
         return rc;
 
     /* The containers are type-checked whatever the schema asks for, so that whether a
@@ -442,9 +463,14 @@ int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
     }
     if (rc || (rc = opt_object(f.context, "context", &ctx, err, errlen)))
         return rc;
-    if (ctx.doc &&
-        (rc = opt_object(jval_get(ctx, "traits", 6), "context.traits", &ctx_traits, err, errlen)))
-        return rc;
+    if (ctx.doc) {
+        /* the stored context: the message's own members, then the overlay's it lacks */
+        jval t = jval_get(ctx, "traits", 6);
+        if (!t.doc && ov && own_context && jval_type(ov->context) == J_OBJECT)
+            t = jval_get(ov->context, "traits", 6);
+        if ((rc = opt_object(t, "context.traits", &ctx_traits, err, errlen)))
+            return rc;
+    }
 
     for (uint32_t i = 0; i < schema->nprops; i++)
         read_value(props.doc ? lookup(props, schema->props[i]) : props, &ev->props[i]);
@@ -456,6 +482,18 @@ int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms,
         read_value(t, &ev->traits[i]);
     }
     return 0;
+}
+
+int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms, trk_event *ev,
+                     char *err, size_t errlen)
+{
+    return decode(root, NULL, schema, default_ts_ms, ev, err, errlen);
+}
+
+int trk_decode_overlay(jval root, const trk_overlay *ov, const trk_schema *schema, trk_event *ev,
+                       char *err, size_t errlen)
+{
+    return decode(root, ov, schema, ov->received_ms, ev, err, errlen);
 }
 
 int trk_decode(jdoc *doc, const char *buf, size_t len, const trk_schema *schema,

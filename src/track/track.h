@@ -84,6 +84,26 @@ int trk_decode(jdoc *doc, const char *buf, size_t len, const trk_schema *schema,
 int trk_decode_value(jval root, const trk_schema *schema, int64_t default_ts_ms, trk_event *ev,
                      char *err, size_t errlen);
 
+/* What ingest stores in place of a message's own members, or beside them (docs/api.md,
+ * "Field rules"). */
+typedef struct trk_overlay {
+    int kind;            /* the endpoint's kind, which replaces "type"; -1: the message's own */
+    int64_t received_ms; /* replaces the message's receivedAt */
+    jval sent_at;        /* the batch's sentAt, for a message with none (zero: none) */
+    jval context;        /* the batch's context, for a message with none; when both are
+                            objects, its members fill in those the message's lacks */
+    trk_str message_id;  /* for a messageId that is absent, null or "" */
+} trk_overlay;
+
+/*
+ * Decodes the message ingest would store for root, without writing it: as trk_decode_value
+ * decodes the stored message, with the members of ov in place of the message's own (the
+ * first of duplicate keys still wins). The stored message holds root's members in order,
+ * and the overlay's only where this reads them; the ids of *ev point into root and ov.
+ */
+int trk_decode_overlay(jval root, const trk_overlay *ov, const trk_schema *schema, trk_event *ev,
+                       char *err, size_t errlen);
+
 const char *trk_kind_name(trk_kind k);
 
 /* Packing: trk_packed_size bytes (a multiple of 8) hold ev's rules-relevant fields;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { BIN, basic, serve, post as postTo, raw as rawTo, readLog } from './helpers.mjs';
+import { BIN, basic, serve, post as postTo, raw as rawTo, readLog, api, until } from './helpers.mjs';
 
 const KEY = 'e2e-write-key';
 
@@ -205,6 +205,84 @@ test('a resent messageId is answered 200 and stored once', async () => {
   const r = await post('/v1/batch', { batch: items });
   assert.equal(r.status, 200, JSON.stringify(r.json));
   accepted.push(m.messageId, m2.messageId); // once each: the final count checks it
+});
+
+// Ingest validates each message as it will be stored without parsing what it wrote: the
+// members it replaces (type on a single-message endpoint, receivedAt, a null or empty
+// messageId) and the batch-level ones it fills in (sentAt, context) are read in their place.
+// Duplicate keys are valid JSON, and the first one counts, both here and in the engine.
+test('messages are validated as they are stored: replaced, filled-in and duplicate members', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-stored-'));
+  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
+    '--partitions', '2']);
+  try {
+    const send = (path, body) => postTo(srv.base, path, body, { key: KEY });
+    const tag = randomUUID().slice(0, 8);
+    const ok = [];
+    const good = async (path, body, n) => {
+      const r = await send(path, body);
+      assert.equal(r.status, 200, `${body}: ${JSON.stringify(r.json)}`);
+      ok.push(n);
+    };
+    // replaced by the endpoint and the server: not validated
+    await good('/v1/track', `{"type":42,"userId":"u-${tag}","event":"E","receivedAt":"yesterday"}`, 1);
+    // the first non-empty messageId is the one stored, and resends of it are recognised
+    await good('/v1/batch', `{"batch":[{"type":"track","userId":"u-${tag}","event":"E",` +
+      `"messageId":null,"messageId":"dup-${tag}","messageId":"later-${tag}"}]}`, 1);
+    // the first context is the one stored; the batch's fills in what it lacks
+    await good('/v1/batch', `{"context":{"traits":5,"library":{"name":"b-${tag}"}},"batch":[` +
+      `{"type":"identify","userId":"c-${tag}","context":{"traits":{"plan":"pro"}},"context":7}]}`, 1);
+    // the batch's sentAt for an item without one
+    await good('/v1/batch', `{"sentAt":"2026-01-02T03:04:05.000Z","batch":[` +
+      `{"type":"track","userId":"s-${tag}","event":"E","originalTimestamp":"2026-01-02T03:04:00.000Z"},` +
+      `{"type":"track","userId":"s-${tag}","event":"E","sentAt":null}]}`, 2);
+
+    const bad = async (body, reason) => {
+      const r = await send('/v1/batch', body);
+      assert.equal(r.status, 400, body);
+      assert.equal(r.json.errors[0].reason, reason, JSON.stringify(r.json));
+    };
+    await bad(`{"context":{"traits":5},"batch":[{"type":"identify","userId":"x"}]}`,
+      '"context.traits" must be an object, got number');
+    await bad(`{"context":{"traits":5},"batch":[{"type":"identify","userId":"x","context":{}}]}`,
+      '"context.traits" must be an object, got number');
+    await bad(`{"context":"web","batch":[{"type":"identify","userId":"x"}]}`,
+      '"context" must be an object, got string');
+    await bad(`{"sentAt":"soon","batch":[{"type":"track","userId":"x","event":"E"}]}`,
+      '"sentAt" is not a valid ISO-8601 time: "soon"');
+    await bad(`{"batch":[{"type":"track","userId":"x","event":"E","messageId":"","messageId":7}]}`,
+      '"messageId" must be a string, got number');
+
+    const resend = await send('/v1/track', { userId: `u-${tag}`, event: 'E', messageId: `dup-${tag}` });
+    assert.equal(resend.status, 200);
+    const stored = ok.reduce((a, b) => a + b, 0);
+    const metric = async (name) => {
+      const m = await api(srv.base, 'GET', '/metrics', { token: 'tok' });
+      const line = m.text.split('\n').find((l) => l.startsWith(name + ' '));
+      return Number(line.split(' ')[1]);
+    };
+    assert.equal(await metric('onramp_ingest_events_total'), stored);
+    assert.equal(await metric('onramp_ingest_duplicates_total'), 1);
+    // the engine decodes every stored message
+    assert.equal(await until(async () => (await metric('onramp_engine_events_total')) === stored), true);
+    assert.equal(await metric('onramp_engine_records_skipped_total'), 0);
+
+    assert.equal(await srv.stop(), 0, srv.log());
+    const recs = readLog(join(dir, 'log'));
+    assert.equal(recs.length, stored);
+    const byUser = (u) => recs.filter((r) => r.json.userId === u).map((r) => r.json);
+    assert.equal(byUser(`u-${tag}`)[0].type, 'track');
+    // (JSON.parse keeps the last of duplicate keys: the stored text is read instead)
+    const firstId = (r) => r.text.match(/"messageId":("[^"]*"|null)/)[1];
+    assert.ok(recs.some((r) => firstId(r) === `"dup-${tag}"`));
+    const c = byUser(`c-${tag}`)[0].context;
+    assert.deepEqual(c.traits, { plan: 'pro' });
+    assert.equal(c.library.name, `b-${tag}`);
+    for (const m of byUser(`s-${tag}`)) assert.ok('sentAt' in m, JSON.stringify(m));
+  } finally {
+    if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('after SIGTERM the server exits 0 and the log holds exactly the accepted messages', async () => {

@@ -697,3 +697,125 @@ Test(track, decode_value_reads_batch_items)
     cr_assert_eq(trk_decode_value(item, &schema, now, &ev, err, sizeof(err)), ONR_E_INVALID);
     cr_assert_str_eq(err, "message must be a JSON object, got number");
 }
+
+/* ---- what ingest stores: trk_decode_overlay against the stored message */
+
+/* Decodes body's "batch" item (or body itself when it has none) with the overlay ingest
+ * would use, then stored, the message as ingest writes it, and checks both give the same
+ * outcome: the same error, or the same kind, ids, times and trait. */
+static void same_as_stored(const char *body, int kind, const char *stored)
+{
+    jdoc *in = jdoc_new(1 << 20);
+    jval root, item;
+    cr_assert_eq(jdoc_parse(in, body, strlen(body), &root, err, sizeof(err)), 0, "%s", err);
+    jval batch = jval_getz(root, "batch");
+    item = root;
+    trk_overlay ov = {.kind = kind,
+                      .received_ms = at("2026-06-01T00:00:00Z"),
+                      .message_id = {"generated-id", 12}};
+    if (jval_type(batch) == J_ARRAY) {
+        jiter it = jval_iter(batch);
+        cr_assert(jiter_next(&it, &item, NULL, NULL));
+        ov.sent_at = jval_getz(root, "sentAt");
+        ov.context = jval_getz(root, "context");
+    }
+    trk_event o;
+    char oerr[256] = "";
+    int orc = trk_decode_overlay(item, &ov, &schema, &o, oerr, sizeof(oerr));
+    int src = decode(stored);
+    cr_assert_eq(orc, src, "%s: overlay %d (%s), stored %d (%s)", body, orc, oerr, src, err);
+    if (src) {
+        cr_assert_str_eq(oerr, err, "%s", body);
+    } else {
+        cr_assert_eq(o.kind, ev.kind, "%s", body);
+        cr_assert_eq(o.ts_ms, ev.ts_ms, "%s", body);
+        cr_assert_eq(o.received_ms, ev.received_ms, "%s", body);
+        cr_assert(o.message_id.n == ev.message_id.n &&
+                      memcmp(o.message_id.p, ev.message_id.p, o.message_id.n) == 0,
+                  "%s: messageId %.*s against %.*s", body, (int)o.message_id.n, o.message_id.p,
+                  (int)ev.message_id.n, ev.message_id.p);
+        cr_assert(o.user_id.n == ev.user_id.n &&
+                  memcmp(o.user_id.p, ev.user_id.p, o.user_id.n) == 0);
+        cr_assert_eq(o.traits[0].type, ev.traits[0].type, "%s", body);
+        cr_assert(o.traits[0].str.n == ev.traits[0].str.n &&
+                  memcmp(o.traits[0].str.p, ev.traits[0].str.p, o.traits[0].str.n) == 0);
+    }
+    jdoc_free(in);
+}
+
+#define RECV ",\"receivedAt\":\"2026-06-01T00:00:00.000Z\""
+
+Test(track, overlay_decodes_as_the_stored_message)
+{
+    schema.ntraits = 1;
+    schema.traits[0] = "plan";
+    /* the endpoint's type replaces the message's, and receivedAt the server's */
+    same_as_stored("{\"type\":42,\"userId\":\"u\",\"event\":\"E\",\"receivedAt\":\"soon\"}",
+                   TRK_TRACK,
+                   "{\"userId\":\"u\",\"event\":\"E\",\"type\":\"track\","
+                   "\"messageId\":\"generated-id\"" RECV "}");
+    /* a null or empty messageId is dropped: the next one, or the generated one */
+    same_as_stored(
+        "{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\","
+        "\"messageId\":null,\"messageId\":\"\",\"messageId\":\"m2\"}]}",
+        -1, "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\",\"messageId\":\"m2\"" RECV "}");
+    same_as_stored("{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\","
+                   "\"messageId\":null}]}",
+                   -1,
+                   "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\","
+                   "\"messageId\":\"generated-id\"" RECV "}");
+    same_as_stored("{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\","
+                   "\"messageId\":\"\",\"messageId\":5}]}",
+                   -1,
+                   "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\",\"messageId\":5" RECV "}");
+    /* the batch's sentAt, for an item without one, in the skew clamp */
+    same_as_stored("{\"sentAt\":\"2026-01-01T00:00:00Z\",\"batch\":[{\"type\":\"track\","
+                   "\"userId\":\"u\",\"event\":\"E\",\"timestamp\":\"2026-03-01T00:00:00Z\"}]}",
+                   -1,
+                   "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\","
+                   "\"timestamp\":\"2026-03-01T00:00:00Z\",\"messageId\":\"generated-id\"" RECV
+                   ",\"sentAt\":\"2026-01-01T00:00:00Z\"}");
+    same_as_stored("{\"sentAt\":\"never\",\"batch\":[{\"type\":\"track\",\"userId\":\"u\","
+                   "\"event\":\"E\"}]}",
+                   -1,
+                   "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\","
+                   "\"messageId\":\"generated-id\"" RECV ",\"sentAt\":\"never\"}");
+    same_as_stored("{\"sentAt\":\"never\",\"batch\":[{\"type\":\"track\",\"userId\":\"u\","
+                   "\"event\":\"E\",\"sentAt\":null}]}",
+                   -1,
+                   "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\",\"sentAt\":null,"
+                   "\"messageId\":\"generated-id\"" RECV "}");
+    /* contexts: the item's first, the batch's members it lacks; traits fall back to it */
+    same_as_stored("{\"context\":{\"traits\":{\"plan\":\"pro\"}},\"batch\":[{\"type\":\"identify\","
+                   "\"userId\":\"u\",\"context\":{\"ip\":\"1.2.3.4\"},\"context\":7}]}",
+                   -1,
+                   "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
+                   ",\"context\":{\"ip\":\"1.2.3.4\",\"traits\":{\"plan\":\"pro\"}}}");
+    same_as_stored("{\"context\":{\"traits\":{\"plan\":\"pro\"}},\"batch\":[{\"type\":\"identify\","
+                   "\"userId\":\"u\",\"context\":{\"traits\":{\"plan\":\"free\"}}}]}",
+                   -1,
+                   "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
+                   ",\"context\":{\"traits\":{\"plan\":\"free\"}}}");
+    same_as_stored("{\"context\":{\"traits\":5},\"batch\":[{\"type\":\"identify\","
+                   "\"userId\":\"u\",\"context\":{}}]}",
+                   -1,
+                   "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
+                   ",\"context\":{\"traits\":5}}");
+    same_as_stored("{\"context\":{\"traits\":5},\"batch\":[{\"type\":\"identify\","
+                   "\"userId\":\"u\",\"context\":null}]}",
+                   -1,
+                   "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
+                   ",\"context\":null}");
+    same_as_stored("{\"context\":\"web\",\"batch\":[{\"type\":\"identify\",\"userId\":\"u\"}]}", -1,
+                   "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
+                   ",\"context\":\"web\"}");
+    same_as_stored("{\"context\":\"web\",\"batch\":[{\"type\":\"identify\",\"userId\":\"u\","
+                   "\"context\":{\"traits\":{\"plan\":\"team\"}}}]}",
+                   -1,
+                   "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
+                   ",\"context\":{\"traits\":{\"plan\":\"team\"}}}");
+    /* and the message's own errors are its own */
+    same_as_stored("{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"userId\":\"v\"}]}", -1,
+                   "{\"type\":\"track\",\"userId\":\"u\",\"userId\":\"v\","
+                   "\"messageId\":\"generated-id\"" RECV "}");
+}
