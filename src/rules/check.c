@@ -1381,14 +1381,16 @@ static void size_windows(checker *c, node *n)
             w = n->b2, k = n->a;
         if (w && k->kind == N_NUM && w->slot >= 0) {
             rule_window *rw = &c->rs->windows[w->slot];
-            int need = k->num < 1 ? 1 : (int)k->num + 1;
-            if (k->num + 1 > RULE_MAX_WINDOW_CAP)
+            if (k->num + 1 > RULE_MAX_WINDOW_CAP) {
                 node_error(c, k,
                            "a windowed count is exact up to %d events; this compares with "
                            "%g",
                            RULE_MAX_WINDOW_CAP - 1, k->num);
-            else if (need > rw->cap)
-                rw->cap = need;
+            } else {
+                int need = k->num < 1 ? 1 : (int)k->num + 1; /* in range: checked above */
+                if (need > rw->cap)
+                    rw->cap = need;
+            }
             return;
         }
     }

@@ -247,6 +247,15 @@ Test(check, windowed_count_compared_beyond_its_capacity)
                  "with 300");
 }
 
+Test(check, windowed_count_compared_with_a_number_past_int)
+{
+    /* the capacity is worked out only for a constant within range */
+    expect_error(
+        "segment s { when 25644444444444444444444444444444444 < count(\"A\", within: 1m) }",
+        "t.rules:1:18: error: a windowed count is exact up to 255 events; this compares "
+        "with 2.56444e+34");
+}
+
 /* ---- errors: declarations */
 
 Test(check, duplicate_trigger)
