@@ -679,6 +679,32 @@ Test(json_read, writes_values_back_minified)
     jdoc_free(f.d);
 }
 
+Test(json_read, writes_every_kind_of_value)
+{
+    doc_fixture f = {.d = jdoc_new(4096)};
+    cr_assert_eq(parse_json(&f, "[-9223372036854775808, 18446744073709551615, 0, -7, 1.5, "
+                                "1e300, 0.1, -2.5e-8, true, false, null, [], {}, [[{}]], "
+                                "\"q\\\"b\\\\s\\/\\n\\t\\u0001\\u00e9\u00e9\", "
+                                "{\"k\\\"\" : {\"\" : [ 1 ]}}]"),
+                 0);
+    onr_buf b = {0};
+    jval_write(f.root, &b);
+    cr_assert_str_eq(onr_buf_cstr(&b),
+                     "[-9223372036854775808,18446744073709551615,0,-7,1.5,1e+300,0.1,-2.5e-08,true,"
+                     "false,null,[],{},[[{}]],\"q\\\"b\\\\s/\\n\\t\\u0001\u00e9\u00e9\","
+                     "{\"k\\\"\":{\"\":[1]}}]");
+    /* what it writes parses back to itself */
+    onr_buf again = {0};
+    onr_buf_put(&again, b.data, b.len);
+    cr_assert_eq(parse_json(&f, onr_buf_cstr(&again)), 0);
+    onr_buf_clear(&b);
+    jval_write(f.root, &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), onr_buf_cstr(&again));
+    onr_buf_free(&again);
+    onr_buf_free(&b);
+    jdoc_free(f.d);
+}
+
 /* ---- arena */
 
 Test(arena, hands_out_zeroed_8_byte_aligned_memory)
