@@ -984,7 +984,7 @@ static int wait_durable(elog *l, part *p, uint64_t my_end)
 static int roll(elog *l, part *p)
 {
     int64_t ns;
-    int rc, fd;
+    int rc, fd = -1;
 
     if (p->sync_err)
         return heal(l, p);
