@@ -152,7 +152,7 @@ void onr_arena_free(onr_arena *a)
 
 /* ---- buf */
 
-void onr_buf_reserve(onr_buf *b, size_t extra)
+void onr_buf_grow(onr_buf *b, size_t extra)
 {
     if (b->cap - b->len > extra)
         return;
@@ -161,24 +161,6 @@ void onr_buf_reserve(onr_buf *b, size_t extra)
         cap *= 2;
     b->data = onr_realloc(b->data, cap);
     b->cap = cap;
-}
-
-void onr_buf_put(onr_buf *b, const void *p, size_t n)
-{
-    onr_buf_reserve(b, n);
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-}
-
-void onr_buf_putc(onr_buf *b, char c)
-{
-    onr_buf_reserve(b, 1);
-    b->data[b->len++] = c;
-}
-
-void onr_buf_puts(onr_buf *b, const char *s)
-{
-    onr_buf_put(b, s, strlen(s));
 }
 
 void onr_buf_vprintf(onr_buf *b, const char *fmt, va_list ap)

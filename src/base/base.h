@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -68,10 +69,34 @@ typedef struct onr_buf {
     size_t cap;
 } onr_buf;
 
-void onr_buf_reserve(onr_buf *b, size_t extra);
-void onr_buf_put(onr_buf *b, const void *p, size_t n);
-void onr_buf_putc(onr_buf *b, char c);
-void onr_buf_puts(onr_buf *b, const char *s);
+/* Grows b so that extra more bytes fit (and one more, for onr_buf_cstr). */
+void onr_buf_grow(onr_buf *b, size_t extra);
+
+/* The writers are inline: a JSON writer calls them for every token. */
+static inline void onr_buf_reserve(onr_buf *b, size_t extra)
+{
+    if (b->cap - b->len <= extra)
+        onr_buf_grow(b, extra);
+}
+
+static inline void onr_buf_put(onr_buf *b, const void *p, size_t n)
+{
+    onr_buf_reserve(b, n);
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static inline void onr_buf_putc(onr_buf *b, char c)
+{
+    onr_buf_reserve(b, 1);
+    b->data[b->len++] = c;
+}
+
+static inline void onr_buf_puts(onr_buf *b, const char *s)
+{
+    onr_buf_put(b, s, strlen(s));
+}
 void onr_buf_printf(onr_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void onr_buf_vprintf(onr_buf *b, const char *fmt, va_list ap);
 void onr_buf_clear(onr_buf *b);
