@@ -12,13 +12,14 @@ import { spawnSync } from 'node:child_process';
 import { BIN, basic, serve, post as postTo, raw as rawTo, readLog, api, until } from './helpers.mjs';
 
 const KEY = 'e2e-write-key';
+const ADMIN = 'e2e-admin-token';
 
 let server, base, port, data;
 
 before(async () => {
   data = mkdtempSync(join(tmpdir(), 'onramp-e2e-'));
   server = await serve(['--data', data, '--write-key', KEY, '--write-key', 'second-key',
-    '--partitions', '4', '--threads', '2']);
+    '--partitions', '4', '--threads', '2', '--admin-token', ADMIN]);
   ({ base, port } = server);
 });
 
@@ -286,6 +287,16 @@ test('messages are validated as they are stored: replaced, filled-in and duplica
 });
 
 test('after SIGTERM the server exits 0 and the log holds exactly the accepted messages', async () => {
+  // the engine runs every message this file's tests stored, odd ones included: what ingest
+  // writes decodes as ingest validated it
+  const metric = async (name) => {
+    const m = await api(base, 'GET', '/metrics', { token: ADMIN });
+    return Number(m.text.split('\n').find((l) => l.startsWith(name + ' ')).split(' ')[1]);
+  };
+  const stored = await metric('onramp_ingest_events_total');
+  assert.ok(stored > 0);
+  assert.equal(await until(async () => (await metric('onramp_engine_events_total')) === stored), true);
+  assert.equal(await metric('onramp_engine_records_skipped_total'), 0);
   assert.equal(await server.stop(), 0, server.log());
   assert.match(server.log(), /"msg":"stopped"/);
   const recs = readLog(join(data, 'log'));
