@@ -55,8 +55,9 @@ _Static_assert(HTTP_MAX_THREADS <= STAMP_SLOTS / 2, "a stamp slot for every HTTP
 #define ITEM_EXTRA_BYTES (UA_HEADER_MAX + 512)
 #define MIN_ITEM_BYTES 24
 
-/* Nesting a body may have (docs/api.md, "Limits"): one level under the parser's most, so that
- * a stored message, which the engine parses again, stays within it whatever is added to it. */
+/* Nesting a body may have (docs/api.md, "Limits and errors"): one level under the parser's
+ * most, so that a stored message, which the engine parses again, stays within it whatever is
+ * added to it. */
 #define MAX_BODY_DEPTH (JDOC_MAX_DEPTH - 1)
 
 /* A body that broke a limit mid-way (chunked, or gzip) is read and dropped up to this many
