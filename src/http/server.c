@@ -117,6 +117,9 @@ struct http_server {
     size_t out_doc_bytes;                /* bound of a request's re-written messages */
     trk_geo *geo;                        /* --geoip; NULL: none */
     _Atomic int64_t stamps[STAMP_SLOTS]; /* 0: free */
+    /* Each HTTP thread's answer to a stored request, made once (by its stamp slot) and
+     * queued again for every request it answers; freed after the daemon stops. */
+    struct MHD_Response *ok[STAMP_SLOTS];
     /* Requests from their first log write until they are answered (their ids remembered,
      * or they failed), counted by the epoch they began in; http_state_checkpoint flips the
      * epoch, and stopping waits for both counts to reach zero. */
@@ -437,6 +440,28 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned status, con
 }
 
 static const char SUCCESS[] = "{\"success\":true}";
+
+/* 200 {"success":true}: the answer to most requests, from this thread's own response rather
+ * than one built and freed each time (libmicrohttpd queues a response on many connections
+ * and counts its uses). */
+static enum MHD_Result send_success(http_server *s, struct MHD_Connection *c)
+{
+    struct MHD_Response **ok = &s->ok[stamp_slot(s) - s->stamps];
+    if (!*ok) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(
+            sizeof(SUCCESS) - 1, (void *)SUCCESS, MHD_RESPMEM_PERSISTENT);
+        if (r && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") !=
+                     MHD_YES) {
+            MHD_destroy_response(r);
+            r = NULL;
+        }
+        if (!r)
+            return send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false);
+        *ok = r;
+    }
+    tl_status = MHD_HTTP_OK;
+    return MHD_queue_response(c, MHD_HTTP_OK, *ok);
+}
 
 /* ---- the work pool */
 
@@ -1376,7 +1401,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         if (st == MHD_HTTP_OK)
             atomic_store(&r->durable_ns, mono_ns());
         ret = st == MHD_HTTP_OK
-                  ? send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false)
+                  ? send_success(s, c)
                   : send_error(c, st, "the event log could not store the messages; retry", NULL);
         goto done;
     }
@@ -1615,7 +1640,7 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
             return MHD_YES; /* still waiting for the log */
         r->ack_answered = true;
         if (st == MHD_HTTP_OK)
-            return send_json(c, MHD_HTTP_OK, SUCCESS, sizeof(SUCCESS) - 1, false, false);
+            return send_success(s, c);
         return send_error(c, st, "the event log could not store the messages; retry", NULL);
     }
     if (r->rejected) {
@@ -1796,6 +1821,9 @@ static int limits_of(const http_opts *o, size_t *event, size_t *request, char *e
 /* Frees what http_start made, once the daemon and the reaper are stopped. */
 static void release(http_server *s)
 {
+    for (int i = 0; i < STAMP_SLOTS; i++)
+        if (s->ok[i])
+            MHD_destroy_response(s->ok[i]);
     while (s->pool) {
         work *w = s->pool;
         s->pool = w->next;
