@@ -288,6 +288,70 @@ test('messages are validated as they are stored: replaced, filled-in and duplica
   }
 });
 
+// Random messages, seeded: the members decoding reads, in any order, given twice, null or of
+// the wrong type, with or without a batch-level context and sentAt. Whatever ingest accepts,
+// the engine must run as ingest validated it: none of it skipped as undecodable.
+test('random messages with duplicate and odd members: every one accepted is run by the engine', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-random-'));
+  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
+    '--partitions', '4']);
+  try {
+    let seed = 20261204;
+    const rnd = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff; };
+    const pick = (a) => a[Math.floor(rnd() * a.length)];
+    const odd = ['null', '""', '"x"', '5', 'true', '{}', '[]', '"soon"', '{"traits":5}',
+      '{"traits":null}', '"a\\"b"', '"\\u00e9"'];
+    const fits = {
+      type: () => pick(['"track"', '"identify"', '"page"', '"screen"', '"group"', '"alias"']),
+      userId: () => `"u${Math.floor(rnd() * 50)}"`, anonymousId: () => '"a1"', previousId: () => '"p1"',
+      event: () => '"E"', name: () => '"Home"', messageId: () => `"m${Math.floor(rnd() * 1e9)}"`,
+      timestamp: () => '"2026-01-02T03:04:05Z"', originalTimestamp: () => '"2026-01-02T03:04:00Z"',
+      sentAt: () => '"2026-01-02T03:04:06Z"', receivedAt: () => '"2026-01-02T03:04:07Z"',
+      context: () => pick(['{"traits":{"plan":"p"}}', '{}', '{"ip":"1.2.3.4"}']),
+      properties: () => '{"feature":"f"}', traits: () => '{"plan":"q"}', integrations: () => '{}',
+    };
+    const keys = Object.keys(fits);
+    const item = () => {
+      const members = [`"type":${fits.type()}`, `"userId":${fits.userId()}`];
+      for (let i = Math.floor(rnd() * 8); i >= 0; i--) {
+        const k = pick(keys);
+        members.push(`"${k}":${rnd() < 0.75 ? fits[k]() : pick(odd)}`);
+      }
+      for (let i = members.length - 1; i > 0; i--) {
+        const j = Math.floor(rnd() * (i + 1));
+        [members[i], members[j]] = [members[j], members[i]];
+      }
+      return `{${members.join(',')}}`;
+    };
+    const answers = { 200: 0, 400: 0 };
+    for (let r = 0; r < 1500; r++) {
+      const items = Array.from({ length: 1 + Math.floor(rnd() * 3) }, item);
+      let res;
+      if (items.length === 1 && rnd() < 0.3) {
+        res = await postTo(srv.base, pick(['/v1/track', '/v1/identify', '/v1/page', '/v1/alias']), items[0], { key: KEY });
+      } else {
+        const top = [];
+        if (rnd() < 0.3) top.push(`"context":${rnd() < 0.5 ? fits.context() : pick(odd)}`);
+        if (rnd() < 0.3) top.push(`"sentAt":${rnd() < 0.5 ? fits.sentAt() : pick(odd)}`);
+        top.push(`"batch":[${items.join(',')}]`);
+        res = await postTo(srv.base, '/v1/batch', `{${top.join(',')}}`, { key: KEY });
+      }
+      assert.ok(res.status in answers, `${res.status}: ${JSON.stringify(res.json)}`);
+      answers[res.status]++;
+    }
+    // both kinds of answer are common, so that the check below covers many stored messages
+    assert.ok(answers[200] > 200 && answers[400] > 200, JSON.stringify(answers));
+    const metric = (name) => metricOf(srv.base, 'tok', name);
+    const stored = await metric('onramp_ingest_events_total');
+    assert.equal(await until(async () => (await metric('onramp_engine_events_total')) === stored), true);
+    assert.equal(await metric('onramp_engine_records_skipped_total'), 0, srv.log());
+    assert.equal(await srv.stop(), 0, srv.log());
+  } finally {
+    if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('after SIGTERM the server exits 0 and the log holds exactly the accepted messages', async () => {
   // the engine runs every message this file's tests stored, odd ones included: what ingest
   // writes decodes as ingest validated it
