@@ -774,7 +774,8 @@ static int cmd_serve(int argc, char **argv)
                 .synced = src_synced,
                 .watermark = src_watermark,
                 .retain = src_retain,
-                .ctx = &lsrc},
+                .ctx = &lsrc,
+                .id = elog_id(log)},
     };
     shard_set *shards = NULL;
     e = shard_start(&so, rules, &shards, err, sizeof(err));
@@ -882,9 +883,11 @@ static int cmd_serve(int argc, char **argv)
     log_line("info", "ingest stopped; the engine runs what is in the log and checkpoints", NULL);
     for (int p = 0; p < nparts; p++)
         ends[p] = elog_end_offset(log, p);
+    char log_id[ELOG_ID_CHARS + 1];
+    snprintf(log_id, sizeof(log_id), "%s", elog_id(log));
     int se = shard_stop(shards);
     e = elog_close(log); /* fsyncs every partition: the state below covers durable records */
-    if (!e && http_state_save(&ho, nparts, ends, state_path, err, sizeof(err)) != 0)
+    if (!e && http_state_save(&ho, log_id, nparts, ends, state_path, err, sizeof(err)) != 0)
         log_line("warn", err, NULL); /* the next start reads the whole log instead */
     onr_free(ends);
     trk_dedup_free(dedup);

@@ -115,6 +115,10 @@ void onr_hasher_update(onr_hasher *h, const void *p, size_t n);
 uint64_t onr_hasher_digest(const onr_hasher *h);
 void onr_hasher_free(onr_hasher *h);
 
+/* n bytes from the kernel's random source (getrandom(2)), for ids: never fails on Linux
+ * >= 3.17 (it waits for the pool once, at boot). */
+void onr_random(void *buf, size_t n);
+
 /* ---- time: int64 milliseconds since the Unix epoch, everywhere */
 
 #define ONR_SECOND_MS INT64_C(1000)

@@ -12,12 +12,27 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 uint64_t onr_hash64(const void *p, size_t n, uint64_t seed)
 {
     return XXH3_64bits_withSeed(p, n, seed);
+}
+
+void onr_random(void *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t k = getrandom((char *)buf + got, n - got, 0);
+        if (k > 0)
+            got += (size_t)k;
+        else if (errno != EINTR) {
+            fprintf(stderr, "onramp: getrandom: %s\n", strerror(errno));
+            abort();
+        }
+    }
 }
 
 onr_hasher *onr_hasher_new(uint64_t seed)

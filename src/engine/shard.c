@@ -37,7 +37,8 @@
 #define RECENT_EVENTS 16384
 #define RECENT_FIRES 4096
 #define NAME_KEEP 48
-#define CKPT_MAGIC "ONRSHRD1"
+#define CKPT_MAGIC "ONRSHRD2"
+#define CKPT_MAGIC_V1 "ONRSHRD1" /* before checkpoints named their log */
 #define FIRED_WINDOW_MS (30 * ONR_DAY_MS)
 #define FIRED_MAX 4000000
 #define JOURNAL_ROTATE_BYTES (64u * 1024 * 1024)
@@ -305,8 +306,17 @@ typedef struct ckpt_hdr {
     uint32_t shards, index, partitions, nheads;
     uint64_t fingerprint;
     uint64_t source_len, path_len;
-    uint64_t check; /* digest of the header (this member zero) */
+    char log_id[SHARD_LOG_ID_MAX]; /* shard_source.id, zero-padded */
+    uint64_t check;                /* digest of the header (this member zero) */
 } ckpt_hdr;
+
+/* The source's log id as the checkpoint header holds it. */
+static void ckpt_log_id(const shard_source *src, char out[SHARD_LOG_ID_MAX])
+{
+    memset(out, 0, SHARD_LOG_ID_MAX);
+    if (src->id)
+        memcpy(out, src->id, ONR_MIN(strlen(src->id), (size_t)SHARD_LOG_ID_MAX));
+}
 
 /* Writes the checkpoint: the offsets run so far, the rules' text, and the engine. Only
  * when every offset is durable in the log, so that the checkpoint never holds the effects
@@ -342,6 +352,7 @@ static int checkpoint(shard *sh)
                   .source_len = strlen(rs->source),
                   .path_len = strlen(rs->path)};
     memcpy(h.magic, CKPT_MAGIC, 8);
+    ckpt_log_id(src, h.log_id);
     h.check = onr_hash64(&h, sizeof(h), 0x73686472);
     bool ok = fwrite(&h, sizeof(h), 1, f) == 1;
     for (int i = 0; ok && i < sh->nheads; i++) {
@@ -408,7 +419,13 @@ static int load_checkpoint(shard *sh, uint64_t *offsets, bool *found, char *err,
     eng *e = NULL;
     ckpt_hdr h;
     if (fread(&h, sizeof(h), 1, f) != 1 || memcmp(h.magic, CKPT_MAGIC, 8) != 0) {
-        snprintf(err, errlen, "%s is not a shard checkpoint", path);
+        if (memcmp(h.magic, CKPT_MAGIC_V1, 8) == 0)
+            snprintf(err, errlen,
+                     "%s was written by an older onramp, which did not record the event log's "
+                     "id; move %s away to rebuild every profile from the log",
+                     path, s->edir);
+        else
+            snprintf(err, errlen, "%s is not a shard checkpoint", path);
         goto out;
     }
     uint64_t check = h.check;
@@ -418,6 +435,17 @@ static int load_checkpoint(shard *sh, uint64_t *offsets, bool *found, char *err,
         h.partitions != (uint32_t)s->o.partitions || h.source_len > (64u << 20) ||
         h.path_len > 4096) {
         snprintf(err, errlen, "%s is damaged or belongs to another shard layout", path);
+        goto out;
+    }
+    char want[SHARD_LOG_ID_MAX];
+    ckpt_log_id(&s->o.src, want);
+    if (memcmp(h.log_id, want, SHARD_LOG_ID_MAX) != 0) {
+        snprintf(err, errlen,
+                 "%s was written over another event log (id %.*s; this log's id is %.*s), so "
+                 "its offsets name other records; move %s away to rebuild every profile from "
+                 "this log",
+                 path, SHARD_LOG_ID_MAX, h.log_id[0] ? h.log_id : "none", SHARD_LOG_ID_MAX,
+                 want[0] ? want : "none", s->edir);
         goto out;
     }
     for (int i = 0; i < sh->nheads; i++) {

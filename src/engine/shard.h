@@ -41,7 +41,13 @@ typedef struct shard_source {
      * the source may now delete under its retention policy. */
     void (*retain)(void *ctx, int p, uint64_t offset);
     void *ctx;
+    /* Optional: the log's id (at most SHARD_LOG_ID_MAX characters), kept in each checkpoint.
+     * A checkpoint written over a log with another id is refused: its offsets mean other
+     * records. NULL: no id (only checkpoints written without one load). */
+    const char *id;
 } shard_source;
+
+#define SHARD_LOG_ID_MAX 32
 
 /* Options; a zero member takes the default in brackets. */
 typedef struct shard_opts {

@@ -104,15 +104,15 @@ long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window
                         uint64_t *records, char *err, size_t errlen);
 
 /*
- * The ingest state of a stopped server: its router and recent messageIds, and the log
- * offsets they cover (ends[p] for each of the log's partitions: every record below it went
- * through them), written to path through a temporary file, fsynced and renamed, so that the
- * next start reads only the log past them. Call it after http_stop, once the log is durable
- * up to ends (o->log is not used: it may be closed). Returns 0 or a negative code with a
- * message in err.
+ * The ingest state of a stopped server: its router and recent messageIds, the log's id
+ * (elog_id, taken while the log was open) and the log offsets they cover (ends[p] for each of
+ * the log's partitions: every record below it went through them), written to path through a
+ * temporary file, fsynced and renamed, so that the next start reads only the log past them.
+ * Call it after http_stop, once the log is durable up to ends (o->log is not used: it may be
+ * closed). Returns 0 or a negative code with a message in err.
  */
-int http_state_save(const http_opts *o, int partitions, const uint64_t *ends, const char *path,
-                    char *err, size_t errlen);
+int http_state_save(const http_opts *o, const char *log_id, int partitions, const uint64_t *ends,
+                    const char *path, char *err, size_t errlen);
 
 /*
  * The same while ingest runs, called every so often from one thread: a call writes the

@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -277,14 +276,7 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 static void jw_uuid(onr_buf *b)
 {
     uint8_t r[16];
-    size_t got = 0;
-    while (got < sizeof(r)) {
-        ssize_t n = getrandom(r + got, sizeof(r) - got, 0);
-        if (n > 0)
-            got += (size_t)n;
-        else if (errno != EINTR)
-            break; /* cannot happen on Linux >= 3.17 for 16 bytes; the ids stay unique-ish */
-    }
+    onr_random(r, sizeof(r));
     r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
     r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
     static const char hex[] = "0123456789abcdef";
@@ -2081,7 +2073,7 @@ long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window
 /* A header, each partition's end, the router's used sets (trk_route_write), the recent ids
  * as (digest, at_ms) pairs ended by a zero pair, and a digest of all of it. The magic changes
  * whenever this layout or the router's set does. */
-#define STATE_MAGIC "ONRINGS1"
+#define STATE_MAGIC "ONRINGS2"
 #define STATE_SEED 0x696e6773
 
 typedef struct state_hdr {
@@ -2089,6 +2081,7 @@ typedef struct state_hdr {
     uint32_t partitions;
     uint32_t reserved;
     uint64_t route_bytes; /* trk_route_bytes (the capacity), 0 without a router */
+    char log_id[ELOG_ID_CHARS]; /* elog_id of the log whose offsets it covers */
 } state_hdr;
 
 typedef struct state_io {
@@ -2118,8 +2111,8 @@ static bool state_put_id(void *ctx, uint64_t digest, int64_t at_ms)
     return state_put(ctx, pair, sizeof(pair));
 }
 
-int http_state_save(const http_opts *o, int partitions, const uint64_t *ends, const char *path,
-                    char *err, size_t errlen)
+int http_state_save(const http_opts *o, const char *log_id, int partitions, const uint64_t *ends,
+                    const char *path, char *err, size_t errlen)
 {
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -2133,6 +2126,7 @@ int http_state_save(const http_opts *o, int partitions, const uint64_t *ends, co
     state_hdr h = {.partitions = (uint32_t)P,
                    .route_bytes = o->router ? (uint64_t)trk_route_bytes(o->router) : 0};
     memcpy(h.magic, STATE_MAGIC, 8);
+    memcpy(h.log_id, log_id, ELOG_ID_CHARS);
     uint64_t end_mark[2] = {0, 0};
     bool ok = state_put(&io, &h, sizeof(h)) && state_put(&io, ends, sizeof(uint64_t) * (size_t)P) &&
               (!o->router || trk_route_write(o->router, state_put, &io)) &&
@@ -2188,6 +2182,11 @@ int http_state_load(const http_opts *o, const char *path, int64_t window_ms, int
         snprintf(why, whylen, "written with other --partitions or --route-capacity");
         goto out;
     }
+    if (memcmp(h.log_id, elog_id(o->log), ELOG_ID_CHARS) != 0) {
+        snprintf(why, whylen, "written for another event log (id %.*s; this log's id is %s)",
+                 ELOG_ID_CHARS, h.log_id, elog_id(o->log));
+        goto out;
+    }
     if (!state_get(&io, from, sizeof(uint64_t) * (size_t)P)) {
         snprintf(why, whylen, "cut short");
         goto out;
@@ -2237,7 +2236,8 @@ int http_state_checkpoint(http_server *s, const char *path, char *err, size_t er
         /* every record below state_from was written by a request of the other epoch */
         if (atomic_load(&s->inflight[1 - cur]) != 0)
             return 0;
-        rc = http_state_save(&s->o, s->partitions, s->state_from, path, err, errlen);
+        rc = http_state_save(&s->o, elog_id(s->o.log), s->partitions, s->state_from, path, err,
+                             errlen);
         if (rc)
             return rc;
         rc = 1;

@@ -80,6 +80,7 @@ typedef struct part {
 
 struct elog {
     elog_opts o; /* defaults filled in */
+    char id[ELOG_ID_CHARS + 1]; /* from elog.meta */
     int dirfd;
     char *dir;
     part *parts;
@@ -798,14 +799,19 @@ static void part_free(part *p, bool locks)
     }
 }
 
-/* The partition count is fixed at creation: users are placed by hash mod P, so reopening
- * with another P would silently move them. elog.meta records it. */
+/*
+ * elog.meta: the magic, the partition count and the log's id. The partition count is fixed
+ * at creation: users are placed by hash mod P, so reopening with another P would silently
+ * move them. The id is drawn at creation, so that files describing this log's offsets
+ * (checkpoints, the ingest state) can tell it from a log made again in its place. A meta
+ * written before ids existed gets one at open (*exists stays false: it is written again).
+ */
 static int check_meta(elog *l, bool *exists, char *err, size_t errlen)
 {
-    char text[128];
+    char text[128], id[ELOG_ID_CHARS + 2] = "";
     int fd = openat(l->dirfd, META_NAME, O_RDONLY | O_CLOEXEC);
     ssize_t n;
-    int parts = 0;
+    int parts = 0, got;
 
     *exists = false;
     if (fd < 0) {
@@ -818,7 +824,9 @@ static int check_meta(elog *l, bool *exists, char *err, size_t errlen)
     if (n < 0)
         return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, META_NAME, strerror(errno));
     text[n] = 0;
-    if (sscanf(text, META_MAGIC "\npartitions %d", &parts) != 1 || parts < 1)
+    got = sscanf(text, META_MAGIC "\npartitions %d\nid %33[0-9a-f]", &parts, id);
+    if (got < 1 || parts < 1 || (got == 2 && strlen(id) != ELOG_ID_CHARS) ||
+        (got == 1 && strstr(text, "\nid")))
         return fail_msg(err, errlen, ONR_E_PARSE, "elog: %s/%s: not an onramp event log", l->dir,
                         META_NAME);
     if (parts != l->o.partitions)
@@ -826,14 +834,28 @@ static int check_meta(elog *l, bool *exists, char *err, size_t errlen)
                         "elog: %s has %d partitions but was opened with %d; users are placed "
                         "by partition, so the count cannot change",
                         l->dir, parts, l->o.partitions);
-    *exists = true;
+    if (got == 2)
+        memcpy(l->id, id, ELOG_ID_CHARS + 1);
+    *exists = got == 2;
     return 0;
 }
 
+/* Writes elog.meta (atomically), drawing the log's id when it has none. */
 static int write_meta(elog *l, char *err, size_t errlen)
 {
     char text[128];
-    int n = snprintf(text, sizeof text, META_MAGIC "\npartitions %d\n", l->o.partitions);
+    if (!l->id[0]) {
+        static const char hex[] = "0123456789abcdef";
+        uint8_t r[ELOG_ID_CHARS / 2];
+        onr_random(r, sizeof r);
+        for (size_t i = 0; i < sizeof r; i++) {
+            l->id[2 * i] = hex[r[i] >> 4];
+            l->id[2 * i + 1] = hex[r[i] & 15];
+        }
+        l->id[ELOG_ID_CHARS] = 0;
+    }
+    int n = snprintf(text, sizeof text, META_MAGIC "\npartitions %d\nid %s\n", l->o.partitions,
+                     l->id);
     int fd = openat(l->dirfd, META_NAME ".tmp", O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
     int rc;
 
@@ -1251,6 +1273,11 @@ uint64_t elog_start_offset(elog *l, int partition)
     v = p->segs[0].base;
     pthread_mutex_unlock(&p->mu);
     return v;
+}
+
+const char *elog_id(const elog *l)
+{
+    return l->id;
 }
 
 int elog_partitions(const elog *l)

@@ -85,6 +85,12 @@ int elog_close(elog *l);
 
 int elog_partitions(const elog *l);
 
+/* The log's id: ELOG_ID_CHARS lowercase hex digits, drawn at random when the log was created
+ * and kept in elog.meta. A log deleted and created again in the same directory gets another,
+ * so that what records this log's offsets (engine checkpoints, the ingest state) can tell. */
+#define ELOG_ID_CHARS 32
+const char *elog_id(const elog *l);
+
 /* One record of a batch. */
 typedef struct elog_rec {
     const void *data;

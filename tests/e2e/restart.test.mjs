@@ -6,7 +6,7 @@
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -101,5 +101,43 @@ test('--state-every is listed by --help and checked', () => {
       { encoding: 'utf8', timeout: 10000 });
     assert.notEqual(r.status, 0, bad);
     assert.match(r.stderr, /--state-every/, bad);
+  }
+});
+
+test('a log made again in place of the old one: its checkpoints are refused and its ingest state set aside', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-restart-'));
+  const other = mkdtempSync(join(tmpdir(), 'onramp-e2e-restart-'));
+  const args = (d) => ['--data', d, '--write-key', KEY, '--partitions', '2'];
+  try {
+    // the old log stores m; another log, with three messages but not m, takes its place
+    const m = { userId: 'u-old-log', event: 'Signed Up', messageId: randomUUID() };
+    let s = await serve(args(dir));
+    await track(s, m);
+    await stop(s);
+    s = await serve(args(other));
+    for (let i = 0; i < 3; i++) await track(s, { userId: `u-new-log-${i}`, event: 'Signed Up', messageId: randomUUID() });
+    await stop(s);
+    rmSync(join(dir, 'log'), { recursive: true });
+    cpSync(join(other, 'log'), join(dir, 'log'), { recursive: true });
+    const before = readFileSync(join(dir, 'ingest.state'));
+
+    const refused = spawnSync(BIN, ['serve', '--listen', '127.0.0.1:0', ...args(dir)], { encoding: 'utf8', timeout: 20000 });
+    assert.notEqual(refused.status, 0, refused.stderr);
+    assert.match(refused.stderr, /shard-\d+-of-\d+\.ckpt was written over another event log \(id [0-9a-f]{32}; this log's id is [0-9a-f]{32}\), so its offsets name other records; move \S+\/engine away to rebuild every profile from this log/);
+    assert.deepEqual(readFileSync(join(dir, 'ingest.state')), before, 'a refused start changed the ingest state');
+
+    renameSync(join(dir, 'engine'), join(dir, 'engine.old'));
+    s = await serve(args(dir));
+    assert.match(s.log(), /ingest\.state is not used \(written for another event log \(id [0-9a-f]{32}; this log's id is [0-9a-f]{32}\)\): the whole log is read instead/);
+    assert.match(s.log(), /"msg":"recent messageIds recovered from the event log","message_ids":3,"from_state":false,"log_records_read":3\b/);
+    // m is not in this log: stored, not taken for a duplicate the old log's ids remembered
+    await track(s, m);
+    await stop(s);
+    const ids = readLog(join(dir, 'log')).map((r) => r.json.messageId);
+    assert.equal(ids.length, 4);
+    assert.ok(ids.includes(m.messageId), 'the message was dropped as a duplicate of the old log');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(other, { recursive: true, force: true });
   }
 });

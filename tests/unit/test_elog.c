@@ -364,6 +364,79 @@ Test(elog, refuses_another_partition_count)
     cr_assert(strstr(err, "3 partitions") != NULL, "%s", err);
 }
 
+/* Writes text to tmpdir/elog.meta. */
+static void put_meta(const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/elog.meta", tmpdir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fputs(text, f) >= 0, true);
+    cr_assert_eq(fclose(f), 0);
+}
+
+Test(elog, has_an_id_kept_across_opens_and_drawn_again_for_a_new_log)
+{
+    elog_opts o = {.partitions = 2};
+    elog *l = open_log(&o);
+    char first[ELOG_ID_CHARS + 1];
+    snprintf(first, sizeof first, "%s", elog_id(l));
+    cr_assert_eq(strlen(first), ELOG_ID_CHARS);
+    cr_assert_eq(strspn(first, "0123456789abcdef"), ELOG_ID_CHARS, "%s", first);
+    append_rec(l, 0, 0, 0);
+    elog_close(l);
+
+    l = open_log(&o);
+    cr_assert_str_eq(elog_id(l), first);
+    elog_close(l);
+
+    /* the same directory emptied and a log created in it again */
+    remove_dir();
+    make_dir();
+    l = open_log(&o);
+    cr_assert_str_neq(elog_id(l), first);
+    cr_assert_eq(strlen(elog_id(l)), ELOG_ID_CHARS);
+    elog_close(l);
+}
+
+Test(elog, a_meta_without_an_id_gets_one_and_keeps_its_records)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS};
+    elog *l = open_log(&o);
+    append_rec(l, 1, 1, 0);
+    elog_close(l);
+    put_meta("onramp-elog 1\npartitions 2\n");
+
+    l = open_log(&o);
+    char id[ELOG_ID_CHARS + 1];
+    snprintf(id, sizeof id, "%s", elog_id(l));
+    cr_assert_eq(strspn(id, "0123456789abcdef"), ELOG_ID_CHARS, "%s", id);
+    cr_assert_eq(elog_end_offset(l, 1), 1);
+    elog_close(l);
+    l = open_log(&o);
+    cr_assert_str_eq(elog_id(l), id, "the id drawn for the old meta was written to it");
+    elog_close(l);
+}
+
+Test(elog, refuses_a_meta_with_a_malformed_id)
+{
+    elog_opts o = {.partitions = 2};
+    elog *l = open_log(&o);
+    elog_close(l);
+    const char *bad[] = {
+        "onramp-elog 1\npartitions 2\nid 0123\n",
+        "onramp-elog 1\npartitions 2\nid 0123456789ABCDEF0123456789ABCDEF\n",
+        "onramp-elog 1\npartitions 2\nid 0123456789abcdef0123456789abcdef0\n",
+        "onramp-elog 1\npartitions 2\nid \n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        put_meta(bad[i]);
+        char err[256] = "";
+        cr_assert_eq(elog_open(tmpdir, &o, &l, err, sizeof err), ONR_E_PARSE, "%s", bad[i]);
+        cr_assert(strstr(err, "elog.meta: not an onramp event log") != NULL, "%s", err);
+    }
+}
+
 Test(elog, enforces_the_record_size_limit)
 {
     elog_opts o = {

@@ -58,6 +58,7 @@ typedef struct msrc {
     _Atomic int64_t wm;
     _Atomic int64_t synced; /* -1: synced follows end; else every partition's synced offset */
     int msgs;
+    const char *id; /* the log's id (shard_source.id) */
     /* watermark calls per calling thread: one per shard loop iteration */
     pthread_mutex_t mu;
     pthread_t tids[MAXTHREADS];
@@ -237,7 +238,8 @@ static shard_opts opts(msrc *s, const char *dir, int shards, logs *l)
                 .synced = m_synced,
                 .watermark = m_watermark,
                 .retain = m_retain,
-                .ctx = s},
+                .ctx = s,
+                .id = s->id},
     };
     return o;
 }
@@ -882,6 +884,56 @@ Test(shard, a_refused_shard_count_names_the_log_retention_trimmed)
                   strstr(err, "the log before offset 5 of partition 1 is gone"),
               "%s", err);
     cr_assert(!ckpt_exists(d, 0, 4), "a refused start wrote a checkpoint");
+    msrc_free(s);
+    remove_tree(d);
+    free(st);
+}
+
+Test(shard, a_checkpoint_written_over_another_log_or_by_an_older_onramp_is_refused)
+{
+    stream *st = make_stream();
+    int half = NEVENTS / 2;
+    char d[64], err[1024];
+    make_dir(d, sizeof(d));
+    msrc *s = msrc_new(NPARTS);
+    set_wm(s, T0);
+    s->id = "0123456789abcdef0123456789abcdef";
+    run_part(s, st, d, 0, half, st->recv[half]);
+
+    /* the log made again in its place: same partitions, offsets that mean other records */
+    s->id = "fedcba9876543210fedcba9876543210";
+    refused(s, d, 2, err, sizeof(err));
+    cr_assert(strstr(err, "shard-0-of-2.ckpt was written over another event log (id "
+                          "0123456789abcdef0123456789abcdef; this log's id is "
+                          "fedcba9876543210fedcba9876543210)") &&
+                  strstr(err, "/engine away to rebuild every profile from this log"),
+              "%s", err);
+
+    /* a checkpoint of the format before ids */
+    char path[600];
+    snprintf(path, sizeof(path), "%s/engine/shard-1-of-2.ckpt", d);
+    FILE *f = fopen(path, "r+b");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite("ONRSHRD1", 1, 8, f), 8);
+    cr_assert_eq(fclose(f), 0);
+    s->id = "0123456789abcdef0123456789abcdef";
+    refused(s, d, 2, err, sizeof(err));
+    cr_assert(strstr(err, "shard-1-of-2.ckpt was written by an older onramp") &&
+                  strstr(err, "/engine away to rebuild every profile from the log"),
+              "%s", err);
+
+    /* shard 0's checkpoint, over its own log, still loads */
+    snprintf(path, sizeof(path), "%s/engine/shard-1-of-2.ckpt", d);
+    cr_assert_eq(unlink(path), 0);
+    snprintf(path, sizeof(path), "%s/engine/shard-0-of-2.ckpt", d);
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0, "shard 0's checkpoint was changed or removed by a refusal");
+    logs l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    run_shards(s, st, d, half, NEVENTS, st->recv[NEVENTS - 1] + 60 * SEC, 2, &l);
+    cr_assert(logged(&l, "shard 0: checkpoint loaded"), "%s", onr_buf_cstr(&l.text));
+    cr_assert(logged(&l, "shard 1: no checkpoint"), "%s", onr_buf_cstr(&l.text));
+
+    onr_buf_free(&l.text);
     msrc_free(s);
     remove_tree(d);
     free(st);
