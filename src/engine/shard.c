@@ -701,8 +701,8 @@ static void answer(shard *sh, query *q)
         memcpy(key, q->key, q->klen);
         key[q->klen] = 0;
         eng_explain_watch(sh->e, key);
+        q->rc = eng_explain(sh->e, key, q->out);
         onr_free(key);
-        eng_explain(sh->e, q->out);
         break;
     }
     case Q_COUNTS: {
@@ -899,6 +899,8 @@ static int mkdir_one(const char *path)
 
 static void shard_free_one(shard *sh)
 {
+    if (!sh->set) /* a start failed before init_shard reached it */
+        return;
     const shard_source *src = &sh->set->o.src;
     for (int i = 0; i < sh->nheads; i++) {
         if (sh->heads[i].reader)
