@@ -85,12 +85,6 @@ static user *forwarded(user *u)
     return u;
 }
 
-static void note_explain(eng *e, user *u, trk_str key)
-{
-    if (e->xkey && !e->xu && strlen(e->xkey) == key.n && memcmp(e->xkey, key.p, key.n) == 0)
-        e->xu = u;
-}
-
 /* Open addressing with linear probing, at most 70% full; deletion shifts back. */
 #define GROW(e, tab, mask, count, type, used)                                                      \
     do {                                                                                           \
@@ -121,7 +115,7 @@ static void index_put(eng *e, user *u, trk_str key)
     e->index[i].hash = h;
     e->index[i].u = u;
     e->index_count++;
-    note_explain(e, u, key);
+    xp_seen(e, u, key.p, key.n);
 }
 
 static size_t index_slot(const eng *e, const char *s, size_t n, uint64_t h)
@@ -182,7 +176,7 @@ static void alias_put(eng *e, user *u, trk_str key)
     e->aliases[i].hash = h;
     e->aliases[i].k = k;
     e->alias_count++;
-    note_explain(e, u, key);
+    xp_seen(e, u, key.p, key.n);
 }
 
 static user *lookup(eng *e, trk_str key)
@@ -258,7 +252,7 @@ static void emit_segment(eng *e, user *u, int seg, bool entered, int64_t at)
 static bool eval(eng *e, user *u, int chunk, const trk_event *ev, int64_t *next)
 {
     rule_env env = {.rs = e->rs, .prof = u->prof, .ev = ev, .now_ms = e->clock};
-    if (u == e->xu) {
+    if (xp_watch_of(e, u)) {
         env.leaf = xp_leaf;
         env.leaf_ctx = e;
     }
@@ -277,7 +271,7 @@ static void run_segment_triggers(eng *e, user *u, const rule_segment *s, bool en
     int n = entered ? s->non_enter : s->non_exit;
     const char *saved = e->xcause;
     char cause[RULE_MAX_NAME + 16];
-    if (u == e->xu) {
+    if (xp_watch_of(e, u)) {
         snprintf(cause, sizeof(cause), "%s %s", entered ? "enter" : "exit", s->name);
         e->xcause = cause;
     }
@@ -304,7 +298,7 @@ static bool any_clause(eng *e, user *u, int si, bool enter, const trk_event *ev,
                        int64_t *next)
 {
     const rule_segment *s = &e->rs->segments[si];
-    bool x = u == e->xu;
+    xwatch *x = xp_watch_of(e, u);
     for (int k = 0; k < s->nclauses; k++) {
         const rule_clause *c = &s->clauses[k];
         if (c->enter != enter)
@@ -319,7 +313,7 @@ static bool any_clause(eng *e, user *u, int si, bool enter, const trk_event *ev,
         if (c->when >= 0)
             ok = eval(e, u, c->when, ev, c->on == -1 && s->timed ? next : NULL);
         if (x)
-            xp_end(e, &e->xseg[si * XSEG_SLOTS + 1 + k], ok,
+            xp_end(e, &x->seg[si * XSEG_SLOTS + 1 + k], ok,
                    c->when >= 0 ? "the condition" : "the clause");
         if (ok)
             return true;
@@ -336,13 +330,13 @@ static void eval_segment(eng *e, user *u, int si, const trk_event *ev, int ancho
     const rule_set *rs = e->rs;
     const rule_segment *s = &rs->segments[si];
     bool member = rp_bit(u->prof, rs->layout.off_segments, si);
-    bool x = u == e->xu;
+    xwatch *x = xp_watch_of(e, u);
     if (s->live >= 0) {
         if (x)
             xp_begin(e);
         bool now_in = eval(e, u, s->live, ev, s->timed ? next : NULL);
         if (x)
-            xp_end(e, &e->xseg[si * XSEG_SLOTS], now_in, "when");
+            xp_end(e, &x->seg[si * XSEG_SLOTS], now_in, "when");
         if (now_in != member)
             set_member(e, u, si, now_in, e->clock, true);
         return;
@@ -410,8 +404,9 @@ static void fire_trigger(eng *e, user *u, int ti, const trk_event *ev, int64_t a
 {
     const rule_set *rs = e->rs;
     const rule_trigger *t = &rs->triggers[ti];
-    bool x = u == e->xu;
-    xrec *xr = x ? &e->xtrig[ti] : NULL;
+    xwatch *w = xp_watch_of(e, u);
+    bool x = w != NULL;
+    xrec *xr = x ? &w->trig[ti] : NULL;
     uint8_t *p = u->prof;
     if (!limit_allows(rs, t, p, at)) {
         if (x)
@@ -481,7 +476,7 @@ static void end_session(eng *e, user *u, int64_t at, int64_t *next)
         return;
     h->flags &= (uint8_t)~RH_IN_SESSION;
     const char *saved = e->xcause;
-    if (u == e->xu)
+    if (xp_watch_of(e, u))
         e->xcause = "session end";
     for (int i = 0; i < rs->nsession_end; i++)
         fire_trigger(e, u, rs->session_end_triggers[i], NULL, at);
@@ -499,7 +494,7 @@ static void start_session(eng *e, user *u, int64_t ts, int64_t *next)
     h->sess_events = 0;
     h->sess_number++;
     const char *saved = e->xcause;
-    if (u == e->xu)
+    if (xp_watch_of(e, u))
         e->xcause = "session start";
     for (int i = 0; i < rs->nsession_start; i++)
         fire_trigger(e, u, rs->session_start_triggers[i], NULL, ts);
@@ -608,7 +603,7 @@ static void on_timer(eng *e, user *u, int64_t now)
             h->last_ms + t->dur_ms <= e->clock) {
             rp_set_bit(u->prof, rs->layout.off_bits, t->bit_idle, true);
             char cause[48];
-            if (u == e->xu) {
+            if (xp_watch_of(e, u)) {
                 onr_duration_format(t->dur_ms, cause + 5, sizeof(cause) - 5);
                 memcpy(cause, "idle ", 5);
                 e->xcause = cause;
@@ -624,7 +619,7 @@ static void on_timer(eng *e, user *u, int64_t now)
         if (p && p <= e->clock) {
             rp_set_i64(u->prof, t->off_pending, 0);
             char cause[TRK_MAX_NAME_BYTES + 64];
-            if (u == e->xu) {
+            if (xp_watch_of(e, u)) {
                 char dur[32];
                 onr_duration_format(t->dur_ms, dur, sizeof(dur));
                 snprintf(cause, sizeof(cause), "no %s within %s",
@@ -647,7 +642,7 @@ static void on_timer(eng *e, user *u, int64_t now)
         why = "a reload of the rules";
     }
     if (dirty) {
-        if (u == e->xu)
+        if (xp_watch_of(e, u))
             e->xcause = why;
         e->seg_dirty = dirty;
         eval_segments(e, u, NULL, -1, &next);
@@ -786,8 +781,7 @@ static void merge(eng *e, user *from, user *to)
     alias_put(e, to, fkey);
     a->flags |= RH_MERGED;
     memcpy(pa + sizeof(rule_hdr), &to, sizeof(to));
-    if (e->xu == from)
-        e->xu = to;
+    xp_merged(e, from, to);
     e->st.users--;
     e->st.merges++;
     e->merged = true;
@@ -959,10 +953,11 @@ void eng_process(eng *e, const trk_event *ev)
     rule_hdr *h = hdr(u);
     int64_t ts = ev->ts_ms;
     int64_t next = INT64_MAX;
-    bool x = u == e->xu;
+    xwatch *xw = xp_watch_of(e, u);
+    bool x = xw != NULL;
     char cause[TRK_MAX_NAME_BYTES + 32];
     if (x) {
-        e->xevents++;
+        xw->events++;
         if (ev->kind == TRK_TRACK)
             snprintf(cause, sizeof(cause), "\"%.*s\"", (int)ev->name.n, ev->name.p);
         else
@@ -1183,9 +1178,8 @@ eng *eng_new(const rule_set *rs, const eng_opts *o, eng_sink sink, void *ctx)
     e->matched = onr_calloc((size_t)rs->nmatchers + 1, sizeof(int));
     e->mark = onr_calloc((size_t)rs->nmatchers + 1, 1);
     if (e->o.explain_user) {
-        e->xkey = onr_strdup(e->o.explain_user);
-        e->xtrig = onr_calloc((size_t)rs->ntriggers + 1, sizeof(xrec));
-        e->xseg = onr_calloc((size_t)(rs->nsegments + 1) * XSEG_SLOTS, sizeof(xrec));
+        eng_explain_watch(e, e->o.explain_user);
+        e->xw[0].since = 0; /* from the start: every evaluation is recorded */
     }
     return e;
 }

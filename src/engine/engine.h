@@ -40,7 +40,7 @@ typedef void (*eng_sink)(void *ctx, const eng_out *o);
 
 typedef struct eng_opts {
     int64_t session_timeout_ms; /* default 30m */
-    const char *explain_user;   /* record why each rule did or did not fire for this user */
+    const char *explain_user;   /* watched from the start (eng_explain_watch) */
 } eng_opts;
 
 void eng_opts_default(eng_opts *o);
@@ -121,12 +121,19 @@ int eng_user_json_open(eng *e, const char *key, size_t klen, onr_buf *out);
 /* The canonical key (userId once known) of the user with any id key, or NULL. Valid until the
  * next event. */
 const char *eng_user_canonical(eng *e, const char *key, size_t klen, size_t *n);
-/* Makes key the explain user from now on (the recorder starts empty); a no-op when it already
- * is. The previous explain user's record is dropped. */
+/*
+ * Watches the user with id key from now on: every evaluation of their segments and triggers
+ * is recorded for eng_explain (the record starts empty; a key not seen yet is watched from
+ * its first event). A no-op, apart from marking it asked for, when the user is watched
+ * already, under this or another of their ids. At most ENG_EXPLAIN_WATCHES users are watched;
+ * a new one replaces the one asked for least recently.
+ */
+#define ENG_EXPLAIN_WATCHES 16
 void eng_explain_watch(eng *e, const char *key);
 
-/* Writes, for the explain user, each segment and trigger with why it did or did not
- * fire: the last evaluation's conditions with their values. */
-void eng_explain(const eng *e, onr_buf *out);
+/* Writes, for the watched user key, each segment and trigger with why it did or did not
+ * fire: the last evaluation's conditions with their values. Returns 0, or ONR_E_NOTFOUND
+ * when key is not watched (any more). */
+int eng_explain(eng *e, const char *key, onr_buf *out);
 
 #endif

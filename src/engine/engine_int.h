@@ -42,7 +42,7 @@ typedef struct aslot {
     keyrec *k;
 } aslot;
 
-/* Why a rule did or did not fire, kept for the explain user only. */
+/* Why a rule did or did not fire, kept for watched (explain) users only. */
 typedef struct xrec {
     uint64_t evals, passes;
     uint64_t fires, held_out, limited;
@@ -53,6 +53,17 @@ typedef struct xrec {
 } xrec;
 
 #define XSEG_SLOTS 17 /* per segment: live condition + up to 16 clauses */
+
+/* One watched user (eng_explain_watch): what the rules did for them since the watch began. */
+typedef struct xwatch {
+    user *u;   /* NULL until a profile has the key */
+    char *key; /* the id it was asked for */
+    xrec *trig; /* by trigger */
+    xrec *seg;  /* by segment * XSEG_SLOTS */
+    uint64_t events;
+    int64_t since;  /* the clock when recording began; 0 from the start (replay --explain) */
+    uint64_t asked; /* eng.xtick when last asked for: the least recent goes first */
+} xwatch;
 
 struct eng {
     const rule_set *rs;
@@ -84,16 +95,12 @@ struct eng {
     user **due;  /* timers due at the millisecond being fired, handled in a fixed order */
     size_t ndue, capdue;
 
-    /* explain */
-    user *xu;
-    char *xkey;
-    xrec *xtrig; /* by trigger */
-    xrec *xseg;  /* by segment * XSEG_SLOTS */
-    uint8_t *xseg_member_known;
+    /* explain: at most ENG_EXPLAIN_WATCHES watched users, in no order */
+    xwatch *xw;
+    int nxw;
+    uint64_t xtick;
     onr_buf xscratch;
     const char *xcause; /* what the current evaluation happens on */
-    uint64_t xevents;
-    int64_t xsince; /* eng_explain_watch: the clock when recording began; 0 from the start */
 };
 
 /* engine.c */
@@ -104,6 +111,16 @@ user *eng__lookup(eng *e, trk_str key);
 void eng__schedule(eng *e, user *u);
 
 /* explain.c */
+/* The watch on u, or NULL: most users are not watched, and then this is one compare. */
+static inline xwatch *xp_watch_of(const eng *e, const user *u)
+{
+    for (int i = 0; i < e->nxw; i++)
+        if (e->xw[i].u == u)
+            return &e->xw[i];
+    return NULL;
+}
+void xp_seen(eng *e, user *u, const char *key, size_t n);
+void xp_merged(eng *e, user *from, user *to);
 void xp_leaf(void *ctx, int node, bool result, const rval *l, const rval *r);
 void xp_begin(eng *e);
 void xp_end(eng *e, xrec *rec, bool result, const char *what);

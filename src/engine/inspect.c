@@ -99,16 +99,3 @@ const char *eng_user_canonical(eng *e, const char *key, size_t klen, size_t *n)
     return u ? eng_user_key(u, n) : NULL;
 }
 
-void eng_explain_watch(eng *e, const char *key)
-{
-    const rule_set *rs = e->rs;
-    if (e->xkey && strcmp(e->xkey, key) == 0)
-        return;
-    xp_free(e);
-    e->xkey = onr_strdup(key);
-    e->xtrig = onr_calloc((size_t)rs->ntriggers + 1, sizeof(xrec));
-    e->xseg = onr_calloc((size_t)(rs->nsegments + 1) * XSEG_SLOTS, sizeof(xrec));
-    e->xevents = 0;
-    e->xsince = e->clock > 0 ? e->clock : 1;
-    e->xu = eng__lookup(e, (trk_str){key, (uint32_t)strlen(key)});
-}

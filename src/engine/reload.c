@@ -130,7 +130,8 @@ static void move_users(eng *e, const rule_set *rs, const rule_map *m, size_t new
         for (size_t i = 0; i <= e->alias_mask; i++)
             if (e->aliases[i].k)
                 e->aliases[i].k->u = moved(&mv, e->aliases[i].k->u);
-    e->xu = moved(&mv, e->xu);
+    for (int i = 0; i < e->nxw; i++)
+        e->xw[i].u = moved(&mv, e->xw[i].u);
 
     for (size_t c = 0; c < e->nchunks; c++)
         onr_free(e->chunks[c]);
@@ -182,36 +183,37 @@ static void carry_counters(eng *e, const rule_set *rs, const rule_map *m)
     e->nmatched = 0;
 }
 
-/* The explain user's records: kept for unchanged triggers and segments, fresh otherwise. */
+/* The watched users' records: kept for unchanged triggers and segments, fresh otherwise. */
 static void carry_explain(eng *e, const rule_set *rs, const rule_map *m)
 {
-    if (!e->xtrig)
-        return;
     const rule_set *old = e->rs;
-    xrec *xt = onr_calloc((size_t)rs->ntriggers + 1, sizeof(xrec));
-    xrec *xs = onr_calloc((size_t)(rs->nsegments + 1) * XSEG_SLOTS, sizeof(xrec));
-    for (int i = 0; i < rs->ntriggers; i++) {
-        int j = m->trigger_from[i];
-        if (j >= 0) {
-            xt[i] = e->xtrig[j];
-            memset(&e->xtrig[j], 0, sizeof(xrec));
+    for (int w = 0; w < e->nxw; w++) {
+        xwatch *x = &e->xw[w];
+        xrec *xt = onr_calloc((size_t)rs->ntriggers + 1, sizeof(xrec));
+        xrec *xs = onr_calloc((size_t)(rs->nsegments + 1) * XSEG_SLOTS, sizeof(xrec));
+        for (int i = 0; i < rs->ntriggers; i++) {
+            int j = m->trigger_from[i];
+            if (j >= 0) {
+                xt[i] = x->trig[j];
+                memset(&x->trig[j], 0, sizeof(xrec));
+            }
         }
+        for (int i = 0; i < rs->nsegments; i++) {
+            int j = m->segment_from[i];
+            if (j < 0 || (m->segments_fresh >> i & 1))
+                continue;
+            memcpy(&xs[i * XSEG_SLOTS], &x->seg[j * XSEG_SLOTS], sizeof(xrec) * XSEG_SLOTS);
+            memset(&x->seg[j * XSEG_SLOTS], 0, sizeof(xrec) * XSEG_SLOTS);
+        }
+        for (int j = 0; j < old->ntriggers; j++)
+            onr_buf_free(&x->trig[j].last);
+        for (int j = 0; j < old->nsegments * XSEG_SLOTS; j++)
+            onr_buf_free(&x->seg[j].last);
+        onr_free(x->trig);
+        onr_free(x->seg);
+        x->trig = xt;
+        x->seg = xs;
     }
-    for (int i = 0; i < rs->nsegments; i++) {
-        int j = m->segment_from[i];
-        if (j < 0 || (m->segments_fresh >> i & 1))
-            continue;
-        memcpy(&xs[i * XSEG_SLOTS], &e->xseg[j * XSEG_SLOTS], sizeof(xrec) * XSEG_SLOTS);
-        memset(&e->xseg[j * XSEG_SLOTS], 0, sizeof(xrec) * XSEG_SLOTS);
-    }
-    for (int j = 0; j < old->ntriggers; j++)
-        onr_buf_free(&e->xtrig[j].last);
-    for (int j = 0; j < old->nsegments * XSEG_SLOTS; j++)
-        onr_buf_free(&e->xseg[j].last);
-    onr_free(e->xtrig);
-    onr_free(e->xseg);
-    e->xtrig = xt;
-    e->xseg = xs;
 }
 
 int eng_reload(eng *e, const rule_set *rs, char *err, size_t errlen)

@@ -446,8 +446,8 @@ int replay_run(const replay_opts *o, FILE *out, FILE *err)
 
     if (o->explain_user) {
         onr_buf x = {0};
-        eng_explain(c.e, &x);
-        fwrite(x.data, 1, x.len, out);
+        if (eng_explain(c.e, o->explain_user, &x) == 0) /* watched from the start */
+            fwrite(x.data, 1, x.len, out);
         onr_buf_free(&x);
     }
     if (fflush(out) != 0 || c.io_error) {

@@ -106,8 +106,8 @@ void shard_rules_source(shard_set *s, onr_buf *out_path, onr_buf *out_source);
 /*
  * Queries, answered by the owning shard between events. shard_user writes the user's
  * profile (eng_user_json) with "recent_events" and "recent_fires" added; shard_explain the
- * explain report (the user becomes their shard's explain user). Both return 0 or
- * ONR_E_NOTFOUND.
+ * explain report (the user is watched from the first such query on: eng_explain_watch).
+ * Both return 0 or ONR_E_NOTFOUND.
  */
 int shard_user(shard_set *s, const char *key, size_t klen, onr_buf *out);
 int shard_explain(shard_set *s, const char *key, size_t klen, onr_buf *out);

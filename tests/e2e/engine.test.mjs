@@ -87,6 +87,39 @@ test('without --admin-token one is generated, printed and accepted', async () =>
   }
 });
 
+test('explain watches several users of one shard at once, each keeping its record', async () => {
+  const s = setup();
+  const srv = await serve(['--data', s.data, '--rules', s.rules, '--write-key', KEY,
+    '--admin-token', TOKEN, '--partitions', '2', '--shards', '1']);
+  try {
+    const users = ['wan', 'wen', 'win'];
+    await send(srv, users.map((u, i) => ({ type: 'track', userId: u, event: 'Signed Up', messageId: `w-${i}` })));
+    assert.ok(await until(async () => (await get(srv, '/api/users/win')).status === 200), 'no user win');
+    const since = {};
+    for (const u of users) {
+      const x = await get(srv, `/api/users/${u}/explain`);
+      assert.equal(x.status, 200);
+      since[u] = x.json.report.match(/watched since (\S+)/)?.[1];
+      assert.ok(since[u], x.json.report);
+    }
+    // asking about the others did not move the first one's watch: its events are recorded
+    await send(srv, [apiError('wan', 1), apiError('wen', 1)]);
+    const wan = await until(async () => {
+      const r = await get(srv, '/api/users/wan/explain');
+      return /server_error_seen: fired 1 time/.test(r.json.report) ? r : null;
+    });
+    assert.ok(wan, 'the first watched user lost its record');
+    assert.match(wan.json.report, new RegExp(`watched since ${since.wan} .*, 1 event since;`));
+    const wen = await get(srv, '/api/users/wen/explain');
+    assert.match(wen.json.report, new RegExp(`watched since ${since.wen} .*, 1 event since;`));
+    assert.match(wen.json.report, /server_error_seen: fired 1 time/);
+    const win = await get(srv, '/api/users/win/explain');
+    assert.match(win.json.report, new RegExp(`watched since ${since.win} .*, 0 events since;`));
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
 test('a user: profile, segments, recent events and fires; explain; sizes and counts', async () => {
   const s = setup();
   const srv = await start(s);

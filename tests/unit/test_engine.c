@@ -1133,3 +1133,117 @@ Test(engine, a_checkpoint_refuses_other_rules_and_damage)
     }
     free(bytes);
 }
+
+/* ---- explain: several watched users at once */
+
+static const char *WATCH_RULES = "trigger second_click {\n"
+                                 "    on \"Clicked\" when count(\"Clicked\") >= 2\n"
+                                 "}\n";
+
+/* The report for key, or "" when key is not watched. Valid until the next call. */
+static const char *report(const char *key)
+{
+    static onr_buf b;
+    onr_buf_clear(&b);
+    if (eng_explain(E, key, &b) != 0)
+        return "";
+    return onr_buf_cstr(&b);
+}
+
+Test(engine, explain_watches_several_users_each_with_its_own_record)
+{
+    start(WATCH_RULES);
+    track(T0, "a", "Clicked");
+    track(T0, "b", "Clicked");
+    eng_explain_watch(E, "a");
+    eng_explain_watch(E, "b");
+    track(T0 + SEC, "a", "Clicked");
+    /* asking again for a watched user keeps its record */
+    eng_explain_watch(E, "a");
+    eng_explain_watch(E, "b");
+    const char *ra = report("a");
+    cr_assert(strstr(ra, "user a: watched since") && strstr(ra, ", 1 event since;"), "%s", ra);
+    cr_assert(strstr(ra, "second_click: fired 1 time"), "%s", ra);
+    cr_assert(strstr(ra, "count(\"Clicked\") >= 2: true (count(\"Clicked\") = 2)"), "%s", ra);
+    const char *rb = report("b");
+    cr_assert(strstr(rb, "user b: watched since") && strstr(rb, ", 0 events since;"), "%s", rb);
+    cr_assert(strstr(rb, "second_click: did not fire") && strstr(rb, "not evaluated since"),
+              "%s", rb);
+    track(T0 + 2 * SEC, "b", "Clicked");
+    rb = report("b");
+    cr_assert(strstr(rb, "second_click: fired 1 time") && strstr(rb, ", 1 event since;"), "%s",
+              rb);
+    cr_assert(strstr(report("a"), ", 1 event since;"), "b's event counted for a");
+    cr_assert_str_eq(report("c"), "", "an unwatched user has a report");
+}
+
+Test(engine, explain_drops_the_watch_asked_for_least_recently_past_its_bound)
+{
+    start(WATCH_RULES);
+    char key[16];
+    for (int i = 0; i <= ENG_EXPLAIN_WATCHES; i++) {
+        snprintf(key, sizeof(key), "u%d", i);
+        track(T0, key, "Clicked");
+        eng_explain_watch(E, key);
+        if (i == 0)
+            continue;
+        eng_explain_watch(E, "u0"); /* u0 stays the most recently asked */
+    }
+    cr_assert_str_eq(report("u1"), "", "u1 was asked for least recently and is still watched");
+    cr_assert(strstr(report("u0"), "user u0: watched since"));
+    snprintf(key, sizeof(key), "u%d", ENG_EXPLAIN_WATCHES);
+    cr_assert(strstr(report(key), "watched since"), "%s", report(key));
+    cr_assert(strstr(report("u2"), "user u2: watched since"));
+}
+
+Test(engine, explain_follows_a_watched_anonymous_user_into_their_identified_profile)
+{
+    start(WATCH_RULES);
+    track_as(T0, NULL, "anon-1", "Clicked");
+    eng_explain_watch(E, "anon-1");
+    identify(T0 + SEC, "user-1", "anon-1");
+    track(T0 + 2 * SEC, "user-1", "Clicked");
+    const char *r = report("anon-1");
+    cr_assert(strstr(r, "user user-1 (also known as anon-1): watched since"), "%s", r);
+    cr_assert(strstr(r, "second_click: fired 1 time"), "%s", r);
+    /* the same user under another id: the same watch, its record kept */
+    eng_explain_watch(E, "user-1");
+    r = report("user-1");
+    cr_assert(strstr(r, "user user-1 (also known as anon-1): watched since") &&
+                  strstr(r, "fired 1 time"),
+              "%s", r);
+    cr_assert(strstr(report("anon-1"), "fired 1 time"), "the watch is found by its first id");
+}
+
+Test(engine, explain_keeps_one_watch_when_two_watched_users_merge)
+{
+    start(WATCH_RULES);
+    track_as(T0, NULL, "anon-2", "Clicked");
+    track(T0, "user-2", "Clicked");
+    eng_explain_watch(E, "anon-2");
+    eng_explain_watch(E, "user-2");
+    identify(T0 + SEC, "user-2", "anon-2");
+    track(T0 + 2 * SEC, "user-2", "Clicked");
+    const char *r = report("user-2");
+    cr_assert(strstr(r, "user user-2: watched since") && strstr(r, "fired 1 time"), "%s", r);
+    r = report("anon-2");
+    cr_assert(strstr(r, "user user-2: watched since") && strstr(r, "fired 1 time"), "%s", r);
+}
+
+Test(engine, explain_watches_ids_not_seen_yet_from_their_first_message)
+{
+    start(WATCH_RULES);
+    eng_explain_watch(E, "anon-3");
+    eng_explain_watch(E, "user-3");
+    cr_assert(strstr(report("user-3"), "user user-3: no events seen for this user"));
+    track_as(T0, "user-3", "anon-3", "Clicked");
+    track_as(T0 + SEC, "user-3", "anon-3", "Clicked");
+    const char *r = report("user-3");
+    cr_assert(strstr(r, "user user-3: watched since") && strstr(r, ", 2 events since;") &&
+                  strstr(r, "second_click: fired 1 time"),
+              "%s", r);
+    /* an anonymousId that came with a userId is retired: it names no profile (docs/rules.md,
+     * "Identity") */
+    r = report("anon-3");
+    cr_assert(strstr(r, "user anon-3: no events seen for this user"), "%s", r);
+}

@@ -800,14 +800,14 @@ Test(reload, explain_records_follow_unchanged_rules)
     run_reload(&r, "segment s { enter when count(\"A\") > 1 }\n"
                    "trigger t { on \"A\" when count(\"A\") >= 2 }\n");
     onr_buf b = {0};
-    eng_explain(r.e, &b);
+    cr_assert_eq(eng_explain(r.e, "u1", &b), 0);
     const char *txt = onr_buf_cstr(&b);
     cr_assert(strstr(txt, "count(\"A\") >= 2"), "%s", txt);
     cr_assert_null(strstr(txt, "gone"), "%s", txt);
     onr_buf_free(&b);
     track(&r, T0 + 2 * MIN, "u1", "B");
     cr_assert_eq(entered(&r, "s", "u1"), 1);
-    eng_explain(r.e, &b);
+    cr_assert_eq(eng_explain(r.e, "u1", &b), 0);
     txt = onr_buf_cstr(&b);
     cr_assert(strstr(txt, "count(\"A\") > 1"), "%s", txt);
     onr_buf_free(&b);
