@@ -56,8 +56,8 @@ typedef struct xrec {
 
 /* One watched user (eng_explain_watch): what the rules did for them since the watch began. */
 typedef struct xwatch {
-    user *u;   /* NULL until a profile has the key */
-    char *key; /* the id it was asked for */
+    user *u;    /* NULL until a profile has the key */
+    char *key;  /* the id it was asked for */
     xrec *trig; /* by trigger */
     xrec *seg;  /* by segment * XSEG_SLOTS */
     uint64_t events;

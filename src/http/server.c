@@ -3,14 +3,16 @@
  * the Segment Tracking API routes, write-key auth and rate limits, body limits and gzip, a
  * deadline for slow clients' headers, and the append of accepted messages to the event log
  * before the 200. Each message is stored as its own minified JSON plus the fields the server
- * fills in (type, messageId, receivedAt, batch-level context/integrations/sentAt), so that a
- * replay of the log decodes exactly what was accepted.
+ * fills in (type, messageId, receivedAt, batch-level context/integrations/sentAt, enrichment:
+ * trk_store_item in src/track/store.c), so that a replay of the log decodes exactly what was
+ * accepted.
  */
 #include "http/http.h"
 #include "http/http_int.h"
 
 #include "base/json.h"
 #include "track/enrich.h"
+#include "track/store.h"
 #include "track/track.h"
 
 #include <arpa/inet.h>
@@ -45,13 +47,12 @@ _Static_assert(HTTP_MAX_THREADS <= STAMP_SLOTS / 2, "a stamp slot for every HTTP
 #define STAMPING INT64_MIN /* a thread is reading the clock */
 
 /* The re-written messages of a request are the body plus what the server fills in per item:
- * messageId, receivedAt, enrichment (a User-Agent header of at most UA_HEADER_MAX among it:
+ * messageId, receivedAt, enrichment (a User-Agent header of at most TRK_UA_HEADER_MAX among it:
  * about ITEM_EXTRA_BYTES in all) and copies of the batch-level fields. They are bounded by
  * out_doc_bytes (http_start): 4 times the body limit, plus ITEM_EXTRA_BYTES for every
  * MIN_ITEM_BYTES of it (no valid message is shorter); a request past it is refused, so that
  * what a request costs stays bounded whatever the copies of a batch context add. */
-#define UA_HEADER_MAX 512
-#define ITEM_EXTRA_BYTES (UA_HEADER_MAX + 512)
+#define ITEM_EXTRA_BYTES (TRK_UA_HEADER_MAX + 512)
 #define MIN_ITEM_BYTES 24
 
 /* Nesting a body may have (docs/api.md, "Limits and errors"): one level under the parser's
@@ -269,27 +270,6 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
         msg[--n] = 0;
     s->o.logf(s->o.log_ctx, "warn", msg);
-}
-
-/* Writes a random (version 4) UUID as a JSON string of UUID_CHARS characters. */
-#define UUID_CHARS 36
-static void jw_uuid(onr_buf *b)
-{
-    uint8_t r[16];
-    onr_random(r, sizeof(r));
-    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
-    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
-    static const char hex[] = "0123456789abcdef";
-    char s[37];
-    size_t k = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            s[k++] = '-';
-        s[k++] = hex[r[i] >> 4];
-        s[k++] = hex[r[i] & 15];
-    }
-    s[k] = 0;
-    jw_str(b, s, k);
 }
 
 static bool key_eq(const char *a, size_t an, const char *b)
@@ -551,383 +531,31 @@ static unsigned rate_take(http_server *s, int k, size_t n)
 
 /* ---- messages */
 
-static bool is_key(const char *k, size_t n, const char *z)
+/* ---- enrichment (docs/api.md, "Enrichment"): what the request tells trk_store_item */
+
+static const struct sockaddr *peer_of(void *ctx)
 {
-    return strlen(z) == n && memcmp(k, z, n) == 0;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(ctx, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    return ci ? ci->client_addr : NULL;
 }
 
-/* Batch-level members copied into items that lack them. */
-typedef struct batch_fields {
-    jval context, integrations, sent_at;
-} batch_fields;
-
-/* ---- enrichment (docs/api.md, "Enrichment") */
-
-/* What enrichment reads from the request; each part is worked out at most once. */
-typedef struct enrich_req {
-    const trk_geo *geo; /* NULL: no --geoip */
-    struct MHD_Connection *c;
-    bool from_request;  /* the header and the peer's address describe the sender's device */
-    const char *ua_hdr; /* the User-Agent header; NULL when absent, empty or too long */
-    size_t ua_hdr_len;
-    const char *ua_last; /* the User-Agent classified last, and what it gave */
-    size_t ua_last_len;
-    trk_ua ua;
-    bool peer_done;
-    char peer_cc[TRK_COUNTRY_BYTES];
-} enrich_req;
-
-static void enrich_init(enrich_req *en, const http_server *s, struct MHD_Connection *c,
+static void enrich_init(trk_enrich_req *en, const http_server *s, struct MHD_Connection *c,
                         bool from_request)
 {
     memset(en, 0, sizeof(*en));
     en->geo = s->geo;
-    en->c = c;
     en->from_request = from_request;
+    en->peer = peer_of;
+    en->peer_ctx = c;
     const char *ua =
         from_request ? MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_USER_AGENT)
                      : NULL;
     size_t n = ua ? strlen(ua) : 0;
-    if (n && n <= UA_HEADER_MAX) {
+    if (n && n <= TRK_UA_HEADER_MAX) {
         en->ua_hdr = ua;
         en->ua_hdr_len = n;
     }
-}
-
-/* The members enrichment adds to inside context, and the one it sets in each. */
-enum { EK_DEVICE, EK_OS, EK_BROWSER, EK_LOCATION, EK_COUNT };
-static const char *const ek_names[EK_COUNT] = {"device", "os", "browser", "location"};
-
-/* What enrichment found for one message; NULL or empty when nothing. */
-typedef struct enrich_vals {
-    const char *ua_add; /* the header, stored as context.userAgent */
-    size_t ua_add_len;
-    const char *device, *os, *browser, *country;
-    trk_str version;
-    char cc[TRK_COUNTRY_BYTES];
-} enrich_vals;
-
-/* Member key of the item's context, else of the batch's (a or bc may be J_NONE). */
-static jval ctx_member(jval a, jval bc, const char *key)
-{
-    jval none = {0};
-    jval v = jval_type(a) == J_OBJECT ? jval_getz(a, key) : none;
-    if (jval_type(v) == J_NONE && jval_type(bc) == J_OBJECT)
-        v = jval_getz(bc, key);
-    return v;
-}
-
-/* A few User-Agents classified lately by this thread: one device sends many requests. */
-#define UA_CACHE 8
-static _Thread_local struct ua_cached {
-    uint64_t hash;
-    size_t len;
-    trk_ua ua;
-    size_t version_at; /* the version's offset in the string */
-    char s[UA_HEADER_MAX];
-} ua_cache[UA_CACHE];
-
-/* trk_enrich_ua, remembering strings of up to UA_HEADER_MAX bytes per thread. */
-static void classify_ua(const char *ua, size_t n, trk_ua *out)
-{
-    if (n > UA_HEADER_MAX) {
-        trk_enrich_ua(ua, n, out);
-        return;
-    }
-    uint64_t h = onr_hash64(ua, n, 0x75616368);
-    struct ua_cached *c = &ua_cache[h % UA_CACHE];
-    if (c->len == n && c->hash == h && memcmp(c->s, ua, n) == 0) {
-        *out = c->ua;
-        out->version.p = ua + c->version_at;
-        return;
-    }
-    trk_enrich_ua(ua, n, out);
-    c->hash = h;
-    c->len = n;
-    memcpy(c->s, ua, n);
-    c->ua = *out;
-    c->version_at = out->version.n ? (size_t)(out->version.p - ua) : 0;
-}
-
-/* Classifies the User-Agent and looks up the country the stored context will be read with:
- * context.userAgent / context.ip as sent, else the request's header / peer address. */
-static bool enrich_values(enrich_req *en, jval a, jval bc, enrich_vals *ev)
-{
-    memset(ev, 0, sizeof(*ev));
-    jval uav = ctx_member(a, bc, "userAgent");
-    const char *ua = NULL;
-    size_t n = 0;
-    if (jval_type(uav) == J_STRING) {
-        ua = jval_str(uav, &n);
-    } else if (jval_type(uav) == J_NONE && en->ua_hdr) {
-        ua = ev->ua_add = en->ua_hdr;
-        n = ev->ua_add_len = en->ua_hdr_len;
-    }
-    if (n) {
-        if (n != en->ua_last_len || memcmp(ua, en->ua_last, n) != 0) {
-            classify_ua(ua, n, &en->ua);
-            en->ua_last = ua;
-            en->ua_last_len = n;
-        }
-        ev->device = en->ua.device ? trk_enrich_device_name(en->ua.device) : NULL;
-        ev->os = en->ua.os;
-        ev->browser = en->ua.browser;
-        ev->version = en->ua.version;
-    }
-    if (en->geo) {
-        jval ip = ctx_member(a, bc, "ip");
-        if (jval_type(ip) == J_STRING) {
-            const char *p = jval_str(ip, &n);
-            if (trk_enrich_country(en->geo, p, n, ev->cc))
-                ev->country = ev->cc;
-        } else if (jval_type(ip) == J_NONE && en->from_request) {
-            if (!en->peer_done) {
-                en->peer_done = true;
-                const union MHD_ConnectionInfo *ci =
-                    MHD_get_connection_info(en->c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-                if (ci && ci->client_addr)
-                    trk_enrich_country_addr(en->geo, ci->client_addr, en->peer_cc);
-            }
-            if (en->peer_cc[0]) {
-                memcpy(ev->cc, en->peer_cc, sizeof(ev->cc));
-                ev->country = ev->cc;
-            }
-        }
-    }
-    return ev->ua_add || ev->device || ev->os || ev->browser || ev->country;
-}
-
-/* The field enrichment sets inside member e, and its value (NULL: none found). */
-static const char *ek_field(int e)
-{
-    return e == EK_DEVICE ? "type" : e == EK_LOCATION ? "country" : "name";
-}
-
-static const char *ek_value(const enrich_vals *ev, int e)
-{
-    return e == EK_DEVICE    ? ev->device
-           : e == EK_OS      ? ev->os
-           : e == EK_BROWSER ? ev->browser
-                             : ev->country;
-}
-
-/* Whether enrichment adds a field inside one of obj's device/os/browser/location objects. */
-static bool adds_inside(jval obj, const enrich_vals *ev)
-{
-    for (int e = 0; e < EK_COUNT; e++) {
-        if (!ek_value(ev, e))
-            continue;
-        jval v = jval_getz(obj, ek_names[e]);
-        if (jval_type(v) == J_OBJECT && jval_type(jval_getz(v, ek_field(e))) == J_NONE)
-            return true;
-    }
-    return false;
-}
-
-/* Writes obj (an object) as "{members" with no closing brace, in one piece; returns whether
- * it has members. */
-static bool write_open(onr_buf *b, jval obj)
-{
-    size_t at = b->len;
-    jval_write(obj, b);
-    b->len--; /* its '}' */
-    return b->len - at > 1;
-}
-
-/* Writes obj (an object, or J_NONE for a new one) with the enrichment field of member e
- * added when obj lacks it. Returns the bytes added to obj's own. */
-static size_t write_enriched(onr_buf *b, jval obj, int e, const enrich_vals *ev)
-{
-    bool has = jval_type(obj) == J_OBJECT, first = true;
-    if (has)
-        first = !write_open(b, obj);
-    else
-        onr_buf_putc(b, '{');
-    size_t at = b->len;
-    const char *key = ek_field(e), *val = ek_value(ev, e);
-    if (val && !(has && jval_type(jval_getz(obj, key)) != J_NONE)) {
-        onr_buf_puts(b, first ? "\"" : ",\"");
-        onr_buf_puts(b, key);
-        onr_buf_puts(b, "\":");
-        jw_strz(b, val);
-        /* a version only with the name it belongs to */
-        if (e == EK_BROWSER && ev->version.n &&
-            !(has && jval_type(jval_getz(obj, "version")) != J_NONE)) {
-            onr_buf_puts(b, ",\"version\":");
-            jw_str(b, ev->version.p, ev->version.n);
-        }
-    }
-    size_t added = b->len - at;
-    onr_buf_putc(b, '}');
-    return added;
-}
-
-/* Writes one member of the stored context; returns the bytes enrichment added inside it. */
-static size_t write_ctx_member(onr_buf *b, const char *k, size_t kn, jval v, const enrich_vals *ev)
-{
-    jw_str(b, k, kn);
-    onr_buf_putc(b, ':');
-    for (int e = 0; e < EK_COUNT; e++)
-        if (is_key(k, kn, ek_names[e]) && jval_type(v) == J_OBJECT)
-            return write_enriched(b, v, e, ev);
-    jval_write(v, b);
-    return 0;
-}
-
-/*
- * Writes ,"context":{...} as stored: the item's own context members, then the batch-level
- * context's members it lacks, then what enrichment found that neither set (inside device,
- * os, browser and location when the sender sent those objects). No key appears twice. A
- * context that gets nothing inside its members is copied in one piece.
- * Returns the size of "context":... as the sender wrote it in the item (0 when it had none),
- * which is what the per-event limit counts.
- */
-static size_t write_context(onr_buf *b, jval a, jval bc, enrich_req *en)
-{
-    jtype at = jval_type(a), bt = jval_type(bc);
-    size_t start = b->len;
-    if ((at != J_NONE && at != J_OBJECT) || (at == J_NONE && bt != J_NONE && bt != J_OBJECT)) {
-        /* not an object (decode rejects all but null): stored as sent, nothing merged */
-        onr_buf_puts(b, ",\"context\":");
-        jval_write(at != J_NONE ? a : bc, b);
-        return at != J_NONE ? b->len - start - 1 : 0;
-    }
-    enrich_vals ev;
-    bool found = en && enrich_values(en, a, bc, &ev);
-    if (at == J_NONE && bt == J_NONE && !found)
-        return 0;
-    if (!found)
-        memset(&ev, 0, sizeof(ev));
-    onr_buf_puts(b, ",\"context\":");
-    bool first = true, b_done = false;
-    size_t added = 0, own = 0;
-    jiter it;
-    jval v;
-    const char *k;
-    size_t kn;
-    if (at == J_OBJECT) {
-        if (!adds_inside(a, &ev)) {
-            first = !write_open(b, a);
-        } else {
-            onr_buf_putc(b, '{');
-            for (it = jval_iter(a); jiter_next(&it, &v, &k, &kn); first = false) {
-                if (!first)
-                    onr_buf_putc(b, ',');
-                added += write_ctx_member(b, k, kn, v, &ev);
-            }
-        }
-        own = b->len - start - added; /* "context":{... less the comma, plus its '}' */
-    } else if (bt == J_OBJECT && !adds_inside(bc, &ev)) {
-        first = !write_open(b, bc);
-        b_done = true;
-    } else {
-        onr_buf_putc(b, '{');
-    }
-    if (bt == J_OBJECT && !b_done) {
-        for (it = jval_iter(bc); jiter_next(&it, &v, &k, &kn);) {
-            if (at == J_OBJECT && jval_type(jval_get(a, k, kn)) != J_NONE)
-                continue;
-            if (!first)
-                onr_buf_putc(b, ',');
-            first = false;
-            write_ctx_member(b, k, kn, v, &ev);
-        }
-    }
-    if (ev.ua_add) {
-        onr_buf_puts(b, first ? "\"userAgent\":" : ",\"userAgent\":");
-        jw_str(b, ev.ua_add, ev.ua_add_len);
-        first = false;
-    }
-    for (int e = 0; e < EK_COUNT; e++) {
-        /* a member the sender set, whatever it holds, is not added again */
-        if (!ek_value(&ev, e) || jval_type(ctx_member(a, bc, ek_names[e])) != J_NONE)
-            continue;
-        onr_buf_puts(b, first ? "\"" : ",\"");
-        onr_buf_puts(b, ek_names[e]);
-        onr_buf_puts(b, "\":");
-        jval none = {0};
-        write_enriched(b, none, e, &ev);
-        first = false;
-    }
-    onr_buf_putc(b, '}');
-    return own;
-}
-
-/*
- * Writes item as stored: its own members in order (minus writeKey, receivedAt, type when the
- * endpoint implies it, a null or empty messageId, and its context), then type, messageId when
- * missing, receivedAt, the batch-level fields it lacks, and its first context merged with the
- * batch's and with enrichment (en; NULL: none). *own is the size of its own members (what the
- * per-event limit counts); *gen the offset in b of the messageId generated for it, without
- * its quotes (SIZE_MAX: it has its own). trk_decode_overlay reads a message as this stores
- * it: the two change together.
- */
-static void write_item(onr_buf *b, jval item, int kind, const batch_fields *bf, int64_t now,
-                       enrich_req *en, size_t *own, size_t *gen)
-{
-    size_t at = b->len;
-    bool first = true, has_mid = false, has_int = false, has_sent = false;
-    jval ctx = {0};
-    onr_buf_putc(b, '{');
-    jiter it = jval_iter(item);
-    jval v;
-    const char *k;
-    size_t kn;
-    while (jiter_next(&it, &v, &k, &kn)) {
-        if (is_key(k, kn, "writeKey") || is_key(k, kn, "receivedAt") ||
-            (kind >= 0 && is_key(k, kn, "type")))
-            continue;
-        if (is_key(k, kn, "messageId")) {
-            size_t sl = 0;
-            jtype t = jval_type(v);
-            if (t == J_NULL || (t == J_STRING && (jval_str(v, &sl), sl == 0)))
-                continue; /* generated below */
-            has_mid = true;
-        } else if (is_key(k, kn, "context")) {
-            if (!ctx.doc)
-                ctx = v; /* written last, merged; the first wins, as when decoding */
-            continue;
-        } else if (is_key(k, kn, "integrations")) {
-            has_int = true;
-        } else if (is_key(k, kn, "sentAt")) {
-            has_sent = true;
-        }
-        if (!first)
-            onr_buf_putc(b, ',');
-        first = false;
-        jw_str(b, k, kn);
-        onr_buf_putc(b, ':');
-        jval_write(v, b);
-    }
-    *own = b->len - at + 1;
-    bool own_members = !first;
-    if (kind >= 0) {
-        onr_buf_puts(b, first ? "\"type\":" : ",\"type\":");
-        jw_strz(b, trk_kind_name((trk_kind)kind));
-        first = false;
-    }
-    *gen = SIZE_MAX;
-    if (!has_mid) {
-        onr_buf_puts(b, first ? "\"messageId\":" : ",\"messageId\":");
-        *gen = b->len + 1;
-        jw_uuid(b);
-        first = false;
-    }
-    onr_buf_puts(b, first ? "\"receivedAt\":" : ",\"receivedAt\":");
-    jw_time(b, now);
-    if (!has_int && bf && jval_type(bf->integrations) != J_NONE) {
-        onr_buf_puts(b, ",\"integrations\":");
-        jval_write(bf->integrations, b);
-    }
-    if (!has_sent && bf && jval_type(bf->sent_at) != J_NONE) {
-        onr_buf_puts(b, ",\"sentAt\":");
-        jval_write(bf->sent_at, b);
-    }
-    jval none = {0};
-    size_t ctx_own = write_context(b, ctx, bf ? bf->context : none, en);
-    if (ctx_own)
-        *own += ctx_own + own_members; /* and the comma before it */
-    onr_buf_putc(b, '}');
 }
 
 static void reply_item_error(onr_buf *r, size_t *nbad, size_t index, const char *reason)
@@ -1169,7 +797,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
 
     /* The items, re-written as stored; each is validated as stored (trk_decode_overlay)
      * without parsing what was written. */
-    batch_fields bf = {{0}, {0}, {0}};
+    trk_batch_fields bf = {{0}, {0}, {0}};
     size_t n;
     jval batch = {0};
     int kind = r->route == ROUTE_BATCH ? -1 : r->route;
@@ -1204,7 +832,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     onr_buf_clear(&w->items);
     onr_buf_clear(&w->reply);
     size_t nbad = 0;
-    enrich_req en;
+    trk_enrich_req en;
     enrich_init(&en, s, c, !r->import);
     jiter it = kind < 0 ? jval_iter(batch) : (jiter){0};
     for (size_t i = 0; i < n; i++) {
@@ -1218,7 +846,8 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             w->aux[i] = jval_type(item);
         } else {
             size_t own;
-            write_item(&w->items, item, kind, kind < 0 ? &bf : NULL, now, &en, &own, &w->gen[i]);
+            trk_store_item(&w->items, item, kind, kind < 0 ? &bf : NULL, now, &en, &own,
+                           &w->gen[i]);
             if (own > s->max_event) {
                 w->bad[i] = ITEM_TOO_BIG;
                 w->aux[i] = own;
@@ -1262,7 +891,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         }
         ov.message_id = (trk_str){"", 0};
         if (w->gen[i] != SIZE_MAX)
-            ov.message_id = (trk_str){w->items.data + w->gen[i], UUID_CHARS};
+            ov.message_id = (trk_str){w->items.data + w->gen[i], TRK_UUID_CHARS};
         if (trk_decode_overlay(item, &ov, &no_fields, &w->ev, err, sizeof(err))) {
             reply_item_error(&w->reply, &nbad, i, err);
             continue;
@@ -2080,7 +1709,7 @@ typedef struct state_hdr {
     char magic[8];
     uint32_t partitions;
     uint32_t reserved;
-    uint64_t route_bytes; /* trk_route_bytes (the capacity), 0 without a router */
+    uint64_t route_bytes;       /* trk_route_bytes (the capacity), 0 without a router */
     char log_id[ELOG_ID_CHARS]; /* elog_id of the log whose offsets it covers */
 } state_hdr;
 

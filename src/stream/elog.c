@@ -79,7 +79,7 @@ typedef struct part {
 } part;
 
 struct elog {
-    elog_opts o; /* defaults filled in */
+    elog_opts o;                /* defaults filled in */
     char id[ELOG_ID_CHARS + 1]; /* from elog.meta */
     int dirfd;
     char *dir;
@@ -854,8 +854,8 @@ static int write_meta(elog *l, char *err, size_t errlen)
         }
         l->id[ELOG_ID_CHARS] = 0;
     }
-    int n = snprintf(text, sizeof text, META_MAGIC "\npartitions %d\nid %s\n", l->o.partitions,
-                     l->id);
+    int n =
+        snprintf(text, sizeof text, META_MAGIC "\npartitions %d\nid %s\n", l->o.partitions, l->id);
     int fd = openat(l->dirfd, META_NAME ".tmp", O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);
     int rc;
 

@@ -14,7 +14,7 @@ flags=(-g -O1 -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=
        -D_GNU_SOURCE -Isrc $(pkg-config --cflags simdjson libxxhash libmaxminddb))
 libs=($(pkg-config --libs simdjson libxxhash libmaxminddb) -lm -lpthread)
 srcs=(src/base/alloc.c src/base/util.c src/base/json_write.c src/track/decode.c src/track/enrich.c
-      src/track/pack.c src/rules/diag.c src/rules/lex.c src/rules/parse.c src/rules/check.c
+      src/track/pack.c src/track/store.c src/rules/diag.c src/rules/lex.c src/rules/parse.c src/rules/check.c
       src/rules/compile.c src/rules/vm.c src/rules/disasm.c src/engine/timers.c
       src/engine/engine.c src/engine/explain.c)
 
@@ -39,7 +39,8 @@ fi
 
 corpus_rules="$out/corpus-rules"
 corpus_events="$out/corpus-events"
-mkdir -p "$corpus_rules" "$corpus_events"
+corpus_bodies="$out/corpus-bodies"
+mkdir -p "$corpus_rules" "$corpus_events" "$corpus_bodies"
 cp rules/*.rules "$corpus_rules"/
 i=0
 for f in tests/rules/*/rules.rules; do cp "$f" "$corpus_rules/case$i.rules"; i=$((i + 1)); done
@@ -50,7 +51,19 @@ for f in tests/rules/*/events.jsonl; do
     i=$((i + 1))
 done
 
-for t in rules decode engine enrich json; do
+# request bodies: the golden events one by one, and batches of them with batch-level fields
+cp "$corpus_events"/line*.json "$corpus_bodies"/ 2>/dev/null
+i=0
+for f in tests/rules/*/events.jsonl bench/wrk/messages.jsonl; do
+    head -5 "$f" | awk -v n=$i '{ m[NR] = $0 } END {
+        printf "{\"batch\":[";
+        for (i = 1; i <= NR; i++) printf "%s%s", (i > 1 ? "," : ""), m[i];
+        printf "]%s}\n", (n % 2 ? ",\"sentAt\":\"2026-01-01T00:00:00Z\",\"context\":{\"traits\":{\"plan\":\"pro\"},\"ip\":\"1.2.3.4\"}" : "") }' \
+        >"$corpus_bodies/batch$i.json"
+    i=$((i + 1))
+done
+
+for t in rules decode engine enrich json store; do
     bin="$out/fuzz_$t"
     if [ "$build_ok" -ne 1 ] ||
         ! clang -std=c11 "${flags[@]}" -c "tests/fuzz/fuzz_$t.c" -o "$bin.o" ||
@@ -61,6 +74,7 @@ for t in rules decode engine enrich json; do
     fi
     corpus="$corpus_events"
     [ "$t" = rules ] && corpus="$corpus_rules"
+    [ "$t" = store ] && corpus="$corpus_bodies"
     work="$out/work-$t"
     rm -rf "$work"
     mkdir -p "$work"

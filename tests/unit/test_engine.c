@@ -1167,12 +1167,11 @@ Test(engine, explain_watches_several_users_each_with_its_own_record)
     cr_assert(strstr(ra, "count(\"Clicked\") >= 2: true (count(\"Clicked\") = 2)"), "%s", ra);
     const char *rb = report("b");
     cr_assert(strstr(rb, "user b: watched since") && strstr(rb, ", 0 events since;"), "%s", rb);
-    cr_assert(strstr(rb, "second_click: did not fire") && strstr(rb, "not evaluated since"),
-              "%s", rb);
+    cr_assert(strstr(rb, "second_click: did not fire") && strstr(rb, "not evaluated since"), "%s",
+              rb);
     track(T0 + 2 * SEC, "b", "Clicked");
     rb = report("b");
-    cr_assert(strstr(rb, "second_click: fired 1 time") && strstr(rb, ", 1 event since;"), "%s",
-              rb);
+    cr_assert(strstr(rb, "second_click: fired 1 time") && strstr(rb, ", 1 event since;"), "%s", rb);
     cr_assert(strstr(report("a"), ", 1 event since;"), "b's event counted for a");
     cr_assert_str_eq(report("c"), "", "an unwatched user has a report");
 }
