@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +39,7 @@
 #define SEG_NAME_LEN 24     /* 20 digits + ".log" */
 #define MAX_PARTITIONS 1000 /* pNNN */
 #define META_NAME "elog.meta"
+#define LOCK_NAME "elog.lock" /* flock(2)ed while the log is open: one process at a time */
 #define META_MAGIC "onramp-elog 1"
 #define SCAN_CHUNK (1u << 20)  /* recovery reads the last segment this much at a time */
 #define WALK_CHUNK (64u << 10) /* sealed segments: header walk, payloads mostly skipped */
@@ -81,6 +83,7 @@ typedef struct part {
 struct elog {
     elog_opts o;                /* defaults filled in */
     char id[ELOG_ID_CHARS + 1]; /* from elog.meta */
+    int lockfd;                 /* LOCK_NAME, locked */
     int dirfd;
     char *dir;
     part *parts;
@@ -797,6 +800,41 @@ static void part_free(part *p, bool locks)
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
     }
+}
+
+/*
+ * Takes the log for this process: an exclusive flock(2) on LOCK_NAME, held until elog_close
+ * (the kernel drops it when the process dies, however it dies). Recovery truncates tails and
+ * appends move the ends, so a second process on the same files would destroy records that
+ * the first acknowledged: it is refused before it reads anything. The file holds the pid of
+ * the holder, for the message.
+ */
+static int lock_dir(elog *l, char *err, size_t errlen)
+{
+    l->lockfd = openat(l->dirfd, LOCK_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (l->lockfd < 0)
+        return fail_msg(err, errlen, -errno, "elog: %s/%s: %s", l->dir, LOCK_NAME, strerror(errno));
+    if (flock(l->lockfd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        if (e != EWOULDBLOCK)
+            return fail_msg(err, errlen, -e, "elog: %s/%s: flock: %s", l->dir, LOCK_NAME,
+                            strerror(e));
+        char pid[24] = "";
+        ssize_t n = pread(l->lockfd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        return fail_msg(err, errlen, -EBUSY,
+                        "elog: %s is in use by another process%s%s%s; one log has one server "
+                        "at a time",
+                        l->dir, pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "");
+    }
+    char text[24];
+    int n = snprintf(text, sizeof text, "%ld\n", (long)getpid());
+    errno = 0;
+    if (ftruncate(l->lockfd, 0) < 0 || pwrite(l->lockfd, text, (size_t)n, 0) != n)
+        say(l, "elog: %s/%s: cannot write the pid into it: %s", l->dir, LOCK_NAME,
+            strerror(errno ? errno : EIO));
+    return 0;
 }
 
 /*
@@ -2056,6 +2094,8 @@ static void elog_free(elog *l)
     onr_free(l->parts);
     if (l->dirfd >= 0)
         close(l->dirfd);
+    if (l->lockfd >= 0)
+        close(l->lockfd); /* and with it the lock, last */
     pthread_mutex_destroy(&l->bg_mu);
     pthread_cond_destroy(&l->bg_cv);
     pthread_mutex_destroy(&l->sq_mu);
@@ -2086,7 +2126,7 @@ int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t
 
     if (err && errlen)
         err[0] = 0;
-    l->dirfd = -1;
+    l->dirfd = l->lockfd = -1;
     l->dir = onr_strdup(dir);
     pthread_mutex_init(&l->bg_mu, NULL);
     pthread_condattr_init(&ca);
@@ -2110,6 +2150,9 @@ int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t
         rc = fail_msg(err, errlen, -errno, "elog: %s: %s", dir, strerror(errno));
         goto fail;
     }
+    rc = lock_dir(l, err, errlen);
+    if (rc < 0)
+        goto fail;
     rc = check_meta(l, &meta, err, errlen);
     if (rc < 0)
         goto fail;

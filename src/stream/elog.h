@@ -70,7 +70,9 @@ typedef struct elog_opts {
  * Recovers every partition: checks that sealed segments end on a record boundary with the
  * record count their successor's name implies, CRC-checks the last segment and truncates it at
  * the first short or damaged record (logging partition, segment and bytes cut), then fsyncs.
- * Reopening with another partition count is refused. On failure returns -errno or ONR_E_* and
+ * Reopening with another partition count is refused, and so is a log another process (or
+ * another elog_open in this one) has open: -EBUSY, before anything is read or changed; the
+ * log is flock(2)ed (dir/elog.lock) until elog_close. On failure returns -errno or ONR_E_* and
  * writes a message for people into err (when errlen > 0). Caller owns *out; elog_close it.
  */
 int elog_open(const char *dir, const elog_opts *o, elog **out, char *err, size_t errlen);

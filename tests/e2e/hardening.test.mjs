@@ -277,6 +277,20 @@ test('10 MB bodies are refused with 413 naming the limit, and memory does not gr
     `resident size grew from ${before.rss} to a peak of ${now.peak} bytes`);
 });
 
+test('a second server on the same data directory is refused before it touches the log', async () => {
+  const before = track();
+  assert.equal((await post('/v1/track', before)).status, 200);
+  accepted.push(before.messageId);
+  const second = spawnSync(BIN, ['serve', '--data', data, '--listen', '127.0.0.1:0', '--write-key', KEY,
+    '--partitions', '4'], { encoding: 'utf8', timeout: 20000 });
+  assert.notEqual(second.status, 0, second.stderr);
+  assert.match(second.stderr, new RegExp(`/log is in use by another process \\(pid ${server.proc.pid}\\); one log has one server at a time`));
+  // the first goes on, its log whole (the next test reads it)
+  const after = track();
+  assert.equal((await post('/v1/track', after)).status, 200);
+  accepted.push(after.messageId);
+});
+
 test('the main server stored exactly what it accepted', async () => {
   assert.equal(await server.stop(), 0, server.log());
   const recs = readLog(join(data, 'log'));

@@ -1676,3 +1676,26 @@ Test(elog, a_reader_in_another_thread_sees_every_record_in_order)
     cr_assert_eq(a.err, 0, "the tailing reader saw a wrong record (%d)", a.err);
     elog_close(l);
 }
+
+Test(elog, a_second_open_of_the_same_log_is_refused_until_the_first_closes)
+{
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS};
+    elog *l = open_log(&o);
+    append_rec(l, 0, 0, 0);
+    elog *again = NULL;
+    char err[512] = "";
+    cr_assert_eq(elog_open(tmpdir, &o, &again, err, sizeof err), -EBUSY);
+    cr_assert_null(again);
+    char want[600];
+    snprintf(want, sizeof want,
+             "elog: %s is in use by another process (pid %ld); one log has one server at a time",
+             tmpdir, (long)getpid());
+    cr_assert_str_eq(err, want);
+    /* the refused open changed nothing: the first goes on */
+    cr_assert_eq(append_rec(l, 0, 0, 1), 1);
+    cr_assert_eq(elog_close(l), 0);
+
+    l = open_log(&o);
+    cr_assert_eq(elog_end_offset(l, 0), 2);
+    elog_close(l);
+}
