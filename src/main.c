@@ -692,6 +692,11 @@ static int cmd_serve(int argc, char **argv)
         rc = 1;
         goto out_extra;
     }
+    onr_buf_clear(&extra);
+    onr_buf_puts(&extra, "\"dir\":");
+    jw_strz(&extra, logdir);
+    onr_buf_printf(&extra, ",\"log_id\":\"%s\"", elog_id(log));
+    log_line("info", "event log open", onr_buf_cstr(&extra));
 
     trk_dedup *dedup = trk_dedup_new(DEDUP_IDS, DEDUP_WINDOW_MS);
     /* user ids -> partitions, so that one user's messages meet in one shard (docs/api.md) */

@@ -123,6 +123,9 @@ test('a log made again in place of the old one: its checkpoints are refused and 
 
     const refused = spawnSync(BIN, ['serve', '--listen', '127.0.0.1:0', ...args(dir)], { encoding: 'utf8', timeout: 20000 });
     assert.notEqual(refused.status, 0, refused.stderr);
+    const logId = readFileSync(join(dir, 'log', 'elog.meta'), 'utf8').match(/^id ([0-9a-f]{32})$/m)[1];
+    assert.match(refused.stderr, new RegExp(`"msg":"event log open","dir":"[^"]*/log","log_id":"${logId}"`));
+    assert.ok(refused.stderr.includes(`this log's id is ${logId})`), refused.stderr);
     assert.match(refused.stderr, /shard-\d+-of-\d+\.ckpt was written over another event log \(id [0-9a-f]{32}; this log's id is [0-9a-f]{32}\), so its offsets name other records; move \S+\/engine away to rebuild every profile from this log/);
     assert.deepEqual(readFileSync(join(dir, 'ingest.state')), before, 'a refused start changed the ingest state');
 
