@@ -191,9 +191,12 @@ static void journal_write(shard_set *s, onr_buf *b, const eng_out *o, const char
     pthread_mutex_unlock(&s->jmu);
 }
 
-/* Reads the ids of recorded fires from one journal file into s->fired. */
-static long journal_load(shard_set *s, const char *path)
+/* Reads the ids of recorded fires from one journal file into s->fired; *whole (may be NULL)
+ * is the size of its lines that end in a newline. */
+static long journal_load(shard_set *s, const char *path, uint64_t *whole)
 {
+    if (whole)
+        *whole = 0;
     FILE *f = fopen(path, "r");
     if (!f)
         return errno == ENOENT ? 0 : -errno;
@@ -205,6 +208,8 @@ static long journal_load(shard_set *s, const char *path)
     while ((n = getline(&line, &cap, f)) > 0) {
         jval root;
         char err[128];
+        if (line[n - 1] == '\n' && whole)
+            *whole += (uint64_t)n;
         if (jdoc_parse(doc, line, (size_t)n, &root, err, sizeof(err)))
             continue; /* a torn last line */
         size_t idn = 0;
@@ -229,7 +234,8 @@ static int journal_open(shard_set *s, char *err, size_t errlen)
     char path[4096], old[4100];
     snprintf(path, sizeof(path), "%s/fires.jsonl", s->edir);
     snprintf(old, sizeof(old), "%s.1", path);
-    long a = journal_load(s, old), b = a < 0 ? 0 : journal_load(s, path);
+    uint64_t whole = 0;
+    long a = journal_load(s, old, NULL), b = a < 0 ? 0 : journal_load(s, path, &whole);
     if (a < 0 || b < 0) {
         snprintf(err, errlen, "cannot read the fire journal in %s: %s", s->edir,
                  strerror((int)-(a < 0 ? a : b)));
@@ -243,6 +249,18 @@ static int journal_open(shard_set *s, char *err, size_t errlen)
     }
     struct stat st;
     s->journal_bytes = fstat(s->journal_fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+    if (s->journal_bytes > whole) {
+        /* a line cut short by a crash: new lines would be appended to it and lost with it */
+        if (ftruncate(s->journal_fd, (off_t)whole) != 0) {
+            int e = errno;
+            snprintf(err, errlen, "cannot cut the torn last line of the fire journal %s: %s", path,
+                     strerror(e));
+            return -e;
+        }
+        logf_(s, "warn", "fire journal %s: cut the %llu bytes of a torn last line", path,
+              (unsigned long long)(s->journal_bytes - whole));
+        s->journal_bytes = whole;
+    }
     if (a + b > 0)
         logf_(s, "info", "fire journal: %ld recorded fire ids loaded", a + b);
     return 0;

@@ -816,6 +816,39 @@ static void move_ckpts(const char *from, const char *to, int of)
 /* Checkpoints hold the users of their shard's partitions, so another shard count cannot load
  * them: such a start is refused and writes nothing; without a count the newest checkpoints
  * choose it; moved away, the checkpoints no longer stand in the way. */
+Test(shard, a_torn_last_line_of_the_fire_journal_is_cut_before_new_fires_follow_it)
+{
+    stream *st = make_stream();
+    int half = NEVENTS / 2;
+    char d[64], path[600];
+    make_dir(d, sizeof(d));
+    msrc *s = msrc_new(NPARTS);
+    set_wm(s, T0);
+    run_part(s, st, d, 0, half, st->recv[half]);
+    fires first = read_journal(d);
+    int before = first.n;
+    free(first.v);
+    cr_assert_gt(before, 0);
+    /* a crash in the middle of a line */
+    snprintf(path, sizeof(path), "%s/engine/fires.jsonl", d);
+    FILE *f = fopen(path, "a");
+    cr_assert_not_null(f);
+    fputs("{\"id\":\"00", f);
+    cr_assert_eq(fclose(f), 0);
+
+    logs l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    run_shards(s, st, d, half, NEVENTS, st->recv[NEVENTS - 1] + 60 * SEC, 2, &l);
+    cr_assert(logged(&l, "fires.jsonl: cut the 9 bytes of a torn last line"), "%s",
+              onr_buf_cstr(&l.text));
+    fires fs = read_journal(d); /* every line parses: none was appended to the torn one */
+    cr_assert_gt(fs.n, before);
+    onr_buf_free(&l.text);
+    free(fs.v);
+    msrc_free(s);
+    remove_tree(d);
+    free(st);
+}
+
 Test(shard, another_shard_count_is_refused_and_no_count_follows_the_newest_checkpoints)
 {
     stream *st = make_stream();
