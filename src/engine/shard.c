@@ -436,6 +436,7 @@ static int load_checkpoint(shard *sh, uint64_t *offsets, bool *found, char *err,
     rule_set *old = NULL;
     eng *e = NULL;
     ckpt_hdr h;
+    memset(&h, 0, sizeof(h)); /* a short read leaves no byte unset */
     if (fread(&h, sizeof(h), 1, f) != 1 || memcmp(h.magic, CKPT_MAGIC, 8) != 0) {
         if (memcmp(h.magic, CKPT_MAGIC_V1, 8) == 0)
             snprintf(err, errlen,
