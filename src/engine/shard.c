@@ -181,12 +181,21 @@ static void journal_write(shard_set *s, onr_buf *b, const eng_out *o, const char
                    (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
     pthread_mutex_lock(&s->jmu);
     if (s->journal_fd >= 0) {
-        ssize_t w = write(s->journal_fd, b->data, b->len);
-        if (w != (ssize_t)b->len)
-            logf_(s, "error", "writing the fire journal failed: %s",
-                  w < 0 ? strerror(errno) : "short write");
-        else
+        ssize_t w = s->o.journal_write
+                        ? s->o.journal_write(s->o.journal_write_ctx, s->journal_fd, b->data, b->len)
+                        : write(s->journal_fd, b->data, b->len);
+        int e = errno;
+        if (w == (ssize_t)b->len) {
             s->journal_bytes += b->len;
+        } else {
+            /* a line cut short (a full disk) is cut off, or the next line would join it and
+             * both would go unread; the fire stands, and a restart may record it again */
+            if (w > 0 && ftruncate(s->journal_fd, (off_t)s->journal_bytes) != 0)
+                logf_(s, "error", "cutting a short line off the fire journal failed: %s",
+                      strerror(errno));
+            logf_(s, "error", "writing the fire journal failed: %s",
+                  w < 0 ? strerror(e) : "short write");
+        }
     }
     pthread_mutex_unlock(&s->jmu);
 }

@@ -12,6 +12,8 @@
 
 #include "engine.h"
 
+#include <sys/types.h>
+
 typedef struct shard_set shard_set;
 
 #define MAX_SHARDS 256
@@ -66,6 +68,10 @@ typedef struct shard_opts {
     void (*logf)(void *ctx, const char *level, const char *msg);
     void *log_ctx;
     shard_source src;
+    /* Optional: write(2) for the fire journal, so that tests can fail or cut writes short;
+     * returns the bytes written or -1 with errno. NULL: write(2). */
+    ssize_t (*journal_write)(void *ctx, int fd, const void *buf, size_t len);
+    void *journal_write_ctx;
 } shard_opts;
 
 /*

@@ -849,6 +849,46 @@ Test(shard, a_torn_last_line_of_the_fire_journal_is_cut_before_new_fires_follow_
     free(st);
 }
 
+/* write(2) for the fire journal that writes only half of its third line (a full disk). */
+static ssize_t short_third_write(void *ctx, int fd, const void *buf, size_t len)
+{
+    int *calls = ctx;
+    if (++*calls == 3)
+        return write(fd, buf, len / 2);
+    return write(fd, buf, len);
+}
+
+Test(shard, a_fire_journal_line_written_short_is_cut_off_before_the_next)
+{
+    stream *st = make_stream();
+    char d[64];
+    make_dir(d, sizeof(d));
+    msrc *s = msrc_new(NPARTS);
+    set_wm(s, T0);
+    logs l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    int calls = 0;
+    shard_opts o = opts(s, d, 1, &l);
+    o.journal_write = short_third_write;
+    o.journal_write_ctx = &calls;
+    shard_set *set = start(s, &o, RULES);
+    feed(s, st, 0, NEVENTS);
+    for (int p = 0; p < NPARTS; p++)
+        shard_notify(set, p);
+    set_wm(s, st->recv[NEVENTS - 1] + 60 * SEC);
+    settle(s, set, 1);
+    cr_assert_eq(shard_stop(set), 0);
+    cr_assert_gt(calls, 3);
+    cr_assert(logged(&l, "writing the fire journal failed: short write"), "%s",
+              onr_buf_cstr(&l.text));
+    fires fs = read_journal(d); /* every line parses: the next did not join the short one */
+    cr_assert_eq(fs.n, calls - 1, "%d lines for %d fires, one written short", fs.n, calls);
+    onr_buf_free(&l.text);
+    free(fs.v);
+    msrc_free(s);
+    remove_tree(d);
+    free(st);
+}
+
 Test(shard, another_shard_count_is_refused_and_no_count_follows_the_newest_checkpoints)
 {
     stream *st = make_stream();
