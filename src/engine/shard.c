@@ -1267,6 +1267,11 @@ int shard_user(shard_set *s, const char *key, size_t klen, onr_buf *out)
     return ask_each(s, Q_USER, key, klen, out);
 }
 
+const shard_opts *shard_options(const shard_set *s)
+{
+    return &s->o;
+}
+
 int shard_explain(shard_set *s, const char *key, size_t klen, onr_buf *out)
 {
     return ask_each(s, Q_EXPLAIN, key, klen, out);

@@ -12,6 +12,7 @@
 
 #include "engine.h"
 
+#include <stdatomic.h>
 #include <sys/types.h>
 
 typedef struct shard_set shard_set;
@@ -123,6 +124,30 @@ void shard_segments_json(shard_set *s, onr_buf *out);
 void shard_triggers_json(shard_set *s, onr_buf *out);
 /* The engine's Prometheus metrics (text exposition format). */
 void shard_metrics(shard_set *s, onr_buf *out);
+
+/* The options the set was started with, defaults filled in. */
+const shard_opts *shard_options(const shard_set *s);
+
+/*
+ * A dry run (dryrun.c, POST /api/replay): rs, in an engine of its own, runs every record the
+ * source retains, each partition from its start to its end when the run begins, in receive
+ * order across partitions (ties by partition) with the set's lateness and session timeout,
+ * then the timers due by now_ms less the lateness. The live engine, its journal and its
+ * checkpoints are not touched. Writes {"records","complete","skipped","users","segments":
+ * [{"name","members","entered","exited"}],"triggers":[{"name","fires","held_out"}],
+ * ["report",]"seconds"} to out. Stops after max_records records, or when *cancel is set
+ * ("complete":false). Returns 0, or a negative code with a message in err when the log
+ * could not be read. Safe to call from any thread while the shards run.
+ */
+#define SHARD_DRY_RUN_RECORDS 1000000
+typedef struct shard_dry_opts {
+    uint64_t max_records;      /* [SHARD_DRY_RUN_RECORDS] */
+    const char *explain_user;  /* NULL: no "report" */
+    int64_t now_ms;            /* 0: the last record's receive time */
+    const atomic_bool *cancel; /* NULL: none */
+} shard_dry_opts;
+int shard_dry_run(shard_set *s, const rule_set *rs, const shard_dry_opts *o, onr_buf *out,
+                  char *err, size_t errlen);
 
 /* Stops the shards after the records already readable, writes a final checkpoint and frees
  * s. Returns 0 or the first checkpoint error. */

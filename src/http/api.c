@@ -1,7 +1,8 @@
 /*
  * api.c - the management API of `onramp serve` (JSON under /api/, bearer-token auth) and
  * /metrics in Prometheus' text format: users, explain, segment sizes, trigger counts, the
- * rules and their hot reload, and the counters of ingest, the event log and the engine.
+ * rules and their hot reload, dry runs of rules over the log (POST /api/replay), and the
+ * counters of ingest, the event log and the engine.
  * Everything about users is asked of the shard that owns them (shard.h). Endpoints:
  * docs/api.md.
  */
@@ -12,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -43,13 +45,24 @@ static enum MHD_Result reply_buf(struct MHD_Connection *c, unsigned status, onr_
     return r;
 }
 
-static enum MHD_Result fail(struct MHD_Connection *c, unsigned status, const char *msg)
+/* {"success":false,"error":msg}; retry_s > 0 adds Retry-After. */
+static enum MHD_Result fail_retry(struct MHD_Connection *c, unsigned status, const char *msg,
+                                  unsigned retry_s)
 {
     onr_buf b = {0};
     onr_buf_puts(&b, "{\"success\":false,\"error\":");
     jw_strz(&b, msg);
     onr_buf_putc(&b, '}');
-    return reply_buf(c, status, &b);
+    enum MHD_Result r =
+        http__reply(c, status, "application/json", b.data, b.len,
+                    status == MHD_HTTP_UNAUTHORIZED ? "Bearer realm=\"onramp\"" : NULL, retry_s);
+    onr_buf_free(&b);
+    return r;
+}
+
+static enum MHD_Result fail(struct MHD_Connection *c, unsigned status, const char *msg)
+{
+    return fail_retry(c, status, msg, 0);
 }
 
 /* Compares in time independent of where the strings differ. */
@@ -239,6 +252,187 @@ static enum MHD_Result put_rules(http_server *s, struct MHD_Connection *c, const
     return reply_buf(c, MHD_HTTP_OK, &b);
 }
 
+/* ---- POST /api/replay: a dry run of rules over the log, in a thread of its own */
+
+/* The largest max_records a replay takes. */
+#define REPLAY_MAX_RECORDS UINT64_C(1000000000)
+
+struct api_job {
+    api_replays *slot;
+    shard_set *shards;
+    struct MHD_Connection *c;
+    rule_set *rs;
+    shard_dry_opts o;
+    char *user;
+    onr_buf out;
+    int rc;
+    char err[256];
+    atomic_bool done;
+};
+
+void api_replays_init(api_replays *r)
+{
+    memset(r, 0, sizeof(*r));
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+}
+
+void api_replays_stop(api_replays *r)
+{
+    atomic_store(&r->cancel, true);
+    pthread_mutex_lock(&r->mu);
+    while (r->busy)
+        pthread_cond_wait(&r->cv, &r->mu);
+    bool join = r->joinable;
+    r->joinable = false;
+    pthread_mutex_unlock(&r->mu);
+    if (join)
+        pthread_join(r->thread, NULL);
+}
+
+bool api_job_done(api_job *job)
+{
+    return atomic_load(&job->done);
+}
+
+static void *replay_main(void *arg)
+{
+    api_job *job = arg;
+    onr_thread_name("replay", 0);
+    job->rc = shard_dry_run(job->shards, job->rs, &job->o, &job->out, job->err, sizeof(job->err));
+    api_replays *slot = job->slot;
+    struct MHD_Connection *c = job->c;
+    atomic_store(&job->done, true);
+    MHD_resume_connection(c); /* the request answers it: job is the request's from here */
+    pthread_mutex_lock(&slot->mu);
+    slot->busy = false; /* after the resume: a stop waits for this before stopping MHD */
+    pthread_cond_broadcast(&slot->cv);
+    pthread_mutex_unlock(&slot->mu);
+    return NULL;
+}
+
+static void job_free(api_job *job)
+{
+    rule_free(job->rs);
+    onr_free(job->user);
+    onr_buf_free(&job->out);
+    onr_free(job);
+}
+
+enum MHD_Result api_job_answer(struct MHD_Connection *c, api_job *job)
+{
+    enum MHD_Result r;
+    if (job->rc)
+        r = fail(c, MHD_HTTP_INTERNAL_SERVER_ERROR, job->err);
+    else if (atomic_load(&job->slot->cancel))
+        r = fail(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+                 "the server is stopping; the replay was cut short");
+    else
+        r = reply(c, MHD_HTTP_OK, "application/json", job->out.data, job->out.len);
+    job_free(job);
+    return r;
+}
+
+/* A query parameter as a count in 1..max; false when present and not one. */
+static bool count_arg(struct MHD_Connection *c, const char *name, uint64_t max, uint64_t *out)
+{
+    const char *v = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
+    if (!v)
+        return true;
+    char *end;
+    errno = 0;
+    uintmax_t n = strtoumax(v, &end, 10);
+    if (errno || end == v || *end || v[0] == '-' || n < 1 || n > max)
+        return false;
+    *out = (uint64_t)n;
+    return true;
+}
+
+static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, const char *body,
+                                   size_t len, api_job **jobp)
+{
+    const http_opts *o = http__opts(s);
+    api_replays *slot = http__replays(s);
+    uint64_t max = SHARD_DRY_RUN_RECORDS;
+    char msg[160];
+    if (!count_arg(c, "max_records", REPLAY_MAX_RECORDS, &max)) {
+        snprintf(msg, sizeof(msg), "max_records must be a whole number from 1 to %" PRIu64,
+                 REPLAY_MAX_RECORDS);
+        return fail(c, MHD_HTTP_BAD_REQUEST, msg);
+    }
+    const char *user = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "user");
+    if (user && (!*user || strlen(user) > TRK_MAX_ID_BYTES))
+        return fail(c, MHD_HTTP_BAD_REQUEST, "user must be an id of 1 to 256 bytes");
+    /* the rules sent, or the running ones when the body is empty */
+    onr_buf path = {0}, src = {0};
+    if (len == 0)
+        shard_rules_source(o->shards, &path, &src);
+    else
+        onr_buf_puts(&path, "replay");
+    rule_set *rs = NULL;
+    onr_buf errs = {0};
+    int n = len ? rule_compile(onr_buf_cstr(&path), body, len, &rs, &errs)
+                : rule_compile(onr_buf_cstr(&path), src.data ? src.data : "", src.len, &rs, &errs);
+    onr_buf_free(&path);
+    onr_buf_free(&src);
+    if (n != 0) {
+        onr_buf b = {0};
+        onr_buf_printf(&b,
+                       "{\"success\":false,\"error\":\"the rules have %d error%s; nothing was "
+                       "run\",\"errors\":",
+                       n, n == 1 ? "" : "s");
+        jw_str(&b, errs.data ? errs.data : "", errs.len);
+        onr_buf_putc(&b, '}');
+        onr_buf_free(&errs);
+        return reply_buf(c, 422, &b);
+    }
+    onr_buf_free(&errs);
+    pthread_mutex_lock(&slot->mu);
+    bool busy = slot->busy, stopping = atomic_load(&slot->cancel);
+    if (!busy && !stopping) {
+        if (slot->joinable) /* the last one has finished: its thread ends at once */
+            pthread_join(slot->thread, NULL);
+        slot->joinable = false;
+        slot->busy = true;
+    }
+    pthread_mutex_unlock(&slot->mu);
+    if (busy || stopping) {
+        rule_free(rs);
+        return stopping ? fail(c, MHD_HTTP_SERVICE_UNAVAILABLE, "the server is stopping")
+                        : fail_retry(c, MHD_HTTP_TOO_MANY_REQUESTS,
+                                     "a replay is running; one runs at a time", 1);
+    }
+    api_job *job = onr_calloc(1, sizeof(*job));
+    job->slot = slot;
+    job->shards = o->shards;
+    job->c = c;
+    job->rs = rs;
+    job->user = user ? onr_strdup(user) : NULL;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    job->o = (shard_dry_opts){.max_records = max,
+                              .explain_user = job->user,
+                              .now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+                              .cancel = &slot->cancel};
+    /* suspended first: the thread may finish, and resume it, at once */
+    MHD_suspend_connection(c);
+    *jobp = job;
+    pthread_mutex_lock(&slot->mu);
+    int e = pthread_create(&slot->thread, NULL, replay_main, job);
+    if (e) {
+        job->rc = -e;
+        snprintf(job->err, sizeof(job->err), "cannot start the replay: %s", strerror(e));
+        atomic_store(&job->done, true);
+        MHD_resume_connection(c);
+        slot->busy = false;
+        pthread_cond_broadcast(&slot->cv);
+    } else {
+        slot->joinable = true;
+    }
+    pthread_mutex_unlock(&slot->mu);
+    return MHD_YES;
+}
+
 /* /api/users/{id}[/explain]: the id, and whether explain was asked. */
 static bool user_path(const char *url, const char **id, size_t *n, bool *explain)
 {
@@ -258,7 +452,7 @@ static bool user_path(const char *url, const char **id, size_t *n, bool *explain
 }
 
 static enum MHD_Result route(http_server *s, struct MHD_Connection *c, const char *url,
-                             const char *method, const char *body, size_t len)
+                             const char *method, const char *body, size_t len, api_job **job)
 {
     const http_opts *o = http__opts(s);
     bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
@@ -287,6 +481,12 @@ static enum MHD_Result route(http_server *s, struct MHD_Connection *c, const cha
         onr_buf_free(&path);
         onr_buf_free(&src);
         return reply_buf(c, MHD_HTTP_OK, &b);
+    }
+    if (strcmp(url, "/api/replay") == 0) {
+        if (strcmp(method, "POST") != 0)
+            return fail(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                        "use POST, with a rules file or an empty body for the running rules");
+        return post_replay(s, c, body, len, job);
     }
     if (!get)
         return fail(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use GET");
@@ -342,12 +542,17 @@ bool api_begin(http_server *s, struct MHD_Connection *c, const char *url, const 
     }
     if (strcmp(method, "PUT") == 0 || strcmp(method, "POST") == 0)
         return false; /* read the body first */
-    *ret = route(s, c, url, method, NULL, 0);
+    if (strcmp(url, "/api/replay") == 0 && strcmp(method, "POST") != 0) {
+        *ret = fail(c, MHD_HTTP_METHOD_NOT_ALLOWED,
+                    "use POST, with a rules file or an empty body for the running rules");
+        return true;
+    }
+    *ret = route(s, c, url, method, NULL, 0, NULL);
     return true;
 }
 
 enum MHD_Result api_finish(http_server *s, struct MHD_Connection *c, const char *url,
-                           const char *method, const char *body, size_t len)
+                           const char *method, const char *body, size_t len, api_job **job)
 {
-    return route(s, c, url, method, body, len);
+    return route(s, c, url, method, body, len, job);
 }

@@ -8,6 +8,7 @@
 #include "http/http.h"
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 /* The management API reads request bodies (rules files) up to this size. */
@@ -39,12 +40,34 @@ enum MHD_Result http__reply(struct MHD_Connection *c, unsigned status, const cha
 const http_opts *http__opts(const http_server *s);
 http_counters *http__counters(http_server *s);
 
+/* POST /api/replay runs in a thread of its own, one at a time, its connection suspended
+ * meanwhile; a stop cancels it and waits for it (api_replay_stop). */
+typedef struct api_replays {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool busy;     /* a replay runs */
+    bool joinable; /* thread ran and has not been joined */
+    pthread_t thread;
+    atomic_bool cancel;
+} api_replays;
+typedef struct api_job api_job;
+
+api_replays *http__replays(http_server *s);
+void api_replays_init(api_replays *r);
+/* Cancels a running replay, waits until its connection is resumed, and joins its thread. */
+void api_replays_stop(api_replays *r);
+/* Whether job has finished (its connection was resumed); then api_job_answer queues the
+ * answer and frees job. */
+bool api_job_done(api_job *job);
+enum MHD_Result api_job_answer(struct MHD_Connection *c, api_job *job);
+
 /* Called with the headers of a request under /api/ or /metrics: authenticates it and
  * answers it when it has no body to read (returns true with *ret set). */
 bool api_begin(http_server *s, struct MHD_Connection *c, const char *url, const char *method,
                enum MHD_Result *ret);
-/* Answers a request whose body has been read. */
+/* Answers a request whose body has been read; or, for a replay, suspends the connection
+ * and sets *job, which the request keeps until api_job_done. */
 enum MHD_Result api_finish(http_server *s, struct MHD_Connection *c, const char *url,
-                           const char *method, const char *body, size_t len);
+                           const char *method, const char *body, size_t len, api_job **job);
 
 #endif

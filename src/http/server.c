@@ -142,6 +142,7 @@ struct http_server {
      * stopping waits, on acks_cv, until inflight (above) is down to none. */
     pthread_mutex_t acks_mu;
     pthread_cond_t acks_cv;
+    api_replays replays; /* POST /api/replay */
 };
 
 /* A request's appends, for the fsync wait: per partition it wrote, the log offset after its
@@ -196,6 +197,7 @@ typedef struct req {
     char fail_buf[96];
     z_stream z;
     onr_buf body;
+    api_job *job; /* POST /api/replay, suspended until it is done */
 } req;
 
 /* ---- small helpers */
@@ -1264,6 +1266,14 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
             return send_success(s, c);
         return send_error(c, st, "the event log could not store the messages; retry", NULL);
     }
+    if (r->job) {
+        *upload_data_size = 0;
+        if (!api_job_done(r->job))
+            return MHD_YES;
+        api_job *job = r->job;
+        r->job = NULL;
+        return api_job_answer(c, job);
+    }
     if (r->rejected) {
         *upload_data_size = 0; /* the answer is queued; MHD closes the connection */
         return MHD_YES;
@@ -1307,7 +1317,8 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
     if (r->fail_status)
         return send_error(c, r->fail_status, r->fail_msg, r->fail_limit);
     if (r->route == ROUTE_API)
-        return api_finish(s, c, url, method, r->body.data ? r->body.data : "", r->body.len);
+        return api_finish(s, c, url, method, r->body.data ? r->body.data : "", r->body.len,
+                          &r->job);
     return ingest(s, c, r);
 }
 
@@ -1458,6 +1469,8 @@ static void release(http_server *s)
     pthread_cond_destroy(&s->acks_cv);
     pthread_mutex_destroy(&s->acks_mu);
     pthread_mutex_destroy(&s->pool_mu);
+    pthread_cond_destroy(&s->replays.cv);
+    pthread_mutex_destroy(&s->replays.mu);
     trk_enrich_geo_close(s->geo);
     onr_free(s->state_from);
     onr_free(s);
@@ -1545,6 +1558,7 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->acks_mu, NULL);
     pthread_cond_init(&s->acks_cv, NULL);
+    api_replays_init(&s->replays);
 
     /* libmicrohttpd's epoll loop asks the kernel only about connections with something to
      * do; its poll loop scans all of a thread's connections at each turn, which cost 16-33%
@@ -1594,6 +1608,11 @@ const http_opts *http__opts(const http_server *s)
     return &s->o;
 }
 
+api_replays *http__replays(http_server *s)
+{
+    return &s->replays;
+}
+
 http_counters *http__counters(http_server *s)
 {
     return &s->counters;
@@ -1607,6 +1626,7 @@ uint16_t http_port(const http_server *s)
 void http_stop(http_server *s, int64_t drain_ms)
 {
     MHD_socket fd = MHD_quiesce_daemon(s->d);
+    api_replays_stop(&s->replays); /* cut short, its connection resumed to be answered */
     int64_t deadline = now_ms() + drain_ms;
     while (atomic_load(&s->active) > 0 && now_ms() < deadline) {
         struct timespec ts = {0, 5 * 1000 * 1000};

@@ -120,6 +120,71 @@ test('explain watches several users of one shard at once, each keeping its recor
   }
 });
 
+test('POST /api/replay: the running rules, or others, over the log as a dry run', async () => {
+  const s = setup();
+  const srv = await start(s);
+  try {
+    const users = ['rp-a', 'rp-b', 'rp-c'];
+    await send(srv, users.flatMap((u) => [
+      { type: 'track', userId: u, event: 'Signed Up', messageId: `${u}-1` },
+      apiError(u, 1), apiError(u, 2),
+    ]));
+    const live = await until(async () => {
+      const t = await get(srv, '/api/triggers');
+      const g = t.json.triggers.find((x) => x.name === 'server_error_seen');
+      return g.fires === 3 ? t : null;
+    });
+    assert.ok(live, 'the live engine did not fire server_error_seen for each user');
+    const journalBefore = journal(s).length;
+
+    // the running rules (an empty body): the same counts as the live engine
+    const same = await api(srv.base, 'POST', '/api/replay', { token: TOKEN });
+    assert.equal(same.status, 200, same.text);
+    assert.equal(same.json.records, 9);
+    assert.equal(same.json.complete, true);
+    assert.equal(same.json.users, 3);
+    const fires = (r, name) => r.json.triggers.find((t) => t.name === name).fires;
+    assert.equal(fires(same, 'server_error_seen'), 3);
+    const segs = await get(srv, '/api/segments');
+    assert.deepEqual(same.json.segments.map((g) => [g.name, g.members]),
+      segs.json.segments.map((g) => [g.name, g.members]));
+
+    // other rules: every API Error fires, no cooldown; and one user's explain report
+    const other = 'trigger every_error {\n    on "API Error"\n}\n';
+    const r = await api(srv.base, 'POST', '/api/replay?user=rp-b', { token: TOKEN, body: other });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.triggers, [{ name: 'every_error', fires: 6, held_out: 0 }]);
+    assert.match(r.json.report, /^user rp-b: 3 events, 1 session/);
+    assert.match(r.json.report, /every_error: fired 2 times/);
+
+    // bounded
+    const cut = await api(srv.base, 'POST', '/api/replay?max_records=4', { token: TOKEN });
+    assert.equal(cut.status, 200, cut.text);
+    assert.equal(cut.json.records, 4);
+    assert.equal(cut.json.complete, false);
+
+    // refused, and nothing changed
+    const bad = await api(srv.base, 'POST', '/api/replay', { token: TOKEN, body: 'trigger t {\n    on "A" when count("A") => 2\n}\n' });
+    assert.equal(bad.status, 422, bad.text);
+    assert.match(bad.json.error, /^the rules have 1 error; nothing was run$/);
+    assert.match(bad.json.errors, /^replay:2:/);
+    for (const q of ['max_records=0', 'max_records=abc', 'max_records=1000000001', 'max_records=-5']) {
+      const x = await api(srv.base, 'POST', `/api/replay?${q}`, { token: TOKEN });
+      assert.equal(x.status, 400, q);
+      assert.match(x.json.error, /max_records must be a whole number from 1 to 1000000000/);
+    }
+    assert.equal((await api(srv.base, 'GET', '/api/replay', { token: TOKEN })).status, 405);
+    assert.equal((await api(srv.base, 'POST', '/api/replay')).status, 401);
+    const rules = await get(srv, '/api/rules');
+    assert.match(rules.json.source, /trigger server_error_seen/);
+    assert.equal(journal(s).length, journalBefore, 'a dry run recorded fires');
+    const after = await get(srv, '/api/triggers');
+    assert.deepEqual(after.json, live.json, 'a dry run changed the live counts');
+  } finally {
+    assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
 test('a user: profile, segments, recent events and fires; explain; sizes and counts', async () => {
   const s = setup();
   const srv = await start(s);

@@ -1,0 +1,193 @@
+/*
+ * dryrun.c - what a set of rules would have done over the history the live engine's log
+ * holds (POST /api/replay): a fresh engine of its own, never the live one, runs every
+ * retained record of every partition in receive order, as the shards do, and reports
+ * segment sizes and changes, fire counts and, for one user, the explain report. Nothing is
+ * written: no journal, no checkpoint, no output leaves it.
+ */
+#include "shard.h"
+
+#include "base/json.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* One partition's next record, decoded. */
+typedef struct dry_head {
+    int p;
+    void *reader;
+    uint64_t end; /* the partition's end when the run began: later records are not read */
+    jdoc *doc;
+    trk_event ev;
+    int64_t recv_ms;
+    bool valid;
+} dry_head;
+
+typedef struct dry_run {
+    const shard_source *src;
+    const rule_set *rs;
+    uint64_t *entered, *exited; /* by segment */
+    uint64_t skipped;           /* records that did not decode */
+} dry_run;
+
+static void dry_output(void *ctx, const eng_out *o)
+{
+    dry_run *d = ctx;
+    if (o->kind == EO_SEGMENT_ENTERED)
+        d->entered[o->segment]++;
+    else if (o->kind == EO_SEGMENT_EXITED)
+        d->exited[o->segment]++;
+}
+
+/* Reads and decodes the head's next record below its end; false when there is none. */
+static bool dry_fill(dry_run *d, dry_head *h, int *rc)
+{
+    while (!h->valid && h->reader) {
+        const void *rec;
+        size_t len;
+        uint64_t off;
+        int r = d->src->next(h->reader, &rec, &len, &off);
+        if (r != 1 || off >= h->end) {
+            if (r < 0 && !*rc)
+                *rc = r;
+            d->src->close(h->reader);
+            h->reader = NULL;
+            break;
+        }
+        jval root;
+        char err[256];
+        if (jdoc_parse(h->doc, rec, len, &root, err, sizeof(err)) != 0 ||
+            trk_decode_value(root, &d->rs->schema, -1, &h->ev, err, sizeof(err)) != 0) {
+            d->skipped++; /* as the shards skip it */
+            continue;
+        }
+        h->recv_ms = h->ev.received_ms ? h->ev.received_ms : h->ev.ts_ms;
+        h->valid = true;
+    }
+    return h->valid;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+int shard_dry_run(shard_set *set, const rule_set *rs, const shard_dry_opts *o, onr_buf *out,
+                  char *err, size_t errlen)
+{
+    const shard_opts *so = shard_options(set);
+    const shard_source *src = &so->src;
+    int np = so->partitions, rc = 0;
+    uint64_t max = o->max_records ? o->max_records : SHARD_DRY_RUN_RECORDS;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+
+    dry_run d = {.src = src, .rs = rs};
+    d.entered = onr_calloc((size_t)rs->nsegments + 1, sizeof(uint64_t));
+    d.exited = onr_calloc((size_t)rs->nsegments + 1, sizeof(uint64_t));
+    eng_opts eo;
+    eng_opts_default(&eo);
+    eo.session_timeout_ms = so->session_timeout_ms;
+    eo.explain_user = o->explain_user;
+    eng *e = eng_new(rs, &eo, dry_output, &d);
+    dry_head *heads = onr_calloc((size_t)np, sizeof(dry_head));
+    for (int p = 0; p < np && !rc; p++) {
+        dry_head *h = &heads[p];
+        h->p = p;
+        h->end = src->end(src->ctx, p);
+        h->doc = jdoc_new(1 << 20);
+        int r = src->open(src->ctx, p, src->start(src->ctx, p), &h->reader);
+        if (r) {
+            h->reader = NULL;
+            snprintf(err, errlen, "partition %d: cannot read the log: %s", p,
+                     r < 0 && r > -4096 ? strerror(-r) : "retention deleted it meanwhile");
+            rc = r;
+        }
+    }
+
+    /* every partition's records in receive order, ties by partition, as the shards run them */
+    uint64_t ran = 0;
+    int64_t last_recv = 0;
+    bool complete = true;
+    while (!rc) {
+        dry_head *best = NULL;
+        for (int p = 0; p < np; p++)
+            if (dry_fill(&d, &heads[p], &rc) && (!best || heads[p].recv_ms < best->recv_ms))
+                best = &heads[p];
+        if (!best)
+            break;
+        if (ran == max || (o->cancel && atomic_load(o->cancel))) {
+            complete = false;
+            break;
+        }
+        int64_t at = best->recv_ms - so->lateness_ms;
+        if (at > eng_clock(e))
+            eng_advance(e, at);
+        if (best->ev.ts_ms > best->recv_ms)
+            best->ev.ts_ms = best->recv_ms;
+        eng_process(e, &best->ev);
+        last_recv = ONR_MAX(last_recv, best->recv_ms);
+        best->valid = false;
+        ran++;
+    }
+    if (rc && !err[0])
+        snprintf(err, errlen, "reading the log failed: %s",
+                 rc < 0 && rc > -4096 ? strerror(-rc) : "bad record");
+    if (!rc) {
+        /* the timers the live engine would have run by now */
+        int64_t until = (complete && o->now_ms ? o->now_ms : last_recv) - so->lateness_ms;
+        if (until > eng_clock(e))
+            eng_advance(e, until);
+        eng_stats st;
+        eng_get_stats(e, &st);
+        uint64_t *sizes = onr_calloc((size_t)rs->nsegments + 1, sizeof(uint64_t));
+        uint64_t *fires = onr_calloc((size_t)rs->ntriggers + 1, sizeof(uint64_t));
+        uint64_t *held = onr_calloc((size_t)rs->ntriggers + 1, sizeof(uint64_t));
+        eng_segment_sizes(e, sizes);
+        eng_trigger_counts(e, fires, held);
+        onr_buf_printf(out,
+                       "{\"records\":%llu,\"complete\":%s,\"skipped\":%llu,\"users\":%llu,"
+                       "\"segments\":[",
+                       (unsigned long long)ran, complete ? "true" : "false",
+                       (unsigned long long)d.skipped, (unsigned long long)st.users);
+        for (int i = 0; i < rs->nsegments; i++) {
+            onr_buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
+            jw_strz(out, rs->segments[i].name);
+            onr_buf_printf(out, ",\"members\":%llu,\"entered\":%llu,\"exited\":%llu}",
+                           (unsigned long long)sizes[i], (unsigned long long)d.entered[i],
+                           (unsigned long long)d.exited[i]);
+        }
+        onr_buf_puts(out, "],\"triggers\":[");
+        for (int i = 0; i < rs->ntriggers; i++) {
+            onr_buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
+            jw_strz(out, rs->triggers[i].name);
+            onr_buf_printf(out, ",\"fires\":%llu,\"held_out\":%llu}", (unsigned long long)fires[i],
+                           (unsigned long long)held[i]);
+        }
+        onr_buf_putc(out, ']');
+        if (o->explain_user) {
+            onr_buf report = {0};
+            eng_explain(e, o->explain_user, &report);
+            onr_buf_puts(out, ",\"report\":");
+            jw_str(out, report.data ? report.data : "", report.len);
+            onr_buf_free(&report);
+        }
+        onr_buf_printf(out, ",\"seconds\":%.3f}", seconds_since(&t0));
+        onr_free(sizes);
+        onr_free(fires);
+        onr_free(held);
+    }
+    for (int p = 0; p < np; p++) {
+        if (heads[p].reader)
+            src->close(heads[p].reader);
+        jdoc_free(heads[p].doc);
+    }
+    onr_free(heads);
+    eng_free(e);
+    onr_free(d.entered);
+    onr_free(d.exited);
+    return rc;
+}
