@@ -218,6 +218,20 @@ fail:;
     return -e;
 }
 
+/* 422: the n compile errors in errs (freed), and what follows from them. */
+static enum MHD_Result refuse_rules(struct MHD_Connection *c, int n, onr_buf *errs,
+                                    const char *outcome)
+{
+    onr_buf b = {0};
+    onr_buf_printf(&b,
+                   "{\"success\":false,\"error\":\"the rules have %d error%s; %s\",\"errors\":", n,
+                   n == 1 ? "" : "s", outcome);
+    jw_str(&b, errs->data ? errs->data : "", errs->len);
+    onr_buf_putc(&b, '}');
+    onr_buf_free(errs);
+    return reply_buf(c, 422, &b);
+}
+
 static enum MHD_Result put_rules(http_server *s, struct MHD_Connection *c, const char *body,
                                  size_t len)
 {
@@ -226,18 +240,10 @@ static enum MHD_Result put_rules(http_server *s, struct MHD_Connection *c, const
     rule_set *rs = NULL;
     onr_buf errs = {0};
     int n = rule_compile(path, body, len, &rs, &errs);
-    onr_buf b = {0};
-    if (n != 0) {
-        onr_buf_printf(&b,
-                       "{\"success\":false,\"error\":\"the rules have %d error%s; the running "
-                       "rules stay\",\"errors\":",
-                       n, n == 1 ? "" : "s");
-        jw_str(&b, errs.data ? errs.data : "", errs.len);
-        onr_buf_putc(&b, '}');
-        onr_buf_free(&errs);
-        return reply_buf(c, 422, &b);
-    }
+    if (n != 0)
+        return refuse_rules(c, n, &errs, "the running rules stay");
     onr_buf_free(&errs);
+    onr_buf b = {0};
     char err[512];
     if (o->rules_path && write_rules(o->rules_path, body, len, err, sizeof(err)) != 0) {
         rule_free(rs);
@@ -375,17 +381,8 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
                 : rule_compile(onr_buf_cstr(&path), src.data ? src.data : "", src.len, &rs, &errs);
     onr_buf_free(&path);
     onr_buf_free(&src);
-    if (n != 0) {
-        onr_buf b = {0};
-        onr_buf_printf(&b,
-                       "{\"success\":false,\"error\":\"the rules have %d error%s; nothing was "
-                       "run\",\"errors\":",
-                       n, n == 1 ? "" : "s");
-        jw_str(&b, errs.data ? errs.data : "", errs.len);
-        onr_buf_putc(&b, '}');
-        onr_buf_free(&errs);
-        return reply_buf(c, 422, &b);
-    }
+    if (n != 0)
+        return refuse_rules(c, n, &errs, "nothing was run");
     onr_buf_free(&errs);
     pthread_mutex_lock(&slot->mu);
     bool busy = slot->busy, stopping = atomic_load(&slot->cancel);
