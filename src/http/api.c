@@ -272,6 +272,7 @@ struct api_job {
     char *user;
     onr_buf out;
     int rc;
+    bool cut; /* a stop cancelled it while it ran */
     char err[256];
     atomic_bool done;
 };
@@ -306,6 +307,7 @@ static void *replay_main(void *arg)
     api_job *job = arg;
     onr_thread_name("replay", 0);
     job->rc = shard_dry_run(job->shards, job->rs, &job->o, &job->out, job->err, sizeof(job->err));
+    job->cut = atomic_load(job->o.cancel);
     api_replays *slot = job->slot;
     struct MHD_Connection *c = job->c;
     atomic_store(&job->done, true);
@@ -330,7 +332,7 @@ enum MHD_Result api_job_answer(struct MHD_Connection *c, api_job *job)
     enum MHD_Result r;
     if (job->rc)
         r = fail(c, MHD_HTTP_INTERNAL_SERVER_ERROR, job->err);
-    else if (atomic_load(&job->slot->cancel))
+    else if (job->cut)
         r = fail(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                  "the server is stopping; the replay was cut short");
     else
