@@ -185,6 +185,47 @@ test('POST /api/replay: the running rules, or others, over the log as a dry run'
   }
 });
 
+test('POST /api/replay runs one at a time, and a stop cuts a running one short with 503', async () => {
+  const s = setup();
+  const srv = await start(s);
+  let stopped = false;
+  try {
+    // 200,000 records: a replay of them takes a good fraction of a second
+    const batch = (b) => Array.from({ length: 100 }, (_, i) => ({
+      type: 'track', userId: `big-${(b * 100 + i) % 5000}`, event: 'Feature Used',
+      properties: { feature: 'reports' }, messageId: `big-${b}-${i}`,
+    }));
+    for (let b = 0; b < 2000; b += 10)
+      await Promise.all(Array.from({ length: 10 }, (_, k) => send(srv, batch(b + k))));
+    const replay = (q = '') => api(srv.base, 'POST', '/api/replay' + q, { token: TOKEN });
+    const both = await Promise.all([replay(), replay()]);
+    assert.deepEqual(both.map((r) => r.status).sort(), [200, 429], both.map((r) => r.text).join(' '));
+    const busy = both.find((r) => r.status === 429);
+    assert.equal(busy.headers.get('retry-after'), '1');
+    assert.match(busy.json.error, /a replay is running; one runs at a time/);
+    assert.equal(both.find((r) => r.status === 200).json.records, 200000);
+
+    // a long replay running (a short one sent after it is turned away), then SIGTERM
+    let running, probe;
+    for (let attempt = 0; attempt < 5 && !probe; attempt++) {
+      running = replay();
+      await new Promise((ok) => setTimeout(ok, 20));
+      const r = await replay('?max_records=1');
+      if (r.status === 429) probe = r;
+      else await running; // the short one went first, or the long one was over: again
+    }
+    assert.ok(probe, 'no replay was seen running');
+    const exit = srv.stop();
+    stopped = true;
+    const cut = await running;
+    assert.equal(cut.status, 503, cut.text);
+    assert.match(cut.json.error, /the server is stopping; the replay was cut short/);
+    assert.equal(await exit, 0, srv.log());
+  } finally {
+    if (!stopped) assert.equal(await srv.stop(), 0, srv.log());
+  }
+});
+
 test('a user: profile, segments, recent events and fires; explain; sizes and counts', async () => {
   const s = setup();
   const srv = await start(s);
