@@ -2,8 +2,11 @@
 // message a tick (each from a new user, each making server_error_seen fire) at a fixed rate,
 // noting the wall clock at which it was due to be sent; the fire journal records the wall
 // clock at which each fire was written. Latency = recorded - due, so a stalled sender counts
-// against the server too (no coordinated omission). Prints a JSON line and a table.
-// Usage: node bench/fire_latency.mjs ONRAMP_BIN [RATE_PER_S] [SECONDS]
+// against the server too (no coordinated omission). The first WARMUP seconds (default 2) are
+// sent the same way and not counted: a server's first second pays one-time costs (its HTTP
+// threads' first buffers, its tables' first pages) that are not its steady state. Prints a
+// JSON line and a table.
+// Usage: node bench/fire_latency.mjs ONRAMP_BIN [RATE_PER_S] [SECONDS] [WARMUP_SECONDS]
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +16,7 @@ import http from 'node:http';
 const bin = resolve(process.argv[2] ?? 'build/onramp');
 const rate = Number(process.argv[3] ?? 500);
 const seconds = Number(process.argv[4] ?? 10);
+const warmup = Number(process.argv[5] ?? 2);
 const KEY = 'bench-key';
 const dir = mkdtempSync(join(tmpdir(), 'onramp-fire-latency-'));
 
@@ -48,13 +52,17 @@ const pending = [];
 let errors = 0;
 const start = Date.now() + 200;
 const total = Math.round(rate * seconds);
-for (let i = 0; i < total; i++) {
-  const at = start + (i * 1000) / rate;
+const warm = Math.round(rate * warmup);
+for (let i = -warm; i < total; i++) {
+  const at = start + ((i + warm) * 1000) / rate;
   const wait = at - Date.now();
   if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-  const user = `lat-${i}`;
-  due.set(user, at);
-  pending.push(send(user).then((s) => { acked.push(Date.now() - at); if (s !== 200) errors++; }));
+  const user = i < 0 ? `warm-${-i}` : `lat-${i}`;
+  if (i >= 0) due.set(user, at);
+  pending.push(send(user).then((s) => {
+    if (i >= 0) acked.push(Date.now() - at);
+    if (s !== 200) errors++;
+  }));
 }
 await Promise.all(pending);
 await new Promise((r) => setTimeout(r, 1000));
@@ -71,9 +79,9 @@ rmSync(dir, { recursive: true, force: true });
 lat.sort((a, b) => a - b);
 const q = (p) => lat[Math.min(lat.length - 1, Math.floor(p * lat.length))];
 acked.sort((a, b) => a - b);
-const out = { ack_p50_ms: acked[Math.floor(acked.length / 2)], ack_p99_ms: acked[Math.floor(acked.length * 0.99)], bench: 'fire_latency', rate, seconds, sent: total, fires: lat.length, errors,
+const out = { ack_p50_ms: acked[Math.floor(acked.length / 2)], ack_p99_ms: acked[Math.floor(acked.length * 0.99)], bench: 'fire_latency', rate, seconds, warmup_s: warmup, sent: total, fires: lat.length, errors,
   p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat[lat.length - 1] };
 console.log(JSON.stringify(out));
-console.log(`event-to-fire at ${rate}/s for ${seconds}s: ${lat.length}/${total} fired, ` +
+console.log(`event-to-fire at ${rate}/s for ${seconds}s after ${warmup}s of warm-up: ${lat.length}/${total} fired, ` +
   `p50 ${out.p50_ms} ms, p99 ${out.p99_ms} ms, max ${out.max_ms} ms` + (errors ? `, ${errors} non-200 answers` : ''));
 if (errors || lat.length !== total) process.exitCode = 1;
