@@ -17,7 +17,8 @@
 typedef struct dry_head {
     int p;
     void *reader;
-    uint64_t end; /* the partition's end when the run began: later records are not read */
+    uint64_t next; /* the offset of the next record to read */
+    uint64_t end;  /* the partition's end when the run began: later records are not read */
     jdoc *doc;
     trk_event ev;
     int64_t recv_ms;
@@ -29,6 +30,7 @@ typedef struct dry_run {
     const rule_set *rs;
     uint64_t *entered, *exited; /* by segment */
     uint64_t skipped;           /* records that did not decode */
+    uint64_t gone;              /* records retention deleted before the run reached them */
 } dry_run;
 
 static void dry_output(void *ctx, const eng_out *o)
@@ -40,6 +42,33 @@ static void dry_output(void *ctx, const eng_out *o)
         d->exited[o->segment]++;
 }
 
+/*
+ * Opens h's partition at h->next, or, when retention has deleted that record meanwhile (the
+ * live shards' checkpoints let it trim the oldest segments, which a replay reads first), at
+ * the first record still stored, counting those in between as gone. 0 or a negative code.
+ */
+static int dry_open(dry_run *d, dry_head *h)
+{
+    const shard_source *src = d->src;
+    for (int tries = 0; tries < 8; tries++) {
+        uint64_t start = src->start(src->ctx, h->p);
+        if (start > h->next) {
+            d->gone += ONR_MIN(start, h->end) - h->next;
+            h->next = start;
+        }
+        if (h->next >= h->end)
+            return 0; /* nothing left to read */
+        int r = src->open(src->ctx, h->p, h->next, &h->reader);
+        if (r != ONR_E_NOTFOUND) {
+            if (r)
+                h->reader = NULL;
+            return r;
+        }
+        h->reader = NULL; /* deleted between the two calls: look again */
+    }
+    return ONR_E_NOTFOUND;
+}
+
 /* Reads and decodes the head's next record below its end; false when there is none. */
 static bool dry_fill(dry_run *d, dry_head *h, int *rc)
 {
@@ -48,6 +77,16 @@ static bool dry_fill(dry_run *d, dry_head *h, int *rc)
         size_t len;
         uint64_t off;
         int r = d->src->next(h->reader, &rec, &len, &off);
+        if (r == ONR_E_NOTFOUND) { /* retention deleted the next segment: go on after it */
+            d->src->close(h->reader);
+            h->reader = NULL;
+            r = dry_open(d, h);
+            if (r && !*rc)
+                *rc = r;
+            continue;
+        }
+        if (r == 1)
+            h->next = off + 1;
         if (r != 1 || off >= h->end) {
             if (r < 0 && !*rc)
                 *rc = r;
@@ -76,8 +115,12 @@ static double seconds_since(const struct timespec *t0)
 }
 
 int shard_dry_run(shard_set *set, const rule_set *rs, const shard_dry_opts *o, onr_buf *out,
-                  char *err, size_t errlen)
+                  bool *cut, char *err, size_t errlen)
 {
+    if (errlen)
+        err[0] = 0;
+    if (cut)
+        *cut = false;
     const shard_opts *so = shard_options(set);
     const shard_source *src = &so->src;
     int np = so->partitions, rc = 0;
@@ -98,14 +141,9 @@ int shard_dry_run(shard_set *set, const rule_set *rs, const shard_dry_opts *o, o
         dry_head *h = &heads[p];
         h->p = p;
         h->end = src->end(src->ctx, p);
+        h->next = src->start(src->ctx, p);
         h->doc = jdoc_new(1 << 20);
-        int r = src->open(src->ctx, p, src->start(src->ctx, p), &h->reader);
-        if (r) {
-            h->reader = NULL;
-            snprintf(err, errlen, "partition %d: cannot read the log: %s", p,
-                     r < 0 && r > -4096 ? strerror(-r) : "retention deleted it meanwhile");
-            rc = r;
-        }
+        rc = dry_open(&d, h);
     }
 
     /* every partition's records in receive order, ties by partition, as the shards run them */
@@ -121,6 +159,8 @@ int shard_dry_run(shard_set *set, const rule_set *rs, const shard_dry_opts *o, o
             break;
         if (ran == max || (o->cancel && atomic_load(o->cancel))) {
             complete = false;
+            if (cut && ran < max)
+                *cut = true;
             break;
         }
         int64_t at = best->recv_ms - so->lateness_ms;
@@ -133,9 +173,11 @@ int shard_dry_run(shard_set *set, const rule_set *rs, const shard_dry_opts *o, o
         best->valid = false;
         ran++;
     }
-    if (rc && !err[0])
+    if (rc && errlen && !err[0])
         snprintf(err, errlen, "reading the log failed: %s",
-                 rc < 0 && rc > -4096 ? strerror(-rc) : "bad record");
+                 rc < 0 && rc > -4096   ? strerror(-rc)
+                 : rc == ONR_E_NOTFOUND ? "retention kept deleting what it was to read"
+                                        : "an offset outside the log");
     if (!rc) {
         /* the timers the live engine would have run by now */
         int64_t until = (complete && o->now_ms ? o->now_ms : last_recv) - so->lateness_ms;
@@ -149,10 +191,11 @@ int shard_dry_run(shard_set *set, const rule_set *rs, const shard_dry_opts *o, o
         eng_segment_sizes(e, sizes);
         eng_trigger_counts(e, fires, held);
         onr_buf_printf(out,
-                       "{\"records\":%llu,\"complete\":%s,\"skipped\":%llu,\"users\":%llu,"
-                       "\"segments\":[",
+                       "{\"records\":%llu,\"complete\":%s,\"skipped\":%llu,\"gone\":%llu,"
+                       "\"users\":%llu,\"segments\":[",
                        (unsigned long long)ran, complete ? "true" : "false",
-                       (unsigned long long)d.skipped, (unsigned long long)st.users);
+                       (unsigned long long)d.skipped, (unsigned long long)d.gone,
+                       (unsigned long long)st.users);
         for (int i = 0; i < rs->nsegments; i++) {
             onr_buf_puts(out, i ? ",{\"name\":" : "{\"name\":");
             jw_strz(out, rs->segments[i].name);

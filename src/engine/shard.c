@@ -190,9 +190,13 @@ static void journal_write(shard_set *s, onr_buf *b, const eng_out *o, const char
         } else {
             /* a line cut short (a full disk) is cut off, or the next line would join it and
              * both would go unread; the fire stands, and a restart may record it again */
-            if (w > 0 && ftruncate(s->journal_fd, (off_t)s->journal_bytes) != 0)
+            if (w > 0 && ftruncate(s->journal_fd, (off_t)s->journal_bytes) != 0) {
                 logf_(s, "error", "cutting a short line off the fire journal failed: %s",
                       strerror(errno));
+                struct stat st; /* what is there, so that a later cut spares whole lines */
+                if (fstat(s->journal_fd, &st) == 0)
+                    s->journal_bytes = (uint64_t)st.st_size;
+            }
             logf_(s, "error", "writing the fire journal failed: %s",
                   w < 0 ? strerror(e) : "short write");
         }
@@ -232,10 +236,12 @@ static long journal_load(shard_set *s, const char *path, uint64_t *whole)
         trk_dedup_add(s->fired, strtoull(hex, NULL, 16), (int64_t)jval_number(at));
         count++;
     }
+    /* a read error is not the end of the file: nothing may be cut after it */
+    long rc = ferror(f) ? -(errno ? errno : EIO) : count;
     free(line);
     jdoc_free(doc);
     fclose(f);
-    return count;
+    return rc;
 }
 
 static int journal_open(shard_set *s, char *err, size_t errlen)

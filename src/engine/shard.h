@@ -133,11 +133,13 @@ const shard_opts *shard_options(const shard_set *s);
  * source retains, each partition from its start to its end when the run begins, in receive
  * order across partitions (ties by partition) with the set's lateness and session timeout,
  * then the timers due by now_ms less the lateness. The live engine, its journal and its
- * checkpoints are not touched. Writes {"records","complete","skipped","users","segments":
- * [{"name","members","entered","exited"}],"triggers":[{"name","fires","held_out"}],
- * ["report",]"seconds"} to out. Stops after max_records records, or when *cancel is set
- * ("complete":false). Returns 0, or a negative code with a message in err when the log
- * could not be read. Safe to call from any thread while the shards run.
+ * checkpoints are not touched. Writes {"records","complete","skipped","gone","users",
+ * "segments":[{"name","members","entered","exited"}],"triggers":[{"name","fires",
+ * "held_out"}],["report",]"seconds"} to out ("gone": records retention deleted before the run
+ * reached them; it goes on after them). Stops after max_records records, or when *cancel is
+ * set ("complete":false; *cut, when not NULL, says the cancel stopped it). Returns 0, or a
+ * negative code with a message in err when the log could not be read. Safe to call from any
+ * thread while the shards run.
  */
 #define SHARD_DRY_RUN_RECORDS 1000000
 typedef struct shard_dry_opts {
@@ -147,7 +149,7 @@ typedef struct shard_dry_opts {
     const atomic_bool *cancel; /* NULL: none */
 } shard_dry_opts;
 int shard_dry_run(shard_set *s, const rule_set *rs, const shard_dry_opts *o, onr_buf *out,
-                  char *err, size_t errlen);
+                  bool *cut, char *err, size_t errlen);
 
 /* Stops the shards after the records already readable, writes a final checkpoint and frees
  * s. Returns 0 or the first checkpoint error. */

@@ -288,13 +288,9 @@ void api_replays_stop(api_replays *r)
 {
     atomic_store(&r->cancel, true);
     pthread_mutex_lock(&r->mu);
-    while (r->busy)
+    while (r->live > 0)
         pthread_cond_wait(&r->cv, &r->mu);
-    bool join = r->joinable;
-    r->joinable = false;
     pthread_mutex_unlock(&r->mu);
-    if (join)
-        pthread_join(r->thread, NULL);
 }
 
 bool api_job_done(api_job *job)
@@ -306,20 +302,24 @@ static void *replay_main(void *arg)
 {
     api_job *job = arg;
     onr_thread_name("replay", 0);
-    job->rc = shard_dry_run(job->shards, job->rs, &job->o, &job->out, job->err, sizeof(job->err));
-    job->cut = atomic_load(job->o.cancel);
+    job->rc = shard_dry_run(job->shards, job->rs, &job->o, &job->out, &job->cut, job->err,
+                            sizeof(job->err));
     api_replays *slot = job->slot;
     struct MHD_Connection *c = job->c;
+    /* another may start before this one's answer is sent, once it is ready to be */
+    pthread_mutex_lock(&slot->mu);
+    slot->busy = false;
+    pthread_mutex_unlock(&slot->mu);
     atomic_store(&job->done, true);
     MHD_resume_connection(c); /* the request answers it: job is the request's from here */
     pthread_mutex_lock(&slot->mu);
-    slot->busy = false; /* after the resume: a stop waits for this before stopping MHD */
+    slot->live--; /* after the resume: a stop waits for this before stopping MHD */
     pthread_cond_broadcast(&slot->cv);
     pthread_mutex_unlock(&slot->mu);
     return NULL;
 }
 
-static void job_free(api_job *job)
+void api_job_free(api_job *job)
 {
     rule_free(job->rs);
     onr_free(job->user);
@@ -337,7 +337,7 @@ enum MHD_Result api_job_answer(struct MHD_Connection *c, api_job *job)
                  "the server is stopping; the replay was cut short");
     else
         r = reply(c, MHD_HTTP_OK, "application/json", job->out.data, job->out.len);
-    job_free(job);
+    api_job_free(job);
     return r;
 }
 
@@ -389,10 +389,8 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
     pthread_mutex_lock(&slot->mu);
     bool busy = slot->busy, stopping = atomic_load(&slot->cancel);
     if (!busy && !stopping) {
-        if (slot->joinable) /* the last one has finished: its thread ends at once */
-            pthread_join(slot->thread, NULL);
-        slot->joinable = false;
         slot->busy = true;
+        slot->live++;
     }
     pthread_mutex_unlock(&slot->mu);
     if (busy || stopping) {
@@ -416,19 +414,23 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
     /* suspended first: the thread may finish, and resume it, at once */
     MHD_suspend_connection(c);
     *jobp = job;
-    pthread_mutex_lock(&slot->mu);
-    int e = pthread_create(&slot->thread, NULL, replay_main, job);
+    pthread_attr_t attr;
+    pthread_t thread;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int e = pthread_create(&thread, &attr, replay_main, job);
+    pthread_attr_destroy(&attr);
     if (e) {
         job->rc = -e;
         snprintf(job->err, sizeof(job->err), "cannot start the replay: %s", strerror(e));
+        pthread_mutex_lock(&slot->mu);
+        slot->busy = false;
+        slot->live--;
+        pthread_cond_broadcast(&slot->cv);
+        pthread_mutex_unlock(&slot->mu);
         atomic_store(&job->done, true);
         MHD_resume_connection(c);
-        slot->busy = false;
-        pthread_cond_broadcast(&slot->cv);
-    } else {
-        slot->joinable = true;
     }
-    pthread_mutex_unlock(&slot->mu);
     return MHD_YES;
 }
 

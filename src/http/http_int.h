@@ -40,26 +40,27 @@ enum MHD_Result http__reply(struct MHD_Connection *c, unsigned status, const cha
 const http_opts *http__opts(const http_server *s);
 http_counters *http__counters(http_server *s);
 
-/* POST /api/replay runs in a thread of its own, one at a time, its connection suspended
- * meanwhile; a stop cancels it and waits for it (api_replay_stop). */
+/* POST /api/replay runs in a thread of its own (detached), one at a time, its connection
+ * suspended meanwhile; a stop cancels it and waits for it (api_replays_stop). */
 typedef struct api_replays {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool busy;     /* a replay runs */
-    bool joinable; /* thread ran and has not been joined */
-    pthread_t thread;
+    bool busy; /* a replay runs: another is refused */
+    int live;  /* replay threads that have not yet resumed their connection */
     atomic_bool cancel;
 } api_replays;
 typedef struct api_job api_job;
 
 api_replays *http__replays(http_server *s);
 void api_replays_init(api_replays *r);
-/* Cancels a running replay, waits until its connection is resumed, and joins its thread. */
+/* Cancels a running replay and waits until its connection is resumed (its thread touches
+ * nothing of the server after that). */
 void api_replays_stop(api_replays *r);
 /* Whether job has finished (its connection was resumed); then api_job_answer queues the
- * answer and frees job. */
+ * answer and frees job. A request that ends without answering frees it with api_job_free. */
 bool api_job_done(api_job *job);
 enum MHD_Result api_job_answer(struct MHD_Connection *c, api_job *job);
+void api_job_free(api_job *job);
 
 /* Called with the headers of a request under /api/ or /metrics: authenticates it and
  * answers it when it has no body to read (returns true with *ret set). */

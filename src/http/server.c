@@ -1352,6 +1352,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         atomic_store(&r->conn->waiting_ms, mono_ms());
     onr_buf_free(&r->body);
     onr_free(r->ack);
+    if (r->job) /* ended without its answer: the job is done (a stop waits for that first) */
+        api_job_free(r->job);
     onr_free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->active, 1);
