@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -160,20 +159,13 @@ static int cmd_simulate(int argc, char **argv)
 
 /* ---- serve */
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Structured logs: one JSON object per line on stderr. */
 static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static void log_line(const char *level, const char *msg, const char *extra)
 {
     char when[32];
-    onr_time_format(wall_ms(), when);
+    onr_time_format(onr_wall_ms(), when);
     onr_buf b = {0};
     onr_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", when, level);
     jw_strz(&b, msg);
@@ -325,7 +317,7 @@ static int64_t src_watermark(void *ctx)
 static void src_retain(void *ctx, int p, uint64_t offset)
 {
     live_source *ls = ctx;
-    int n = elog_retain(ls->log, p, offset, ls->retain_bytes, ls->retain_age_ms, wall_ms());
+    int n = elog_retain(ls->log, p, offset, ls->retain_bytes, ls->retain_age_ms, onr_wall_ms());
     if (n < 0) {
         char msg[160];
         snprintf(msg, sizeof(msg), "retention of partition %d failed: %s", p, strerror(-n));
@@ -358,17 +350,6 @@ static bool parse_duration_flag(const char *flag, const char *s, int64_t *out)
         return true;
     fprintf(stderr, "onramp serve: %s needs a duration like 30s, 5m or 7d, got \"%s\"\n", flag, s);
     return false;
-}
-
-static void random_hex(char *out, int bytes)
-{
-    uint8_t r[32];
-    if (getrandom(r, (size_t)bytes, 0) != (ssize_t)bytes) {
-        fprintf(stderr, "onramp serve: no randomness: %s\n", strerror(errno));
-        exit(1);
-    }
-    for (int i = 0; i < bytes; i++)
-        snprintf(out + 2 * i, 3, "%02x", r[i]);
 }
 
 static const char serve_help[] =
@@ -641,13 +622,13 @@ static int cmd_serve(int argc, char **argv)
         rules_path = "rules/onboarding.rules";
     char gen_token[65];
     if (!admin_token || !*admin_token) {
-        random_hex(gen_token, 24);
+        onr_random_hex(gen_token, 24);
         admin_token = gen_token;
     }
 
     char generated[33];
     if (nkeys == 0) {
-        random_hex(generated, 16);
+        onr_random_hex(generated, 16);
         keys[nkeys++] = generated;
     }
 
@@ -724,7 +705,7 @@ static int cmd_serve(int argc, char **argv)
     snprintf(state_path, sizeof(state_path), "%s/ingest.state", data);
     int nparts = elog_partitions(log);
     uint64_t *ends = onr_calloc((size_t)nparts, sizeof(uint64_t));
-    int64_t now = wall_ms();
+    int64_t now = onr_wall_ms();
     long from_state = 0;
     char why[256];
     int st =

@@ -118,6 +118,8 @@ void onr_hasher_free(onr_hasher *h);
 /* n bytes from the kernel's random source (getrandom(2)), for ids: never fails on Linux
  * >= 3.17 (it waits for the pool once, at boot). */
 void onr_random(void *buf, size_t n);
+/* n random bytes as 2n lowercase hex digits and a NUL in out (2n + 1 bytes). */
+void onr_random_hex(char *out, size_t n);
 
 /* ---- time: int64 milliseconds since the Unix epoch, everywhere */
 
@@ -133,6 +135,9 @@ void onr_random(void *buf, size_t n);
 /* Parses an ISO-8601 / RFC 3339 date-time ("2026-11-18T11:45:02.123Z", "+01:00" offsets,
  * optional fraction) into *out_ms. Returns 0 or ONR_E_PARSE. */
 int onr_time_parse(const char *s, size_t n, int64_t *out_ms);
+/* The wall clock (CLOCK_REALTIME) in milliseconds, for receive times and records of when
+ * something happened; the engine itself never reads it. */
+int64_t onr_wall_ms(void);
 /* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 chars + NUL) into out. */
 void onr_time_format(int64_t ms, char out[32]);
 /* Writes a duration for people, largest units first: "1m30s", "2m", "1h30m", "3d1s",

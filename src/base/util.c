@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -33,6 +34,22 @@ void onr_random(void *buf, size_t n)
             abort();
         }
     }
+}
+
+void onr_random_hex(char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t r[64];
+    while (n) {
+        size_t k = ONR_MIN(n, sizeof(r));
+        onr_random(r, k);
+        for (size_t i = 0; i < k; i++) {
+            *out++ = hex[r[i] >> 4];
+            *out++ = hex[r[i] & 15];
+        }
+        n -= k;
+    }
+    *out = 0;
 }
 
 onr_hasher *onr_hasher_new(uint64_t seed)
@@ -177,6 +194,13 @@ static char *put_digits(char *p, unsigned v, int width)
         v /= 10;
     }
     return p + width;
+}
+
+int64_t onr_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void onr_time_format(int64_t ms, char out[32])

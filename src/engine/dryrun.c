@@ -94,14 +94,11 @@ static bool dry_fill(dry_run *d, dry_head *h, int *rc)
             h->reader = NULL;
             break;
         }
-        jval root;
         char err[256];
-        if (jdoc_parse(h->doc, rec, len, &root, err, sizeof(err)) != 0 ||
-            trk_decode_value(root, &d->rs->schema, -1, &h->ev, err, sizeof(err)) != 0) {
+        if (shard__decode(h->doc, rec, len, d->rs, &h->ev, &h->recv_ms, err, sizeof(err)) != 0) {
             d->skipped++; /* as the shards skip it */
             continue;
         }
-        h->recv_ms = h->ev.received_ms ? h->ev.received_ms : h->ev.ts_ms;
         h->valid = true;
     }
     return h->valid;
@@ -163,12 +160,7 @@ int shard_dry_run(shard_set *set, const rule_set *rs, const shard_dry_opts *o, o
                 *cut = true;
             break;
         }
-        int64_t at = best->recv_ms - so->lateness_ms;
-        if (at > eng_clock(e))
-            eng_advance(e, at);
-        if (best->ev.ts_ms > best->recv_ms)
-            best->ev.ts_ms = best->recv_ms;
-        eng_process(e, &best->ev);
+        shard__run(e, &best->ev, best->recv_ms, so->lateness_ms);
         last_recv = ONR_MAX(last_recv, best->recv_ms);
         best->valid = false;
         ran++;

@@ -98,4 +98,3 @@ const char *eng_user_canonical(eng *e, const char *key, size_t klen, size_t *n)
     user *u = eng__lookup(e, (trk_str){key, (uint32_t)klen});
     return u ? eng_user_key(u, n) : NULL;
 }
-

@@ -175,10 +175,8 @@ static void journal_write(shard_set *s, onr_buf *b, const eng_out *o, const char
     jw_strz(b, trigger);
     onr_buf_puts(b, ",\"user\":");
     jw_str(b, o->user, o->user_len);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     onr_buf_printf(b, ",\"held_out\":%s,\"recorded_ms\":%lld}\n", o->held_out ? "true" : "false",
-                   (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+                   (long long)onr_wall_ms());
     pthread_mutex_lock(&s->jmu);
     if (s->journal_fd >= 0) {
         ssize_t w = s->o.journal_write
@@ -546,17 +544,37 @@ out:
 
 /* ---- running records */
 
+int shard__decode(jdoc *doc, const void *rec, size_t len, const rule_set *rs, trk_event *ev,
+                  int64_t *recv_ms, char *err, size_t errlen)
+{
+    /* ingest bounds what it stores (--max-event-bytes, plus what it fills in): the replay
+     * limit on a message's size does not apply to the log */
+    jval root;
+    int rc = jdoc_parse(doc, rec, len, &root, err, errlen);
+    if (rc == 0)
+        rc = trk_decode_value(root, &rs->schema, -1, ev, err, errlen);
+    if (rc == 0)
+        *recv_ms = ev->received_ms ? ev->received_ms : ev->ts_ms;
+    return rc;
+}
+
+void shard__run(eng *e, trk_event *ev, int64_t recv_ms, int64_t lateness_ms)
+{
+    int64_t at = recv_ms - lateness_ms;
+    if (at > eng_clock(e))
+        eng_advance(e, at);
+    if (ev->ts_ms > recv_ms)
+        ev->ts_ms = recv_ms; /* an event cannot happen after it was received */
+    eng_process(e, ev);
+}
+
 static void decode_head(shard *sh, head *hd)
 {
     char err[256];
     hd->valid = false;
     for (;;) {
-        /* ingest bounds what it stores (--max-event-bytes, plus what it fills in): the
-         * replay limit on a message's size does not apply to the log */
-        jval root;
-        if (jdoc_parse(hd->doc, hd->rec, hd->len, &root, err, sizeof(err)) == 0 &&
-            trk_decode_value(root, &sh->rs->schema, -1, &hd->ev, err, sizeof(err)) == 0) {
-            hd->recv_ms = hd->ev.received_ms ? hd->ev.received_ms : hd->ev.ts_ms;
+        if (shard__decode(hd->doc, hd->rec, hd->len, sh->rs, &hd->ev, &hd->recv_ms, err,
+                          sizeof(err)) == 0) {
             hd->valid = true;
             /* the user's index slot, fetched while the other partitions' heads run */
             eng_prefetch(sh->e, hd->ev.user_id, hd->ev.anon_id, 0);
@@ -625,12 +643,7 @@ static int run_batch(shard *sh, int64_t wm, bool *early)
         if (!best)
             break;
         trk_event *ev = &best->ev;
-        int64_t at = best->recv_ms - s->o.lateness_ms;
-        if (at > eng_clock(sh->e))
-            eng_advance(sh->e, at);
-        if (ev->ts_ms > best->recv_ms)
-            ev->ts_ms = best->recv_ms; /* an event cannot happen after it was received */
-        eng_process(sh->e, ev);
+        shard__run(sh->e, ev, best->recv_ms, s->o.lateness_ms);
         remember_event(sh, ev);
         atomic_store(&s->consumed[best->p], best->off + 1);
         best->valid = false;

@@ -142,6 +142,16 @@ const shard_opts *shard_options(const shard_set *s);
  * thread while the shards run.
  */
 #define SHARD_DRY_RUN_RECORDS 1000000
+
+/* ---- how a shard reads and runs a record, shared by shard.c and dryrun.c */
+
+/* Decodes a stored record into *ev under rs's schema, and its receive time into *recv_ms (the
+ * event time when it has none). Returns 0, or a negative code with the reason in err. */
+int shard__decode(jdoc *doc, const void *rec, size_t len, const rule_set *rs, trk_event *ev,
+                  int64_t *recv_ms, char *err, size_t errlen);
+/* Runs ev, received at recv_ms, in e: the clock first follows the receive time less the
+ * lateness, and an event cannot happen after it was received. */
+void shard__run(eng *e, trk_event *ev, int64_t recv_ms, int64_t lateness_ms);
 typedef struct shard_dry_opts {
     uint64_t max_records;      /* [SHARD_DRY_RUN_RECORDS] */
     const char *explain_user;  /* NULL: no "report" */

@@ -373,14 +373,16 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
         return fail(c, MHD_HTTP_BAD_REQUEST, "user must be an id of 1 to 256 bytes");
     /* the rules sent, or the running ones when the body is empty */
     onr_buf path = {0}, src = {0};
-    if (len == 0)
+    if (len == 0) {
         shard_rules_source(o->shards, &path, &src);
-    else
+        body = onr_buf_cstr(&src);
+        len = src.len;
+    } else {
         onr_buf_puts(&path, "replay");
+    }
     rule_set *rs = NULL;
     onr_buf errs = {0};
-    int n = len ? rule_compile(onr_buf_cstr(&path), body, len, &rs, &errs)
-                : rule_compile(onr_buf_cstr(&path), src.data ? src.data : "", src.len, &rs, &errs);
+    int n = rule_compile(onr_buf_cstr(&path), body, len, &rs, &errs);
     onr_buf_free(&path);
     onr_buf_free(&src);
     if (n != 0)
@@ -405,11 +407,9 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
     job->c = c;
     job->rs = rs;
     job->user = user ? onr_strdup(user) : NULL;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     job->o = (shard_dry_opts){.max_records = max,
                               .explain_user = job->user,
-                              .now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000,
+                              .now_ms = onr_wall_ms(),
                               .cancel = &slot->cancel};
     /* suspended first: the thread may finish, and resume it, at once */
     MHD_suspend_connection(c);

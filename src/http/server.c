@@ -202,13 +202,6 @@ typedef struct req {
 
 /* ---- small helpers */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* For durations: never steps back. */
 static int64_t mono_ns(void)
 {
@@ -244,7 +237,7 @@ int64_t http_watermark(http_server *s)
 {
     /* The clock is read before the slots: a request that takes its stamp after a slot was
      * read reads the clock later, so its stamp is at least w. */
-    int64_t w = now_ms();
+    int64_t w = onr_wall_ms();
     int n = ONR_MIN(atomic_load(&s->nstamps), STAMP_SLOTS);
     for (int i = 0; i < n; i++) {
         int64_t v = atomic_load(&s->stamps[i]);
@@ -768,7 +761,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     enum MHD_Result ret;
     _Atomic int64_t *stamp = stamp_slot(s);
     atomic_store(stamp, STAMPING);
-    int64_t now = now_ms();
+    int64_t now = onr_wall_ms();
     atomic_store(stamp, now);
     jval root;
     if (jdoc_parse(w->in, r->body.data ? r->body.data : "", r->body.len, &root, err, sizeof(err))) {
@@ -1629,8 +1622,8 @@ void http_stop(http_server *s, int64_t drain_ms)
 {
     MHD_socket fd = MHD_quiesce_daemon(s->d);
     api_replays_stop(&s->replays); /* cut short, its connection resumed to be answered */
-    int64_t deadline = now_ms() + drain_ms;
-    while (atomic_load(&s->active) > 0 && now_ms() < deadline) {
+    int64_t deadline = onr_wall_ms() + drain_ms;
+    while (atomic_load(&s->active) > 0 && onr_wall_ms() < deadline) {
         struct timespec ts = {0, 5 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }

@@ -882,16 +882,8 @@ static int check_meta(elog *l, bool *exists, char *err, size_t errlen)
 static int write_meta(elog *l, char *err, size_t errlen)
 {
     char text[128];
-    if (!l->id[0]) {
-        static const char hex[] = "0123456789abcdef";
-        uint8_t r[ELOG_ID_CHARS / 2];
-        onr_random(r, sizeof r);
-        for (size_t i = 0; i < sizeof r; i++) {
-            l->id[2 * i] = hex[r[i] >> 4];
-            l->id[2 * i + 1] = hex[r[i] & 15];
-        }
-        l->id[ELOG_ID_CHARS] = 0;
-    }
+    if (!l->id[0])
+        onr_random_hex(l->id, ELOG_ID_CHARS / 2);
     int n =
         snprintf(text, sizeof text, META_MAGIC "\npartitions %d\nid %s\n", l->o.partitions, l->id);
     int fd = openat(l->dirfd, META_NAME ".tmp", O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0644);

@@ -823,9 +823,6 @@ static void move_ckpts(const char *from, const char *to, int of)
     }
 }
 
-/* Checkpoints hold the users of their shard's partitions, so another shard count cannot load
- * them: such a start is refused and writes nothing; without a count the newest checkpoints
- * choose it; moved away, the checkpoints no longer stand in the way. */
 Test(shard, a_torn_last_line_of_the_fire_journal_is_cut_before_new_fires_follow_it)
 {
     stream *st = make_stream();
@@ -899,6 +896,9 @@ Test(shard, a_fire_journal_line_written_short_is_cut_off_before_the_next)
     free(st);
 }
 
+/* Checkpoints hold the users of their shard's partitions, so another shard count cannot load
+ * them: such a start is refused and writes nothing; without a count the newest checkpoints
+ * choose it; moved away, the checkpoints no longer stand in the way. */
 Test(shard, another_shard_count_is_refused_and_no_count_follows_the_newest_checkpoints)
 {
     stream *st = make_stream();
