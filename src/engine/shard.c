@@ -129,6 +129,9 @@ typedef struct shard {
 
     uint64_t decode_errors, suppressed;
     bool read_error_logged;
+
+    /* the checkpoints written, and the last one's size and time (read by /metrics) */
+    _Atomic uint64_t ckpts, ckpt_bytes, ckpt_us;
 } shard;
 
 struct shard_set {
@@ -150,11 +153,16 @@ struct shard_set {
 
 #define logf_(s, level, ...) onr_logf((s)->o.logf, (s)->o.log_ctx, level, __VA_ARGS__)
 
-static int64_t mono_ms(void)
+static int64_t mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t mono_ms(void)
+{
+    return mono_us() / 1000;
 }
 
 static uint64_t id_digest(trk_str s)
@@ -366,6 +374,7 @@ static int checkpoint(shard *sh)
         logf_(s, "error", "fsync of the fire journal failed: %s", strerror(-rc));
         return rc;
     }
+    int64_t t0 = mono_us();
     char path[4096], tmp[4200];
     ckpt_path(sh, path, sizeof(path));
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
@@ -400,6 +409,7 @@ static int checkpoint(shard *sh)
     rc = eng_save(sh->e, f);
     if (!rc && fflush(f) != 0)
         rc = -errno;
+    long bytes = rc ? 0 : ftell(f);
     if (!rc && fsync(fileno(f)) != 0)
         rc = -errno;
     if (fclose(f) != 0 && !rc)
@@ -414,6 +424,9 @@ static int checkpoint(shard *sh)
     if (rc)
         goto fail;
     sh->dirty = false;
+    atomic_store(&sh->ckpt_bytes, bytes > 0 ? (uint64_t)bytes : 0);
+    atomic_store(&sh->ckpt_us, (uint64_t)(mono_us() - t0));
+    atomic_fetch_add(&sh->ckpts, 1);
     if (src->retain)
         for (int i = 0; i < sh->nheads; i++)
             src->retain(src->ctx, sh->heads[i].p, atomic_load(&s->consumed[sh->heads[i].p]));
@@ -888,7 +901,10 @@ static void *shard_main(void *arg)
     shard_set *s = sh->set;
     const shard_source *src = &s->o.src;
     onr_thread_name("shard", sh->index);
-    int64_t last_ckpt = mono_ms(), last_ran = 0;
+    /* shard i's first checkpoint is due (i + 1) / n of an interval after the start, so that
+     * the shards' checkpoints take their turns rather than all writing at once */
+    int64_t last_ckpt = mono_ms() - s->o.checkpoint_ms * (s->n - 1 - sh->index) / s->n,
+            last_ran = 0;
     for (;;) {
         serve_query(sh);
         bool stopping = atomic_load(&s->stop);
@@ -1434,6 +1450,23 @@ void shard_metrics(shard_set *s, onr_buf *out)
         onr_buf_printf(out, "onramp_engine_lag_records{partition=\"%d\"} %llu\n", p,
                        (unsigned long long)(end > done ? end - done : 0));
     }
+    onr_buf_puts(out, "# HELP onramp_engine_checkpoints_total Checkpoints written, per shard.\n"
+                      "# TYPE onramp_engine_checkpoints_total counter\n");
+    for (int i = 0; i < s->n; i++)
+        onr_buf_printf(out, "onramp_engine_checkpoints_total{shard=\"%d\"} %llu\n", i,
+                       (unsigned long long)atomic_load(&s->sh[i].ckpts));
+    onr_buf_puts(out, "# HELP onramp_engine_checkpoint_bytes Size of the shard's last "
+                      "checkpoint.\n"
+                      "# TYPE onramp_engine_checkpoint_bytes gauge\n");
+    for (int i = 0; i < s->n; i++)
+        onr_buf_printf(out, "onramp_engine_checkpoint_bytes{shard=\"%d\"} %llu\n", i,
+                       (unsigned long long)atomic_load(&s->sh[i].ckpt_bytes));
+    onr_buf_puts(out, "# HELP onramp_engine_checkpoint_seconds Time the shard's last checkpoint "
+                      "took to write, fsync and rename; the shard runs no records meanwhile.\n"
+                      "# TYPE onramp_engine_checkpoint_seconds gauge\n");
+    for (int i = 0; i < s->n; i++)
+        onr_buf_printf(out, "onramp_engine_checkpoint_seconds{shard=\"%d\"} %.6f\n", i,
+                       (double)atomic_load(&s->sh[i].ckpt_us) / 1e6);
     counts_free(&c);
     pthread_mutex_unlock(&s->qmu);
 }

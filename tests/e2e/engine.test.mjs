@@ -295,6 +295,8 @@ test('/metrics is Prometheus text with ingest, log and engine series', async () 
     assert.equal(value('onramp_trigger_fires_total{trigger="server_error_seen"}'), 2);
     assert.equal(value('onramp_segment_members{segment="explorers"}'), 0);
     for (let p = 0; p < 4; p++) assert.equal(value(`onramp_engine_lag_records{partition="${p}"}`), 0);
+    for (const name of ['checkpoints_total', 'checkpoint_bytes', 'checkpoint_seconds'])
+      assert.ok(value(`onramp_engine_${name}{shard="0"}`) >= 0, name);
     assert.ok(value('onramp_log_fsync_seconds_count') >= 1);
     assert.equal(value('onramp_log_fsync_seconds_bucket{le="+Inf"}'), value('onramp_log_fsync_seconds_count'));
     assert.ok(value('onramp_http_responses_total{code="200"}') >= 1);

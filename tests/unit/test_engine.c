@@ -1088,6 +1088,59 @@ Test(engine, a_restart_from_a_checkpoint_gives_the_same_outputs)
     }
 }
 
+/* A checkpoint of many users spans several of the writer's buffers (1 MiB): it loads back
+ * to the same profiles, and damage beyond the first buffer is still found. */
+Test(engine, a_checkpoint_larger_than_its_write_buffer_round_trips_and_finds_damage)
+{
+    start(CKPT_RULES);
+    enum { USERS = 30000 };
+    for (int i = 0; i < USERS; i++) {
+        char uid[24];
+        snprintf(uid, sizeof(uid), "user-%06d", i);
+        feature(T0 + i, uid, i % 2 ? "settings" : "billing");
+    }
+    FILE *f = tmpfile();
+    cr_assert_eq(eng_save(E, f), 0);
+    long size = ftell(f);
+    cr_assert_gt(size, 3L << 20, "the checkpoint spans several buffers (%ld bytes)", size);
+
+    rewind(f);
+    eng *back = eng_new(RS, NULL, sink, NULL);
+    char err[256];
+    cr_assert_eq(eng_load(back, f, err, sizeof(err)), 0, "%s", err);
+    eng_stats a, b;
+    eng_get_stats(E, &a);
+    eng_get_stats(back, &b);
+    cr_assert_eq(b.users, USERS);
+    cr_assert_eq(b.users, a.users);
+    const char *probe[] = {"user-000000", "user-014999", "user-029999"};
+    for (size_t i = 0; i < ONR_ARRAY_LEN(probe); i++) {
+        onr_buf x = {0}, y = {0};
+        cr_assert_eq(eng_user_json(E, probe[i], strlen(probe[i]), &x), 0);
+        cr_assert_eq(eng_user_json(back, probe[i], strlen(probe[i]), &y), 0);
+        cr_assert_str_eq(onr_buf_cstr(&y), onr_buf_cstr(&x));
+        onr_buf_free(&x);
+        onr_buf_free(&y);
+    }
+    eng_free(back);
+
+    /* a byte flipped in the third MiB */
+    char *bytes = malloc((size_t)size);
+    rewind(f);
+    cr_assert_eq(fread(bytes, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    bytes[(2 << 20) + 12345] ^= 0x01;
+    FILE *g = tmpfile();
+    cr_assert_eq(fwrite(bytes, 1, (size_t)size, g), (size_t)size);
+    rewind(g);
+    eng *bad = eng_new(RS, NULL, sink, NULL);
+    cr_assert_eq(eng_load(bad, g, err, sizeof(err)), ONR_E_INVALID);
+    cr_assert(strstr(err, "damaged"), "%s", err);
+    eng_free(bad);
+    fclose(g);
+    free(bytes);
+}
+
 Test(engine, a_checkpoint_refuses_other_rules_and_damage)
 {
     start(CKPT_RULES);

@@ -1179,6 +1179,59 @@ Test(shard, a_checkpoint_waits_until_the_offsets_it_covers_are_synced)
     remove_tree(dir);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The shards' checkpoints take turns over the interval instead of coming at once (two
+ * shards: at half an interval and at a whole one), and /metrics counts them. */
+Test(shard, shards_checkpoint_in_turn_and_metrics_count_it)
+{
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    msrc *s = msrc_new(2);
+    append(s, 0, "Clicked", "u1", T0 + 1000, T0 + 1000); /* shard 0's partition */
+    append(s, 1, "Viewed", "u2", T0 + 1500, T0 + 1500);  /* shard 1's */
+    set_wm(s, T0 + 2000);
+    shard_opts o = opts(s, dir, 2, NULL);
+    o.checkpoint_ms = 2 * SEC;
+    int64_t t0 = mono_ms();
+    shard_set *set = start(s, &o, RULES);
+    int64_t seen[2] = {0, 0};
+    for (int tries = 0; !seen[0] || !seen[1]; tries++) {
+        cr_assert_lt(tries, 2 * WAIT_TRIES, "the checkpoints were not written");
+        for (int i = 0; i < 2; i++)
+            if (!seen[i] && ckpt_exists(dir, i, 2))
+                seen[i] = mono_ms();
+        nap();
+    }
+    cr_assert_lt(seen[0] - t0, 2 * SEC, "shard 0 is due at half an interval (%lld ms)",
+                 (long long)(seen[0] - t0));
+    cr_assert_geq(seen[1] - seen[0], SEC / 2, "the shards checkpointed %lld ms apart",
+                  (long long)(seen[1] - seen[0]));
+
+    onr_buf m = {0};
+    shard_metrics(set, &m);
+    const char *t = onr_buf_cstr(&m);
+    for (int i = 0; i < 2; i++) {
+        char want[96];
+        snprintf(want, sizeof(want), "onramp_engine_checkpoints_total{shard=\"%d\"} 1\n", i);
+        cr_assert(strstr(t, want), "no %s in:\n%s", want, t);
+        snprintf(want, sizeof(want), "onramp_engine_checkpoint_bytes{shard=\"%d\"} ", i);
+        const char *b = strstr(t, want);
+        cr_assert(b && strtoull(b + strlen(want), NULL, 10) > 0, "%s", t);
+        snprintf(want, sizeof(want), "onramp_engine_checkpoint_seconds{shard=\"%d\"} ", i);
+        cr_assert(strstr(t, want), "%s", t);
+    }
+    onr_buf_free(&m);
+    cr_assert_eq(shard_stop(set), 0);
+    msrc_free(s);
+    remove_tree(dir);
+}
+
 typedef struct late_sync {
     msrc *s;
     atomic_bool stopping;
