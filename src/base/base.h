@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #ifdef __cplusplus
@@ -114,6 +115,24 @@ onr_hasher *onr_hasher_new(uint64_t seed); /* caller owns it; free with onr_hash
 void onr_hasher_update(onr_hasher *h, const void *p, size_t n);
 uint64_t onr_hasher_digest(const onr_hasher *h);
 void onr_hasher_free(onr_hasher *h);
+
+/*
+ * A file written and hashed through a 1 MiB buffer: for files of millions of small members
+ * (checkpoints, the ingest state), where one hash update and one fwrite per member cost
+ * more than copying it. The digest is the hash of every byte put, however it was split.
+ */
+typedef struct onr_hashed_writer {
+    FILE *f;
+    onr_hasher *h;
+    char *buf;
+    size_t len;
+    int err; /* the first failed write's -errno, else 0 */
+} onr_hashed_writer;
+void onr_hw_init(onr_hashed_writer *w, FILE *f, uint64_t seed);
+void onr_hw_put(onr_hashed_writer *w, const void *p, size_t n);
+/* Writes what is buffered and frees the buffer and the hasher; *digest (may be NULL) gets the
+ * hash of every byte put. Returns 0, or the first write error as -errno. */
+int onr_hw_finish(onr_hashed_writer *w, uint64_t *digest);
 
 /* n bytes from the kernel's random source (getrandom(2)), for ids: never fails on Linux
  * >= 3.17 (it waits for the pool once, at boot). */

@@ -78,6 +78,49 @@ void onr_hasher_free(onr_hasher *h)
     XXH3_freeState((XXH3_state_t *)h);
 }
 
+#define HW_BUFFER (1u << 20)
+
+void onr_hw_init(onr_hashed_writer *w, FILE *f, uint64_t seed)
+{
+    *w = (onr_hashed_writer){.f = f, .h = onr_hasher_new(seed), .buf = onr_malloc(HW_BUFFER)};
+}
+
+static void hw_write(onr_hashed_writer *w, const void *p, size_t n)
+{
+    if (w->err || !n)
+        return;
+    onr_hasher_update(w->h, p, n);
+    if (fwrite(p, 1, n, w->f) != n)
+        w->err = errno ? -errno : -EIO;
+}
+
+void onr_hw_put(onr_hashed_writer *w, const void *p, size_t n)
+{
+    if (w->len + n > HW_BUFFER) {
+        hw_write(w, w->buf, w->len);
+        w->len = 0;
+    }
+    if (n > HW_BUFFER) {
+        hw_write(w, p, n);
+        return;
+    }
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+}
+
+int onr_hw_finish(onr_hashed_writer *w, uint64_t *digest)
+{
+    hw_write(w, w->buf, w->len);
+    w->len = 0;
+    if (digest)
+        *digest = onr_hasher_digest(w->h);
+    onr_hasher_free(w->h);
+    onr_free(w->buf);
+    w->h = NULL;
+    w->buf = NULL;
+    return w->err;
+}
+
 /* ---- time */
 
 /* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (Howard Hinnant). */

@@ -10,55 +10,16 @@
 
 #define MAGIC "ONRCKPT1"
 
-/* Bytes are gathered here and hashed and written a buffer at a time: a checkpoint is
- * millions of small members, and one hash update and one fwrite each cost more than the
- * copy. The file's bytes and its digest are the same either way. */
-#define WRITE_BUFFER (1u << 20)
-
-typedef struct writer {
-    FILE *f;
-    onr_hasher *h;
-    char *buf;
-    size_t len;
-    int err;
-} writer;
-
-static void flush(writer *w)
+static void put_u64(onr_hashed_writer *w, uint64_t v)
 {
-    if (!w->err && w->len) {
-        onr_hasher_update(w->h, w->buf, w->len);
-        if (fwrite(w->buf, 1, w->len, w->f) != w->len)
-            w->err = errno ? -errno : -EIO;
-    }
-    w->len = 0;
+    onr_hw_put(w, &v, sizeof(v));
 }
 
-static void put(writer *w, const void *p, size_t n)
-{
-    if (w->len + n > WRITE_BUFFER)
-        flush(w);
-    if (n > WRITE_BUFFER) {
-        if (!w->err) {
-            onr_hasher_update(w->h, p, n);
-            if (fwrite(p, 1, n, w->f) != n)
-                w->err = errno ? -errno : -EIO;
-        }
-        return;
-    }
-    memcpy(w->buf + w->len, p, n);
-    w->len += n;
-}
-
-static void put_u64(writer *w, uint64_t v)
-{
-    put(w, &v, sizeof(v));
-}
-
-static void put_key(writer *w, const char *s, size_t n)
+static void put_key(onr_hashed_writer *w, const char *s, size_t n)
 {
     uint16_t len = (uint16_t)n;
-    put(w, &len, sizeof(len));
-    put(w, s, n);
+    onr_hw_put(w, &len, sizeof(len));
+    onr_hw_put(w, s, n);
 }
 
 static user *user_at(const eng *e, size_t chunk, size_t i)
@@ -69,17 +30,18 @@ static user *user_at(const eng *e, size_t chunk, size_t i)
 int eng_save(const eng *e, FILE *out)
 {
     const rule_set *rs = e->rs;
-    writer w = {.f = out, .h = onr_hasher_new(0x636b7074), .buf = onr_malloc(WRITE_BUFFER)};
-    put(&w, MAGIC, 8);
+    onr_hashed_writer w;
+    onr_hw_init(&w, out, 0x636b7074);
+    onr_hw_put(&w, MAGIC, 8);
     put_u64(&w, rule_layout_fingerprint(rs));
     put_u64(&w, (uint64_t)e->clock);
     put_u64(&w, (uint64_t)rs->layout.size);
     put_u64(&w, (uint64_t)rs->nsegments);
     put_u64(&w, (uint64_t)rs->ntriggers);
-    put(&w, &e->st, sizeof(e->st));
-    put(&w, e->seg_sizes, sizeof(uint64_t) * (size_t)rs->nsegments);
-    put(&w, e->trig_fires, sizeof(uint64_t) * (size_t)rs->ntriggers);
-    put(&w, e->trig_held, sizeof(uint64_t) * (size_t)rs->ntriggers);
+    onr_hw_put(&w, &e->st, sizeof(e->st));
+    onr_hw_put(&w, e->seg_sizes, sizeof(uint64_t) * (size_t)rs->nsegments);
+    onr_hw_put(&w, e->trig_fires, sizeof(uint64_t) * (size_t)rs->ntriggers);
+    onr_hw_put(&w, e->trig_held, sizeof(uint64_t) * (size_t)rs->ntriggers);
 
     put_u64(&w, e->st.users);
     for (size_t c = 0; c < e->nchunks; c++) {
@@ -91,7 +53,7 @@ int eng_save(const eng *e, FILE *out)
             size_t n;
             const char *k = eng_user_key(u, &n);
             put_key(&w, k, n);
-            put(&w, u->prof, rs->layout.size);
+            onr_hw_put(&w, u->prof, rs->layout.size);
         }
     }
     put_u64(&w, e->alias_count);
@@ -108,15 +70,13 @@ int eng_save(const eng *e, FILE *out)
             put_key(&w, k->s, k->len);
             put_key(&w, target, n);
         }
-    flush(&w);
-    onr_free(w.buf);
-    uint64_t sum = onr_hasher_digest(w.h);
-    onr_hasher_free(w.h);
-    if (!w.err && fwrite(&sum, 1, sizeof(sum), out) != sizeof(sum))
-        w.err = errno ? -errno : -EIO;
-    if (!w.err && fflush(out) != 0)
-        w.err = errno ? -errno : -EIO;
-    return w.err;
+    uint64_t sum;
+    int err = onr_hw_finish(&w, &sum);
+    if (!err && fwrite(&sum, 1, sizeof(sum), out) != sizeof(sum))
+        err = errno ? -errno : -EIO;
+    if (!err && fflush(out) != 0)
+        err = errno ? -errno : -EIO;
+    return err;
 }
 
 typedef struct reader {

@@ -1735,9 +1735,9 @@ typedef struct state_io {
 
 static bool state_put(void *ctx, const void *p, size_t n)
 {
-    state_io *io = ctx;
-    onr_hasher_update(io->h, p, n);
-    return fwrite(p, 1, n, io->f) == n;
+    onr_hashed_writer *w = ctx;
+    onr_hw_put(w, p, n);
+    return w->err == 0;
 }
 
 static bool state_get(void *ctx, void *p, size_t n)
@@ -1760,28 +1760,31 @@ int http_state_save(const http_opts *o, const char *log_id, int partitions, cons
 {
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    state_io io = {fopen(tmp, "wb"), onr_hasher_new(STATE_SEED)};
+    FILE *f = fopen(tmp, "wb");
     int rc = 0;
-    if (!io.f) {
+    if (!f) {
         rc = -errno;
         goto out;
     }
+    onr_hashed_writer w;
+    onr_hw_init(&w, f, STATE_SEED);
     int P = partitions;
     state_hdr h = {.partitions = (uint32_t)P,
                    .route_bytes = o->router ? (uint64_t)trk_route_bytes(o->router) : 0};
     memcpy(h.magic, STATE_MAGIC, 8);
     memcpy(h.log_id, log_id, ELOG_ID_CHARS);
     uint64_t end_mark[2] = {0, 0};
-    bool ok = state_put(&io, &h, sizeof(h)) && state_put(&io, ends, sizeof(uint64_t) * (size_t)P) &&
-              (!o->router || trk_route_write(o->router, state_put, &io)) &&
-              (!o->dedup || trk_dedup_each(o->dedup, state_put_id, &io)) &&
-              state_put(&io, end_mark, sizeof(end_mark));
-    uint64_t check = onr_hasher_digest(io.h);
-    ok = ok && fwrite(&check, sizeof(check), 1, io.f) == 1 && fflush(io.f) == 0 &&
-         fsync(fileno(io.f)) == 0;
-    if (!ok)
+    bool ok = state_put(&w, &h, sizeof(h)) && state_put(&w, ends, sizeof(uint64_t) * (size_t)P) &&
+              (!o->router || trk_route_write(o->router, state_put, &w)) &&
+              (!o->dedup || trk_dedup_each(o->dedup, state_put_id, &w)) &&
+              state_put(&w, end_mark, sizeof(end_mark));
+    uint64_t check;
+    rc = onr_hw_finish(&w, &check);
+    ok = ok && !rc && fwrite(&check, sizeof(check), 1, f) == 1 && fflush(f) == 0 &&
+         fsync(fileno(f)) == 0;
+    if (!ok && !rc)
         rc = errno ? -errno : -EIO;
-    if (fclose(io.f) != 0 && !rc)
+    if (fclose(f) != 0 && !rc)
         rc = -errno;
     if (!rc && rename(tmp, path) != 0)
         rc = -errno;
@@ -1798,7 +1801,6 @@ out:
         unlink(tmp);
         snprintf(err, errlen, "writing %s failed: %s", path, strerror(-rc));
     }
-    onr_hasher_free(io.h);
     return rc;
 }
 

@@ -1,13 +1,16 @@
 /*
  * test_base.c - unit tests for src/base: event-time parsing and formatting, durations for
- * people, UTF-8 validation, the JSON writer and reader, arenas and growable buffers.
+ * people, UTF-8 validation, the JSON writer and reader, arenas and growable buffers, and the
+ * hashed writer.
  */
 #include "base/base.h"
 #include "base/json.h"
 
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* 2026-11-18T11:45:02.123Z */
@@ -859,4 +862,52 @@ Test(alloc, tables_small_and_huge)
     check_table(ONR_TABLE_HUGE, (size_t)2 << 20);
     check_table(ONR_TABLE_HUGE * 3 + 123, (size_t)2 << 20);
     onr_free_table(NULL, ONR_TABLE_HUGE);
+}
+
+/* ---- the hashed writer */
+
+/* Puts of every size, small ones filling the buffer and ones larger than it, write the bytes
+ * in order and hash them as one hash of the whole would. */
+Test(hashed_writer, writes_and_hashes_every_byte_in_order)
+{
+    size_t total = (5u << 20) + 12345;
+    unsigned char *want = malloc(total);
+    for (size_t i = 0; i < total; i++)
+        want[i] = (unsigned char)(i * 2654435761u >> 13);
+    FILE *f = tmpfile();
+    cr_assert_not_null(f);
+    onr_hashed_writer w;
+    onr_hw_init(&w, f, 42);
+    size_t at = 0, sizes[] = {1, 7, 300, 65536, (3u << 20) / 2, 2, (1u << 20) + 1};
+    for (size_t k = 0; at < total; k++) {
+        size_t n = ONR_MIN(sizes[k % ONR_ARRAY_LEN(sizes)], total - at);
+        onr_hw_put(&w, want + at, n);
+        at += n;
+    }
+    uint64_t digest = 0;
+    cr_assert_eq(onr_hw_finish(&w, &digest), 0);
+    cr_assert_eq(digest, onr_hash64(want, total, 42));
+    cr_assert_eq(ftell(f), (long)total);
+    rewind(f);
+    unsigned char *got = malloc(total);
+    cr_assert_eq(fread(got, 1, total, f), total);
+    cr_assert(memcmp(got, want, total) == 0);
+    fclose(f);
+    free(got);
+    free(want);
+}
+
+/* A write that fails is the result, and nothing after it is written. */
+Test(hashed_writer, reports_a_failed_write)
+{
+    FILE *f = fopen("/dev/full", "wb");
+    cr_assert_not_null(f);
+    setvbuf(f, NULL, _IONBF, 0);
+    onr_hashed_writer w;
+    onr_hw_init(&w, f, 1);
+    char block[4096] = {0};
+    for (int i = 0; i < 300; i++)
+        onr_hw_put(&w, block, sizeof(block));
+    cr_assert_eq(onr_hw_finish(&w, NULL), -ENOSPC);
+    fclose(f);
 }
