@@ -3,7 +3,8 @@
  * timed through eng_process on one core. Prints events/s, bytes per user and allocator
  * calls per event (malloc/calloc/realloc are wrapped by the linker for this binary); then
  * times a checkpoint of the engine (eng_save to a temporary file, not fsynced) against
- * writing as many bytes with plain 1 MiB writes, as the ratio checkpoint_vs_write.
+ * writing as many bytes with plain 1 MiB writes, as the ratio checkpoint_vs_write, and the
+ * checkpoint's load into a new engine (eng_load: what a restart does first).
  *
  *   bench_engine --rules FILE [--extra N] [--no-prefetch] EVENTS.jsonl|-
  *
@@ -223,9 +224,10 @@ int main(int argc, char **argv)
            st.users ? (double)st.bytes / (double)st.users : 0.0, st.profile_bytes, outputs, allocs,
            count ? (double)allocs / (double)count : 0.0);
 
-    /* a checkpoint against a plain write of as many bytes, both into the page cache; the
-     * best of three of each, as the first writes of a run also pay for the cache's pages */
-    double ckpt_s = 1e9, write_s = 1e9;
+    /* a checkpoint against a plain write of as many bytes, both into the page cache, and its
+     * load into a new engine (what a restart does first); the best of three of each, as the
+     * first writes of a run also pay for the cache's pages */
+    double ckpt_s = 1e9, write_s = 1e9, load_s = 1e9;
     long bytes = 0;
     char *block = calloc(1, 1 << 20);
     for (int round = 0; round < 3; round++) {
@@ -241,7 +243,6 @@ int main(int argc, char **argv)
         }
         double c1 = now_s();
         bytes = ftell(ck);
-        fclose(ck);
         for (long left = bytes; left > 0; left -= 1 << 20)
             if (fwrite(block, 1, left < (1 << 20) ? (size_t)left : (size_t)1 << 20, plain) == 0) {
                 perror("fwrite");
@@ -249,14 +250,26 @@ int main(int argc, char **argv)
             }
         fflush(plain);
         double c2 = now_s();
+        rewind(ck);
+        unsigned long long loaded_outputs = 0;
+        eng *back = eng_new(rs, NULL, sink, &loaded_outputs);
+        if (eng_load(back, ck, err, sizeof(err)) != 0) {
+            fprintf(stderr, "eng_load: %s\n", err);
+            return 1;
+        }
+        double c3 = now_s();
+        eng_free(back);
+        fclose(ck);
         fclose(plain);
         ckpt_s = c1 - c0 < ckpt_s ? c1 - c0 : ckpt_s;
         write_s = c2 - c1 < write_s ? c2 - c1 : write_s;
+        load_s = c3 - c2 < load_s ? c3 - c2 : load_s;
     }
     free(block);
     printf("checkpoint_bytes=%ld checkpoint_seconds=%.4f write_seconds=%.4f "
-           "checkpoint_vs_write=%.2f\n",
-           bytes, ckpt_s, write_s, write_s > 0 ? ckpt_s / write_s : 0.0);
+           "checkpoint_vs_write=%.2f load_seconds=%.4f load_users_per_s=%.0f\n",
+           bytes, ckpt_s, write_s, write_s > 0 ? ckpt_s / write_s : 0.0, load_s,
+           load_s > 0 ? (double)st.users / load_s : 0.0);
 
     eng_free(e);
     rule_free(rs);

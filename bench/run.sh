@@ -7,7 +7,7 @@
 # 1. engine alone: USERS (default 1,000,000) simulated users, decoded and packed in memory,
 #    then timed through one engine on one core; once with the default rules, once with 100
 #    generated rules more. Prints events/s, bytes per user, allocator calls per event, and a
-#    checkpoint of the engine timed against a plain write of as many bytes.
+#    checkpoint of the engine timed against a plain write of as many bytes, and its load.
 # 2. replay end to end from JSONL on the same stream (stdin), events/s and bytes per user.
 # 3. replay vs `jq -c .` over the same file (a prefix of the stream): the ratio of rates.
 set -euo pipefail
