@@ -1197,7 +1197,7 @@ Test(shard, shards_checkpoint_in_turn_and_metrics_count_it)
     append(s, 1, "Viewed", "u2", T0 + 1500, T0 + 1500);  /* shard 1's */
     set_wm(s, T0 + 2000);
     shard_opts o = opts(s, dir, 2, NULL);
-    o.checkpoint_ms = 2 * SEC;
+    o.checkpoint_ms = 4 * SEC;
     int64_t t0 = mono_ms();
     shard_set *set = start(s, &o, RULES);
     int64_t seen[2] = {0, 0};
@@ -1208,9 +1208,10 @@ Test(shard, shards_checkpoint_in_turn_and_metrics_count_it)
                 seen[i] = mono_ms();
         nap();
     }
-    cr_assert_lt(seen[0] - t0, 2 * SEC, "shard 0 is due at half an interval (%lld ms)",
+    /* 2 s apart when on time; the bounds leave a loaded machine a second either way */
+    cr_assert_lt(seen[0] - t0, 3 * SEC, "shard 0 is due at half an interval (%lld ms)",
                  (long long)(seen[0] - t0));
-    cr_assert_geq(seen[1] - seen[0], SEC / 2, "the shards checkpointed %lld ms apart",
+    cr_assert_geq(seen[1] - seen[0], SEC, "the shards checkpointed %lld ms apart",
                   (long long)(seen[1] - seen[0]));
 
     onr_buf m = {0};
