@@ -1406,6 +1406,20 @@ static void prom_by_name(onr_buf *out, const char *metric, const char *type, con
     }
 }
 
+/* One value per shard; divisor > 0 writes v / divisor as a fraction (microseconds as
+ * seconds), else v as a whole number. */
+static void prom_per_shard(onr_buf *out, const char *metric, const char *type, const char *help,
+                           const uint64_t *v, int n, double divisor)
+{
+    onr_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", metric, help, metric, type);
+    for (int i = 0; i < n; i++) {
+        if (divisor > 0)
+            onr_buf_printf(out, "%s{shard=\"%d\"} %.6f\n", metric, i, (double)v[i] / divisor);
+        else
+            onr_buf_printf(out, "%s{shard=\"%d\"} %llu\n", metric, i, (unsigned long long)v[i]);
+    }
+}
+
 void shard_metrics(shard_set *s, onr_buf *out)
 {
     pthread_mutex_lock(&s->qmu);
@@ -1450,23 +1464,22 @@ void shard_metrics(shard_set *s, onr_buf *out)
         onr_buf_printf(out, "onramp_engine_lag_records{partition=\"%d\"} %llu\n", p,
                        (unsigned long long)(end > done ? end - done : 0));
     }
-    onr_buf_puts(out, "# HELP onramp_engine_checkpoints_total Checkpoints written, per shard.\n"
-                      "# TYPE onramp_engine_checkpoints_total counter\n");
+    uint64_t *v = onr_calloc((size_t)s->n, sizeof(uint64_t));
     for (int i = 0; i < s->n; i++)
-        onr_buf_printf(out, "onramp_engine_checkpoints_total{shard=\"%d\"} %llu\n", i,
-                       (unsigned long long)atomic_load(&s->sh[i].ckpts));
-    onr_buf_puts(out, "# HELP onramp_engine_checkpoint_bytes Size of the shard's last "
-                      "checkpoint.\n"
-                      "# TYPE onramp_engine_checkpoint_bytes gauge\n");
+        v[i] = atomic_load(&s->sh[i].ckpts);
+    prom_per_shard(out, "onramp_engine_checkpoints_total", "counter",
+                   "Checkpoints written, per shard.", v, s->n, 0);
     for (int i = 0; i < s->n; i++)
-        onr_buf_printf(out, "onramp_engine_checkpoint_bytes{shard=\"%d\"} %llu\n", i,
-                       (unsigned long long)atomic_load(&s->sh[i].ckpt_bytes));
-    onr_buf_puts(out, "# HELP onramp_engine_checkpoint_seconds Time the shard's last checkpoint "
-                      "took to write, fsync and rename; the shard runs no records meanwhile.\n"
-                      "# TYPE onramp_engine_checkpoint_seconds gauge\n");
+        v[i] = atomic_load(&s->sh[i].ckpt_bytes);
+    prom_per_shard(out, "onramp_engine_checkpoint_bytes", "gauge",
+                   "Size of the shard's last checkpoint.", v, s->n, 0);
     for (int i = 0; i < s->n; i++)
-        onr_buf_printf(out, "onramp_engine_checkpoint_seconds{shard=\"%d\"} %.6f\n", i,
-                       (double)atomic_load(&s->sh[i].ckpt_us) / 1e6);
+        v[i] = atomic_load(&s->sh[i].ckpt_us);
+    prom_per_shard(out, "onramp_engine_checkpoint_seconds", "gauge",
+                   "Time the shard's last checkpoint took to write, fsync and rename; the shard "
+                   "runs no records meanwhile.",
+                   v, s->n, 1e6);
+    onr_free(v);
     counts_free(&c);
     pthread_mutex_unlock(&s->qmu);
 }
