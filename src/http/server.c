@@ -597,6 +597,17 @@ static void say_where(char *err, size_t cap, const char *body, long at)
     err[k + wn] = 0;
 }
 
+/* Ends the claims of the messages before item `upto` of w that were to be stored, none of
+ * which was written. */
+static void release_claims(http_server *s, const work *w, size_t upto, int64_t now)
+{
+    if (!s->o.dedup)
+        return;
+    for (size_t i = 0; i < upto; i++)
+        if (w->part[i] >= 0)
+            trk_dedup_settle(s->o.dedup, w->mid[i], false, now);
+}
+
 /* ---- waiting for the fsync policy off the HTTP threads */
 
 /* A request is about to write to the log: counted in the current epoch until settle_end.
@@ -671,7 +682,6 @@ static void ack_settle(ack *a, const ack_part *ap, int rc)
         logmsg(s, "error", "event log fsync of partition %d failed: %s", ap->part,
                rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
         atomic_store(&a->failed, true);
-        return;
     }
     if (!s->o.dedup)
         return;
@@ -680,7 +690,7 @@ static void ack_settle(ack *a, const ack_part *ap, int rc)
             trk_dedup_prefetch(s->o.dedup, a->ids[i]);
     for (size_t i = 0; i < a->nids; i++)
         if (a->id_part[i] == ap->part)
-            trk_dedup_add(s->o.dedup, a->ids[i], a->now);
+            trk_dedup_settle(s->o.dedup, a->ids[i], rc == 0, a->now);
 }
 
 /* The status to answer once every partition of a is settled: 200, or 503 after a failed
@@ -922,8 +932,9 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     }
 
     /* Resent messages (an id seen lately, or earlier in this request) are not stored again.
-     * Ids are remembered as their partition's append succeeds, so a request that fails
-     * part way can be retried without storing anything twice. */
+     * Each id to store is claimed, so that a resend arriving while this request is being
+     * stored is not stored too, and remembered once its partition is durable: a request
+     * that fails part way can be retried without storing anything twice. */
     if (s->o.dedup && n > 1)
         for (size_t i = 0; i < n; i++)
             trk_dedup_prefetch(s->o.dedup, w->mid[i]);
@@ -932,10 +943,24 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             trk_route_prefetch(s->o.router, w->ids[2 * i], w->ids[2 * i + 1]);
     if (s->o.dedup)
         for (size_t i = 0; i < n; i++) {
-            bool dup = trk_dedup_seen(s->o.dedup, w->mid[i], now);
+            bool dup = false;
             for (size_t j = 0; j < i && !dup; j++)
                 dup = w->mid[j] == w->mid[i] && w->part[j] >= 0;
-            if (dup)
+            trk_claim cl = dup ? TRK_SEEN : trk_dedup_claim(s->o.dedup, w->mid[i], now);
+            if (cl == TRK_BUSY) {
+                release_claims(s, w, i, now);
+                if (kind >= 0)
+                    snprintf(err, sizeof(err), "another request is storing a message with this "
+                                               "messageId right now; retry");
+                else
+                    snprintf(err, sizeof(err),
+                             "another request is storing a message with the messageId of "
+                             "message %zu right now; retry",
+                             i);
+                ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err, NULL);
+                goto done;
+            }
+            if (cl == TRK_SEEN)
                 w->part[i] = -1;
         }
 
@@ -952,6 +977,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             continue;
         stored++;
         if (s->o.shards && shard_admit(s->o.shards, w->part[i])) {
+            release_claims(s, w, n, now);
             ret =
                 send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                            "the engine is behind the event log; retry after the time given", NULL);
@@ -1003,6 +1029,9 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         ack_wait(a);
         settle_end(s, epoch);
         onr_free(a);
+        for (size_t i = 0; i < n; i++)
+            if (w->part[i] >= failed && s->o.dedup)
+                trk_dedup_settle(s->o.dedup, w->mid[i], false, now);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
         goto done;

@@ -1,7 +1,8 @@
 /*
  * dedup.c - the recent-messageId set: 64 stripes, each an open-addressing table of digests
- * with a FIFO of (digest, time) that expires the oldest by age or when the stripe is full.
- * A stripe's mutex is held for a lookup or an insert only.
+ * with a FIFO of (digest, time) that expires the oldest by age or when the stripe is full,
+ * and a second table of the digests claimed by requests still being stored. A stripe's mutex
+ * is held for a lookup, a claim or an insert only.
  */
 #include "dedup.h"
 
@@ -15,10 +16,16 @@ typedef struct entry {
     int64_t at_ms;
 } entry;
 
+/* An open-addressing set of digests (never 0), with no tombstones. */
+typedef struct oaset {
+    uint64_t *table; /* 0 = empty */
+    size_t mask, count;
+} oaset;
+
 typedef struct stripe {
     pthread_mutex_t mu;
-    uint64_t *table; /* 0 = empty; digests are never 0 */
-    size_t mask, count;
+    oaset seen;  /* what the fifo holds */
+    oaset busy;  /* claimed, not yet settled (trk_dedup_claim) */
     entry *fifo; /* ring, oldest at head */
     size_t head, len, cap, max;
 } stripe;
@@ -51,45 +58,62 @@ void trk_dedup_free(trk_dedup *d)
         return;
     for (int i = 0; i < STRIPES; i++) {
         pthread_mutex_destroy(&d->s[i].mu);
-        if (d->s[i].table)
-            onr_free_table(d->s[i].table, (d->s[i].mask + 1) * sizeof(uint64_t));
+        oaset *sets[] = {&d->s[i].seen, &d->s[i].busy};
+        for (int k = 0; k < 2; k++)
+            if (sets[k]->table)
+                onr_free_table(sets[k]->table, (sets[k]->mask + 1) * sizeof(uint64_t));
         onr_free(d->s[i].fifo);
     }
     onr_free(d);
 }
 
-static size_t find(const stripe *s, uint64_t g)
+static size_t find(const oaset *o, uint64_t g)
 {
-    if (!s->table)
+    if (!o->table)
         return SIZE_MAX;
-    for (size_t i = g & s->mask; s->table[i]; i = (i + 1) & s->mask)
-        if (s->table[i] == g)
+    for (size_t i = g & o->mask; o->table[i]; i = (i + 1) & o->mask)
+        if (o->table[i] == g)
             return i;
     return SIZE_MAX;
 }
 
-static void put(stripe *s, uint64_t g)
+static void put(oaset *o, uint64_t g)
 {
-    size_t i = g & s->mask;
-    while (s->table[i])
-        i = (i + 1) & s->mask;
-    s->table[i] = g;
-    s->count++;
+    size_t i = g & o->mask;
+    while (o->table[i])
+        i = (i + 1) & o->mask;
+    o->table[i] = g;
+    o->count++;
 }
 
 /* Removes the slot at i, shifting later members of its run back (no tombstones). */
-static void del(stripe *s, size_t i)
+static void del(oaset *o, size_t i)
 {
-    for (size_t j = (i + 1) & s->mask; s->table[j]; j = (j + 1) & s->mask) {
-        size_t home = s->table[j] & s->mask;
+    for (size_t j = (i + 1) & o->mask; o->table[j]; j = (j + 1) & o->mask) {
+        size_t home = o->table[j] & o->mask;
         bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
         if (!stays) {
-            s->table[i] = s->table[j];
+            o->table[i] = o->table[j];
             i = j;
         }
     }
-    s->table[i] = 0;
-    s->count--;
+    o->table[i] = 0;
+    o->count--;
+}
+
+/* Rebuilds o with room for tcap slots (a power of two above its count). */
+static void rehash(oaset *o, size_t tcap)
+{
+    uint64_t *old = o->table;
+    size_t oldcap = old ? o->mask + 1 : 0;
+    o->table = onr_calloc_table(tcap * sizeof(uint64_t));
+    o->mask = tcap - 1;
+    o->count = 0;
+    for (size_t k = 0; k < oldcap; k++)
+        if (old[k])
+            put(o, old[k]);
+    if (old)
+        onr_free_table(old, oldcap * sizeof(uint64_t));
 }
 
 static void grow(stripe *s)
@@ -108,16 +132,7 @@ static void grow(stripe *s)
     size_t tcap = 16;
     while (tcap < cap * 2)
         tcap *= 2;
-    uint64_t *old = s->table;
-    size_t oldcap = old ? s->mask + 1 : 0;
-    s->table = onr_calloc_table(tcap * sizeof(uint64_t));
-    s->mask = tcap - 1;
-    s->count = 0;
-    for (size_t k = 0; k < oldcap; k++)
-        if (old[k])
-            put(s, old[k]);
-    if (old)
-        onr_free_table(old, oldcap * sizeof(uint64_t));
+    rehash(&s->seen, tcap);
 }
 
 /* Drops ids older than before_ms, and the oldest one too when room is needed and the
@@ -125,9 +140,9 @@ static void grow(stripe *s)
 static void expire(stripe *s, int64_t before_ms, bool room)
 {
     while (s->len && (s->fifo[s->head].at_ms < before_ms || (room && s->len == s->max))) {
-        size_t i = find(s, s->fifo[s->head].digest);
+        size_t i = find(&s->seen, s->fifo[s->head].digest);
         if (i != SIZE_MAX)
-            del(s, i);
+            del(&s->seen, i);
         s->head = (s->head + 1) % s->cap;
         s->len--;
     }
@@ -137,8 +152,8 @@ void trk_dedup_prefetch(trk_dedup *d, uint64_t digest)
 {
     stripe *s = &d->s[digest >> 58];
     pthread_mutex_lock(&s->mu);
-    if (s->table)
-        __builtin_prefetch(&s->table[digest & s->mask]);
+    if (s->seen.table)
+        __builtin_prefetch(&s->seen.table[digest & s->seen.mask]);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -147,27 +162,66 @@ bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms)
     stripe *s = &d->s[digest >> 58]; /* the top bits: the low ones also place it in the table */
     pthread_mutex_lock(&s->mu);
     expire(s, now_ms - d->window_ms, false);
-    bool seen = find(s, digest) != SIZE_MAX;
+    bool seen = find(&s->seen, digest) != SIZE_MAX;
     pthread_mutex_unlock(&s->mu);
     return seen;
 }
 
-bool trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
+/* Adds digest to the seen ids, under s's lock. */
+static bool add_locked(trk_dedup *d, stripe *s, uint64_t digest, int64_t now_ms)
 {
-    stripe *s = &d->s[digest >> 58]; /* the top bits: the low ones also place it in the table */
-    pthread_mutex_lock(&s->mu);
     expire(s, now_ms - d->window_ms, false);
-    bool added = find(s, digest) == SIZE_MAX;
+    bool added = find(&s->seen, digest) == SIZE_MAX;
     if (added) {
         if (s->len == s->cap && s->cap < s->max)
             grow(s);
         expire(s, now_ms - d->window_ms, true); /* a full stripe drops its oldest */
         s->fifo[(s->head + s->len) % s->cap] = (entry){digest, now_ms};
         s->len++;
-        put(s, digest);
+        put(&s->seen, digest);
     }
+    return added;
+}
+
+bool trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
+{
+    stripe *s = &d->s[digest >> 58]; /* the top bits: the low ones also place it in the table */
+    pthread_mutex_lock(&s->mu);
+    bool added = add_locked(d, s, digest, now_ms);
     pthread_mutex_unlock(&s->mu);
     return added;
+}
+
+trk_claim trk_dedup_claim(trk_dedup *d, uint64_t digest, int64_t now_ms)
+{
+    stripe *s = &d->s[digest >> 58];
+    pthread_mutex_lock(&s->mu);
+    expire(s, now_ms - d->window_ms, false);
+    trk_claim c = TRK_CLAIMED;
+    if (find(&s->seen, digest) != SIZE_MAX) {
+        c = TRK_SEEN;
+    } else if (find(&s->busy, digest) != SIZE_MAX) {
+        c = TRK_BUSY;
+    } else {
+        /* at most half full */
+        if (!s->busy.table || (s->busy.count + 1) * 2 > s->busy.mask + 1)
+            rehash(&s->busy, s->busy.table ? (s->busy.mask + 1) * 2 : 16);
+        put(&s->busy, digest);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return c;
+}
+
+void trk_dedup_settle(trk_dedup *d, uint64_t digest, bool stored, int64_t now_ms)
+{
+    stripe *s = &d->s[digest >> 58];
+    pthread_mutex_lock(&s->mu);
+    size_t i = find(&s->busy, digest);
+    if (i != SIZE_MAX)
+        del(&s->busy, i);
+    if (stored)
+        add_locked(d, s, digest, now_ms);
+    pthread_mutex_unlock(&s->mu);
 }
 
 bool trk_dedup_each(trk_dedup *d, bool (*emit)(void *ctx, uint64_t digest, int64_t at_ms),

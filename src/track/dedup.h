@@ -27,6 +27,19 @@ bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms);
 /* Remembers digest as seen at now_ms. Returns false when it was known already. */
 bool trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms);
 
+/*
+ * Claims digest for a request about to store its message, so that a resend arriving while
+ * that request is still being stored is not stored too: TRK_SEEN when it was added within
+ * the window (a resend: do not store it), TRK_BUSY when another claim of it is not settled
+ * yet (the request storing it may still fail: ask the sender to retry), else TRK_CLAIMED.
+ * Every TRK_CLAIMED is settled once with trk_dedup_settle.
+ */
+typedef enum trk_claim { TRK_CLAIMED, TRK_SEEN, TRK_BUSY } trk_claim;
+trk_claim trk_dedup_claim(trk_dedup *d, uint64_t digest, int64_t now_ms);
+/* Ends a claim: stored (durable in the log) adds digest as seen at now_ms; otherwise it is
+ * forgotten, and a retry of the message will be stored. */
+void trk_dedup_settle(trk_dedup *d, uint64_t digest, bool stored, int64_t now_ms);
+
 /* The ids to save, oldest first within each of the set's stripes: emit(ctx, digest, at_ms)
  * for each, until it returns false (then false). Adding them in that order to a new set
  * (trk_dedup_add with their at_ms) rebuilds this one. Each stripe is copied under its lock

@@ -214,6 +214,49 @@ test('a resent messageId is answered 200 and stored once', async () => {
   accepted.push(m.messageId, m2.messageId); // once each: the final count checks it
 });
 
+// A resend that arrives while the first copy is still being stored (a client that timed
+// out and retried, or sent twice at once) is not stored again: it is a resend once the first
+// is durable, and until then it is asked to retry (503, Retry-After), as the first may fail.
+test('resends racing the first copy are stored once', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-race-'));
+  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
+    '--fsync', 'always', '--partitions', '2']);
+  try {
+    const rounds = 12, copies = 8;
+    let busy = 0;
+    for (let r = 0; r < rounds; r++) {
+      const m = msg('track');
+      const answers = await Promise.all(Array.from({ length: copies },
+        () => postTo(srv.base, '/v1/track', m, { key: KEY })));
+      for (const a of answers) {
+        if (a.status === 503) {
+          busy++;
+          assert.equal(a.headers['retry-after'], '1');
+          assert.match(a.json.error, /another request is storing a message with this messageId/);
+        } else {
+          assert.equal(a.status, 200, JSON.stringify(a.json));
+        }
+      }
+      assert.ok(answers.some((a) => a.status === 200), 'one copy is stored');
+      // the retry of a copy asked to wait is a resend now
+      const again = await postTo(srv.base, '/v1/track', m, { key: KEY });
+      assert.equal(again.status, 200);
+    }
+    assert.equal(await metricOf(srv.base, 'tok', 'onramp_log_records_total'), rounds);
+    assert.equal(await metricOf(srv.base, 'tok', 'onramp_ingest_events_total'), rounds);
+    // a batch whose messages repeat one another stores each once, and is not held up by itself
+    const m = msg('track');
+    const b = await postTo(srv.base, '/v1/batch',
+      { batch: [{ type: 'track', ...m }, { type: 'track', ...m }] }, { key: KEY });
+    assert.equal(b.status, 200, JSON.stringify(b.json));
+    assert.equal(await metricOf(srv.base, 'tok', 'onramp_log_records_total'), rounds + 1);
+    console.log(`# ${busy} of ${rounds * copies} racing copies were asked to retry`);
+  } finally {
+    srv.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 // Ingest validates each message as it will be stored without parsing what it wrote: the
 // members it replaces (type on a single-message endpoint, receivedAt, a null or empty
 // messageId) and the batch-level ones it fills in (sentAt, context) are read in their place.

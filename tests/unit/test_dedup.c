@@ -1,6 +1,7 @@
 /*
  * test_dedup.c - unit tests for the recent-messageId set (src/track/dedup.c): membership,
- * the age window, the count bound dropping the oldest first, and concurrent use.
+ * the age window, the count bound dropping the oldest first, concurrent use, and the claims
+ * of messages being stored.
  */
 #include "track/dedup.h"
 
@@ -155,5 +156,49 @@ Test(dedup, each_id_of_full_stripes_comes_out_in_order)
     cr_assert_not(trk_dedup_each(d, stop_after_ten, &emitted));
     cr_assert_eq(emitted, 10);
     trk_dedup_free(c.d);
+    trk_dedup_free(d);
+}
+
+/* A claimed id is busy until settled: stored, it is then a resend; not stored (its request
+ * failed), it can be claimed again. */
+Test(dedup, a_claim_is_busy_until_settled_and_a_stored_one_is_then_seen)
+{
+    trk_dedup *d = trk_dedup_new(1000, ONR_DAY_MS);
+    cr_assert_eq(trk_dedup_claim(d, id(1), T0), TRK_CLAIMED);
+    cr_assert_eq(trk_dedup_claim(d, id(1), T0 + 1), TRK_BUSY);
+    cr_assert_not(trk_dedup_seen(d, id(1), T0 + 1), "a claim is not yet stored");
+    cr_assert_eq(trk_dedup_claim(d, id(2), T0 + 1), TRK_CLAIMED, "other ids are not held up");
+
+    trk_dedup_settle(d, id(1), true, T0 + 2);
+    cr_assert_eq(trk_dedup_claim(d, id(1), T0 + 3), TRK_SEEN);
+    cr_assert(trk_dedup_seen(d, id(1), T0 + 3));
+
+    trk_dedup_settle(d, id(2), false, T0 + 4);
+    cr_assert_not(trk_dedup_seen(d, id(2), T0 + 4));
+    cr_assert_eq(trk_dedup_claim(d, id(2), T0 + 5), TRK_CLAIMED, "a failed store can be retried");
+    trk_dedup_settle(d, id(2), true, T0 + 6);
+
+    /* the window still ages out what was stored */
+    cr_assert_eq(trk_dedup_claim(d, id(1), T0 + 2 + ONR_DAY_MS + 1), TRK_CLAIMED);
+    trk_dedup_free(d);
+}
+
+/* Many claims at once (a burst of batches in flight) grow the busy table, and settling them
+ * in any order leaves each findable until its own turn. */
+Test(dedup, many_claims_in_flight_settle_in_any_order)
+{
+    enum { N = 20000 };
+    trk_dedup *d = trk_dedup_new(100000, ONR_DAY_MS);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(trk_dedup_claim(d, id(i), T0), TRK_CLAIMED);
+    for (int i = 0; i < N; i += 2) /* the even ones first, stored */
+        trk_dedup_settle(d, id(i), true, T0 + 1);
+    for (int i = 1; i < N; i += 2) {
+        cr_assert_eq(trk_dedup_claim(d, id(i), T0 + 2), TRK_BUSY, "claim %d was lost", i);
+        trk_dedup_settle(d, id(i), false, T0 + 2);
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(trk_dedup_claim(d, id(i), T0 + 3), i % 2 ? TRK_CLAIMED : TRK_SEEN, "id %d",
+                     i);
     trk_dedup_free(d);
 }
