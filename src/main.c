@@ -585,6 +585,9 @@ static int cmd_serve(int argc, char **argv)
                 (unsigned long long)max_request, (unsigned long long)max_event);
         goto out;
     }
+    /* the log takes the largest message these limits store, and segments twice its size */
+    eo.max_record = ONR_MAX((size_t)1 << 20, http_max_record(max_event, max_request));
+    eo.segment_bytes = ONR_MAX((size_t)64 << 20, 2 * eo.max_record);
     if (geoip && !*geoip)
         geoip = NULL;
     if (geoip) { /* checked now, before the log is opened; the server opens its own */
@@ -751,6 +754,8 @@ static int cmd_serve(int argc, char **argv)
         .checkpoint_ms = ckpt_ms,
         .lateness_ms = late_ms ? late_ms : -1,
         .max_lag = max_lag,
+        /* any message ingest could have stored, under any limits it ran with */
+        .max_record = http_max_record(HTTP_MAX_REQUEST_LIMIT, HTTP_MAX_REQUEST_LIMIT),
         .logf = log_cb,
         .src = {.open = src_open,
                 .next = src_next,

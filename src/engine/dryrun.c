@@ -139,7 +139,7 @@ int shard_dry_run(shard_set *set, const rule_set *rs, const shard_dry_opts *o, o
         h->p = p;
         h->end = src->end(src->ctx, p);
         h->next = src->start(src->ctx, p);
-        h->doc = jdoc_new(1 << 20);
+        h->doc = jdoc_new(so->max_record);
         rc = dry_open(&d, h);
     }
 

@@ -26,7 +26,6 @@
 #include <unistd.h>
 
 #define BATCH 256
-#define MAX_RECORD (1024 * 1024)
 #define IDLE_WAIT_MS 20
 /* Under steady traffic a shard naps NAP_MS between batches, unwakeable by shard_notify, for
  * up to BUSY_MS after it last ran a record: ingest then skips the wake-up (a futex call for
@@ -1018,7 +1017,7 @@ static int init_shard(shard_set *s, int index, char *err, size_t errlen)
     uint64_t *offsets = onr_calloc((size_t)sh->nheads + 1, sizeof(uint64_t));
     for (int i = 0; i < sh->nheads; i++) {
         sh->heads[i].p = index + i * s->n;
-        sh->heads[i].doc = jdoc_new(MAX_RECORD);
+        sh->heads[i].doc = jdoc_new(s->o.max_record);
         offsets[i] = src->start(src->ctx, sh->heads[i].p);
     }
     eng_opts eo;
@@ -1176,6 +1175,8 @@ int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err
         s->o.session_timeout_ms = 30 * ONR_MINUTE_MS;
     if (!s->o.max_lag)
         s->o.max_lag = 1000000;
+    if (!s->o.max_record)
+        s->o.max_record = 1u << 20;
     s->rules = rules;
     s->journal_fd = -1;
     pthread_mutex_init(&s->qmu, NULL);

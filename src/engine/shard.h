@@ -63,6 +63,8 @@ typedef struct shard_opts {
     int64_t checkpoint_ms;      /* [30 s] between checkpoints */
     int64_t lateness_ms;        /* [2 s] how far behind the newest receive time the clock runs */
     int64_t session_timeout_ms; /* [30 min] */
+    size_t max_record;          /* [1 MiB] the largest record run; longer ones are skipped
+                                   (logged, counted) */
     uint64_t max_lag;           /* [1,000,000] records behind per partition before shard_admit
                                    asks senders to wait */
     /* Operator-facing messages, from any thread (must be thread-safe); NULL: silent. */

@@ -84,9 +84,16 @@ typedef struct http_opts {
     size_t rate_burst;
 } http_opts;
 
+/* The largest message ingest stores under these limits (its own members, the batch-level
+ * fields copied into it, and what the server adds): what the event log's max_record must
+ * allow. 0: the defaults. */
+size_t http_max_record(size_t max_event_bytes, size_t max_request_bytes);
+
 /*
  * Binds and starts serving. Returns 0, or a negative code with a message for people in err.
- * Caller owns *out; http_stop it. The write keys and the log must outlive the server.
+ * Caller owns *out; http_stop it. The write keys and the log must outlive the server. The
+ * log must take records of http_max_record bytes; a request whose stored messages would
+ * not fit one write of it (elog_max_batch) is refused (413) rather than failed.
  */
 int http_start(const http_opts *o, http_server **out, char *err, size_t errlen);
 

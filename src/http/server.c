@@ -1500,6 +1500,12 @@ static void release(http_server *s)
     onr_free(s);
 }
 
+size_t http_max_record(size_t max_event_bytes, size_t max_request_bytes)
+{
+    return (max_event_bytes ? max_event_bytes : HTTP_MAX_EVENT_BYTES) +
+           (max_request_bytes ? max_request_bytes : HTTP_MAX_REQUEST_BYTES) + ITEM_EXTRA_BYTES;
+}
+
 int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
 {
     union {
@@ -1539,15 +1545,30 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
     if (o->geoip && (rc = trk_enrich_geo_open(o->geoip, &geo, err, errlen)))
         return rc;
 
+    if (o->log && elog_max_record(o->log) < http_max_record(max_event, max_request)) {
+        snprintf(err, errlen,
+                 "the event log takes records of at most %zu bytes, and these limits store "
+                 "messages of up to %zu",
+                 elog_max_record(o->log), http_max_record(max_event, max_request));
+        trk_enrich_geo_close(geo);
+        return ONR_E_INVALID;
+    }
+
     http_server *s = onr_calloc(1, sizeof(*s));
     s->o = *o;
     s->geo = geo;
     s->max_event = max_event;
     s->max_request = max_request;
-    /* simdjson reads documents of up to 4 GB */
+    /* simdjson reads documents of up to 4 GB; and one partition's share of a request, which
+     * may be all of it, is one write of the log, framing (8 bytes a message) included */
     s->out_doc_bytes =
         ONR_MIN(4 * max_request + (max_request / MIN_ITEM_BYTES + 1) * (size_t)ITEM_EXTRA_BYTES,
                 (size_t)UINT32_MAX - 4096);
+    if (o->log) {
+        size_t framing = (max_request / MIN_ITEM_BYTES + 1) * 8;
+        size_t batch = elog_max_batch(o->log);
+        s->out_doc_bytes = ONR_MIN(s->out_doc_bytes, batch > framing ? batch - framing : 0);
+    }
     if (s->o.threads <= 0)
         s->o.threads = 2;
     if (s->o.max_connections <= 0)
@@ -1695,7 +1716,7 @@ long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window
     size_t max_event, max_request;
     if (limits_of(o, &max_event, &max_request, err, errlen))
         return ONR_E_INVALID;
-    jdoc *doc = jdoc_new(max_event + max_request + ITEM_EXTRA_BYTES);
+    jdoc *doc = jdoc_new(http_max_record(max_event, max_request));
     long added = 0;
     char perr[256];
     for (int p = 0; p < elog_partitions(o->log); p++) {

@@ -1305,6 +1305,16 @@ uint64_t elog_start_offset(elog *l, int partition)
     return v;
 }
 
+size_t elog_max_record(const elog *l)
+{
+    return l->o.max_record;
+}
+
+size_t elog_max_batch(const elog *l)
+{
+    return l->o.segment_bytes;
+}
+
 const char *elog_id(const elog *l)
 {
     return l->id;

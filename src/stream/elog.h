@@ -93,6 +93,11 @@ int elog_partitions(const elog *l);
 #define ELOG_ID_CHARS 32
 const char *elog_id(const elog *l);
 
+/* The largest record elog_append takes, and the most one elog_append_batch writes (framing
+ * included: 8 bytes a record): the options' max_record and segment_bytes. */
+size_t elog_max_record(const elog *l);
+size_t elog_max_batch(const elog *l);
+
 /* One record of a batch. */
 typedef struct elog_rec {
     const void *data;

@@ -257,6 +257,33 @@ test('resends racing the first copy are stored once', async () => {
   }
 });
 
+// Raised limits reach the event log and the engine: a message over the log's default record
+// size (1 MiB) is stored and run, and a batch whose copies of its context would not fit one
+// write of the log is refused with 413 instead of failing with 503 on every retry.
+test('raised limits store and run messages over 1 MiB', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-big-'));
+  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
+    '--max-request-bytes', '4000000', '--max-event-bytes', '3000000', '--partitions', '2']);
+  try {
+    const big = await postTo(srv.base, '/v1/track',
+      msg('track', { properties: { pad: 'x'.repeat(2000000) } }), { key: KEY });
+    assert.equal(big.status, 200, JSON.stringify(big.json));
+    const items = (n) => Array.from({ length: n }, () => ({ type: 'track', ...msg('track') }));
+    const context = { pad: 'y'.repeat(1900000) };
+    const fits = await postTo(srv.base, '/v1/batch', { batch: items(20), context }, { key: KEY });
+    assert.equal(fits.status, 200, JSON.stringify(fits.json));
+    const over = await postTo(srv.base, '/v1/batch', { batch: items(40), context }, { key: KEY });
+    assert.equal(over.status, 413);
+    assert.equal(over.json.limit, 'request');
+    assert.match(over.json.error, /take more than \d+ bytes once stored/);
+    await until(async () => (await metricOf(srv.base, 'tok', 'onramp_engine_events_total')) === 21);
+    assert.equal(await metricOf(srv.base, 'tok', 'onramp_engine_records_skipped_total'), 0);
+  } finally {
+    srv.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 // Ingest validates each message as it will be stored without parsing what it wrote: the
 // members it replaces (type on a single-message endpoint, receivedAt, a null or empty
 // messageId) and the batch-level ones it fills in (sentAt, context) are read in their place.
