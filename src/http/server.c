@@ -865,7 +865,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                      "the %zu messages of this request take more than %s once stored (with "
                      "the batch context copied into each); send fewer per request",
                      n, limit_text(s->out_doc_bytes, lt, sizeof(lt)));
-            ret = send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, err, "request");
+            ret = send_error(c, MHD_HTTP_BAD_REQUEST, err, "request");
             goto done;
         }
     }
@@ -917,6 +917,8 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             /* One message: its reason is the error. */
             const char *p = strstr(w->reply.data, "\"reason\":");
             onr_buf_put(&b, p + 9, w->reply.len - (size_t)(p + 9 - w->reply.data) - 1);
+            if (w->bad[0] == ITEM_TOO_BIG)
+                onr_buf_puts(&b, ",\"limit\":\"event\"");
         } else {
             snprintf(err, sizeof(err),
                      "%zu of %zu messages are invalid; the batch was not accepted", nbad, n);
@@ -1145,16 +1147,16 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         *ret = send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST", NULL);
         return true;
     }
-    r->limit = r->route == ROUTE_BATCH ? s->max_request : s->max_event;
+    /* every body is bounded by the request limit; each message, minified, by the event
+     * limit once parsed (a pretty-printed message is not refused for its whitespace) */
+    r->limit = s->max_request;
     const char *cl =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && strtoull(cl, NULL, 10) > r->limit) {
         char lt[32];
-        snprintf(msg, sizeof(msg), "%s of %.40s bytes exceeds the %s limit",
-                 r->route == ROUTE_BATCH ? "request body" : "message", cl,
+        snprintf(msg, sizeof(msg), "request body of %.40s bytes exceeds the %s limit", cl,
                  limit_text(r->limit, lt, sizeof(lt)));
-        *ret = send_error(c, MHD_HTTP_CONTENT_TOO_LARGE, msg,
-                          r->route == ROUTE_BATCH ? "request" : "event");
+        *ret = send_error(c, MHD_HTTP_BAD_REQUEST, msg, "request");
         return true;
     }
     const char *enc =
@@ -1181,18 +1183,16 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
     return false;
 }
 
-/* The answer to a body over r->limit: 413, with msg and limit set. */
+/* The answer to a body over r->limit: 400 (as Segment's API answers), with msg and limit
+ * set. */
 static unsigned too_big(req *r, const char **msg, const char **limit)
 {
     char lt[32];
     limit_text(r->limit, lt, sizeof(lt));
-    *limit = r->route == ROUTE_BATCH ? "request" : "event";
-    if (r->route == ROUTE_BATCH)
-        snprintf(r->fail_buf, sizeof(r->fail_buf), "request body exceeds the %s limit", lt);
-    else
-        snprintf(r->fail_buf, sizeof(r->fail_buf), "message exceeds the %s limit per event", lt);
+    *limit = "request";
+    snprintf(r->fail_buf, sizeof(r->fail_buf), "request body exceeds the %s limit", lt);
     *msg = r->fail_buf;
-    return MHD_HTTP_CONTENT_TOO_LARGE;
+    return MHD_HTTP_BAD_REQUEST;
 }
 
 /* Adds a chunk of body; returns 0, or an HTTP status with msg/limit set. */

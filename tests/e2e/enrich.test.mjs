@@ -132,7 +132,7 @@ test('limits from flags and environment; User-Agent enrichment without --geoip',
   // An event over the event limit, alone and in a batch.
   const big = msg({ properties: { blob: 'x'.repeat(2100) } });
   const single = await send('/v1/track', big);
-  assert.equal(single.status, 413, JSON.stringify(single.json));
+  assert.equal(single.status, 400, JSON.stringify(single.json));
   assert.equal(single.json.limit, 'event');
   assert.match(single.json.error, /2 KB limit/);
   const inBatch = await send('/v1/batch', { batch: [{ type: 'track', ...msg() }, { type: 'track', ...big }] });
@@ -144,7 +144,7 @@ test('limits from flags and environment; User-Agent enrichment without --geoip',
   const items = [];
   for (let i = 0; i < 6; i++) items.push({ type: 'track', ...msg({ properties: { pad: 'y'.repeat(1500) } }) });
   const tooMany = await send('/v1/batch', { batch: items });
-  assert.equal(tooMany.status, 413, JSON.stringify(tooMany.json));
+  assert.equal(tooMany.status, 400, JSON.stringify(tooMany.json));
   assert.equal(tooMany.json.limit, 'request');
   assert.match(tooMany.json.error, /8 KB limit/);
 
@@ -152,7 +152,7 @@ test('limits from flags and environment; User-Agent enrichment without --geoip',
   const blowup = { batch: Array(700).fill({}), context: { pad: 'c'.repeat(5500) } };
   assert.ok(Buffer.byteLength(JSON.stringify(blowup)) < 8192);
   const grown = await send('/v1/batch', blowup);
-  assert.equal(grown.status, 413, JSON.stringify(grown.json));
+  assert.equal(grown.status, 400, JSON.stringify(grown.json));
   assert.equal(grown.json.limit, 'request');
   assert.match(grown.json.error, /the 700 messages of this request take more than 374 KB once stored/);
 

@@ -140,18 +140,31 @@ test('a message over 32 KB is rejected', async () => {
   const big = msg('track', { properties: { blob: 'x'.repeat(33 * 1024) } });
   rejectedIds.push(big.messageId);
   const single = await post('/v1/track', big);
-  assert.equal(single.status, 413);
+  assert.equal(single.status, 400);
   assert.equal(single.json.limit, 'event');
+  assert.match(single.json.error, /exceeds the 32 KB limit per event/);
   const inBatch = await post('/v1/batch', { batch: [{ type: 'track', ...big }] });
   assert.equal(inBatch.status, 400);
   assert.match(inBatch.json.errors[0].reason, /32 KB limit/);
+});
+
+// The event limit counts the message minified, as in a batch: whitespace around a message
+// sent pretty-printed to a single-message endpoint does not count.
+test('a pretty-printed message is measured minified on every endpoint', async () => {
+  const m = msg('track', { properties: Object.fromEntries(
+    Array.from({ length: 400 }, (_, i) => [`p${i}`, 'v'.repeat(30)])) });
+  const pretty = JSON.stringify(m, null, '\t'.repeat(10)).replace(/\n/g, '\n' + ' '.repeat(40));
+  assert.ok(Buffer.byteLength(pretty) > 40 * 1024 && JSON.stringify(m).length < 20 * 1024);
+  const single = await post('/v1/track', pretty);
+  assert.equal(single.status, 200, JSON.stringify(single.json));
+  accepted.push(m.messageId);
 });
 
 test('a request over 500 KB is rejected from its Content-Length, before the body', async () => {
   // Only the headers are sent: the answer must come without the body.
   const r = await raw(`POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic(KEY)}\r\n` +
     'Content-Type: application/json\r\nContent-Length: 600000\r\n\r\n');
-  assert.equal(r.status, 413);
+  assert.equal(r.status, 400);
   assert.equal(JSON.parse(r.body).limit, 'request');
 });
 
@@ -164,7 +177,7 @@ test('a chunked request over 500 KB is rejected', async () => {
   const chunks = body.match(/[\s\S]{1,65536}/g).map((c) => Buffer.byteLength(c).toString(16) + '\r\n' + c + '\r\n');
   const r = await raw(`POST /v1/batch HTTP/1.1\r\nHost: x\r\nAuthorization: ${basic(KEY)}\r\n` +
     `Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunks.join('')}0\r\n\r\n`);
-  assert.equal(r.status, 413);
+  assert.equal(r.status, 400);
   assert.equal(JSON.parse(r.body).limit, 'request');
 });
 
@@ -179,7 +192,7 @@ test('a gzip body is accepted, and its decompressed size counts against the limi
   const zipped = gzipSync(JSON.stringify(big));
   assert.ok(zipped.length < 32 * 1024);
   const r2 = await post('/v1/track', zipped, { headers: { 'Content-Encoding': 'gzip' } });
-  assert.equal(r2.status, 413);
+  assert.equal(r2.status, 400);
   assert.equal(r2.json.limit, 'event');
 });
 
@@ -259,7 +272,7 @@ test('resends racing the first copy are stored once', async () => {
 
 // Raised limits reach the event log and the engine: a message over the log's default record
 // size (1 MiB) is stored and run, and a batch whose copies of its context would not fit one
-// write of the log is refused with 413 instead of failing with 503 on every retry.
+// write of the log is refused with 400 instead of failing with 503 on every retry.
 test('raised limits store and run messages over 1 MiB', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-big-'));
   const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
@@ -273,7 +286,7 @@ test('raised limits store and run messages over 1 MiB', async () => {
     const fits = await postTo(srv.base, '/v1/batch', { batch: items(20), context }, { key: KEY });
     assert.equal(fits.status, 200, JSON.stringify(fits.json));
     const over = await postTo(srv.base, '/v1/batch', { batch: items(40), context }, { key: KEY });
-    assert.equal(over.status, 413);
+    assert.equal(over.status, 400);
     assert.equal(over.json.limit, 'request');
     assert.match(over.json.error, /take more than \d+ bytes once stored/);
     await until(async () => (await metricOf(srv.base, 'tok', 'onramp_engine_events_total')) === 21);
