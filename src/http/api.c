@@ -138,6 +138,22 @@ static void metrics(http_server *s, onr_buf *out)
     for (int i = 0; i < HTTP_STATUS_KINDS; i++)
         onr_buf_printf(out, "onramp_http_responses_total{code=\"%u\"} %llu\n", status_codes[i],
                        (unsigned long long)atomic_load(&k->by_status[i]));
+    static const char *const reasons[HTTP_REJECT_KINDS] = {
+        [REJECT_MALFORMED] = "malformed",
+        [REJECT_INVALID] = "invalid",
+        [REJECT_TOO_LARGE] = "too_large",
+        [REJECT_UNAUTHORIZED] = "unauthorized",
+        [REJECT_RATE_LIMITED] = "rate_limited",
+        [REJECT_ENGINE_LAG] = "engine_lag",
+        [REJECT_RESEND_IN_FLIGHT] = "resend_in_flight",
+        [REJECT_LOG_ERROR] = "log_error",
+    };
+    onr_buf_puts(out, "# HELP onramp_ingest_rejected_total Messages ingest refused, by reason (a "
+                      "request refused before its messages are counted counts one).\n"
+                      "# TYPE onramp_ingest_rejected_total counter\n");
+    for (int i = 0; i < HTTP_REJECT_KINDS; i++)
+        onr_buf_printf(out, "onramp_ingest_rejected_total{reason=\"%s\"} %llu\n", reasons[i],
+                       (unsigned long long)atomic_load(&k->rejected[i]));
 
     struct elog_stats ls;
     elog_stats(o->log, -1, &ls);

@@ -22,9 +22,25 @@ typedef struct http_hist {
     atomic_ullong b[ELOG_FSYNC_BUCKETS]; /* per bucket, not cumulative */
 } http_hist;
 
+/* Why ingest refused messages (onramp_ingest_rejected_total{reason}, docs/api.md). */
+typedef enum http_reject {
+    REJECT_MALFORMED,    /* the body: not JSON, not an object, no batch, bad gzip or framing */
+    REJECT_INVALID,      /* a message failing the field rules (its whole request refused) */
+    REJECT_TOO_LARGE,    /* a message or a body over its limit */
+    REJECT_UNAUTHORIZED, /* a missing or unknown write key */
+    REJECT_RATE_LIMITED, /* the write key over --rate-limit */
+    REJECT_ENGINE_LAG,   /* a partition's shard too far behind */
+    REJECT_RESEND_IN_FLIGHT, /* a resend racing its first copy */
+    REJECT_LOG_ERROR,    /* the event log failed to write or fsync */
+    HTTP_REJECT_KINDS
+} http_reject;
+
 typedef struct http_counters {
     atomic_ullong events;     /* messages stored */
     atomic_ullong duplicates; /* resent messages answered 200 and not stored again */
+    /* messages refused, by reason; a request refused before its messages are counted
+     * counts one */
+    atomic_ullong rejected[HTTP_REJECT_KINDS];
     atomic_ullong by_status[HTTP_STATUS_KINDS];
     /* ingest requests answered 200, from their whole body: until their messages were durable
      * under --fsync, and until the answer was sent */

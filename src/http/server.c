@@ -251,6 +251,16 @@ int64_t http_watermark(http_server *s)
 
 /* The status of the last answer this thread queued, for the counters. */
 static _Thread_local unsigned tl_status;
+/* Why this thread's current ingest request was refused (-1: it was not), and how many of
+ * its messages that refused (counted in on_request). */
+static _Thread_local int tl_reject;
+static _Thread_local size_t tl_reject_n;
+
+static void rejecting(http_reject why, size_t messages)
+{
+    tl_reject = (int)why;
+    tl_reject_n = messages ? messages : 1;
+}
 
 #define logmsg(s, level, ...) onr_logf((s)->o.logf, (s)->o.log_ctx, level, __VA_ARGS__)
 
@@ -763,8 +773,10 @@ static void wait_acks(http_server *s)
 static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
 {
     char err[320];
-    if (r->gzip && !r->z_end)
+    if (r->gzip && !r->z_end) {
+        rejecting(REJECT_MALFORMED, 1);
         return send_error(c, MHD_HTTP_BAD_REQUEST, "gzip body is truncated", NULL);
+    }
 
     r->body_ns = mono_ns();
     work *w = work_get(s);
@@ -776,12 +788,14 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     jval root;
     if (jdoc_parse(w->in, r->body.data ? r->body.data : "", r->body.len, &root, err, sizeof(err))) {
         say_where(err, sizeof(err), r->body.data, jdoc_error_offset(w->in));
+        rejecting(REJECT_MALFORMED, 1);
         ret = send_error(c, MHD_HTTP_BAD_REQUEST, err, NULL);
         goto done;
     }
     if (jval_type(root) != J_OBJECT) {
         snprintf(err, sizeof(err), "body must be a JSON object, got %s",
                  jtype_name(jval_type(root)));
+        rejecting(REJECT_MALFORMED, 1);
         ret = send_error(c, MHD_HTTP_BAD_REQUEST, err, NULL);
         goto done;
     }
@@ -792,6 +806,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         if (k)
             r->key = write_key_index(s, k, n);
         if (!k || r->key < 0) {
+            rejecting(REJECT_UNAUTHORIZED, 1);
             ret = send_error(c, MHD_HTTP_UNAUTHORIZED,
                              k ? "unknown write key"
                                : "missing write key (HTTP Basic auth user name, or \"writeKey\")",
@@ -809,6 +824,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     if (kind < 0) {
         batch = jval_getz(root, "batch");
         if (jval_type(batch) != J_ARRAY) {
+            rejecting(REJECT_MALFORMED, 1);
             ret = send_error(c, MHD_HTTP_BAD_REQUEST, "missing \"batch\" (an array of messages)",
                              NULL);
             goto done;
@@ -830,6 +846,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                  "over the rate limit of this write key: %g events a second, bursts of %.0f; "
                  "retry in %u s",
                  s->o.rate_limit, s->burst, wait_s);
+        rejecting(REJECT_RATE_LIMITED, n);
         ret = send_error_retry(c, MHD_HTTP_TOO_MANY_REQUESTS, err, "rate", wait_s);
         goto done;
     }
@@ -865,6 +882,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                      "the %zu messages of this request take more than %s once stored (with "
                      "the batch context copied into each); send fewer per request",
                      n, limit_text(s->out_doc_bytes, lt, sizeof(lt)));
+            rejecting(REJECT_TOO_LARGE, n);
             ret = send_error(c, MHD_HTTP_BAD_REQUEST, err, "request");
             goto done;
         }
@@ -928,6 +946,11 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             onr_buf_putc(&b, ']');
         }
         onr_buf_putc(&b, '}');
+        /* too large when that is all that is wrong with it */
+        size_t nbig = 0;
+        for (size_t i = 0; i < n; i++)
+            nbig += w->bad[i] == ITEM_TOO_BIG;
+        rejecting(nbig == nbad ? REJECT_TOO_LARGE : REJECT_INVALID, n);
         ret = send_json(c, MHD_HTTP_BAD_REQUEST, b.data, b.len, false, false);
         onr_buf_free(&b);
         goto done;
@@ -959,6 +982,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                              "another request is storing a message with the messageId of "
                              "message %zu right now; retry",
                              i);
+                rejecting(REJECT_RESEND_IN_FLIGHT, n);
                 ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err, NULL);
                 goto done;
             }
@@ -980,6 +1004,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         stored++;
         if (s->o.shards && shard_admit(s->o.shards, w->part[i])) {
             release_claims(s, w, n, now);
+            rejecting(REJECT_ENGINE_LAG, n);
             ret =
                 send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                            "the engine is behind the event log; retry after the time given", NULL);
@@ -1034,6 +1059,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         for (size_t i = 0; i < n; i++)
             if (w->part[i] >= failed && s->o.dedup)
                 trk_dedup_settle(s->o.dedup, w->mid[i], false, now);
+        rejecting(REJECT_LOG_ERROR, n);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
         goto done;
@@ -1047,6 +1073,8 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         onr_free(a);
         if (st == MHD_HTTP_OK)
             atomic_store(&r->durable_ns, mono_ns());
+        else
+            rejecting(REJECT_LOG_ERROR, n);
         ret = st == MHD_HTTP_OK
                   ? send_success(s, c)
                   : send_error(c, st, "the event log could not store the messages; retry", NULL);
@@ -1111,7 +1139,10 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
     char msg[200];
     header_count h = {0, 0, NULL};
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &h);
+    bool ingest_route = r->route <= ROUTE_BATCH;
     if (h.content_length > 1 || (h.content_length && h.transfer_encoding)) {
+        if (ingest_route)
+            rejecting(REJECT_MALFORMED, 1);
         *ret =
             send_error(c, MHD_HTTP_BAD_REQUEST,
                        h.content_length > 1 ? "more than one Content-Length header"
@@ -1124,6 +1155,8 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         snprintf(msg, sizeof(msg), "%s (only one, \"chunked\", is supported)",
                  h.transfer_encoding > 1 ? "more than one Transfer-Encoding header"
                                          : "unsupported Transfer-Encoding");
+        if (ingest_route)
+            rejecting(REJECT_MALFORMED, 1);
         *ret = send_error(c, MHD_HTTP_BAD_REQUEST, msg, NULL);
         return true;
     }
@@ -1156,6 +1189,7 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         char lt[32];
         snprintf(msg, sizeof(msg), "request body of %.40s bytes exceeds the %s limit", cl,
                  limit_text(r->limit, lt, sizeof(lt)));
+        rejecting(REJECT_TOO_LARGE, 1);
         *ret = send_error(c, MHD_HTTP_BAD_REQUEST, msg, "request");
         return true;
     }
@@ -1165,6 +1199,7 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         r->gzip = true;
     } else if (enc && *enc && strcasecmp(enc, "identity") != 0) {
         snprintf(msg, sizeof(msg), "unsupported Content-Encoding \"%.60s\" (use gzip)", enc);
+        rejecting(REJECT_MALFORMED, 1);
         *ret = send_error(c, MHD_HTTP_UNSUPPORTED_MEDIA_TYPE, msg, NULL);
         return true;
     }
@@ -1175,6 +1210,7 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         size_t n = 0;
         r->key = basic_user(auth, user, sizeof(user), &n) ? write_key_index(s, user, n) : -1;
         if (r->key < 0) {
+            rejecting(REJECT_UNAUTHORIZED, 1);
             *ret = send_error(c, MHD_HTTP_UNAUTHORIZED, "unknown write key", NULL);
             return true;
         }
@@ -1286,6 +1322,7 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
         r->ack_answered = true;
         if (st == MHD_HTTP_OK)
             return send_success(s, c);
+        rejecting(REJECT_LOG_ERROR, r->ack->stored + r->ack->duplicates);
         return send_error(c, st, "the event log could not store the messages; retry", NULL);
     }
     if (r->job) {
@@ -1336,8 +1373,11 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
         return MHD_YES;
     }
     r->rejected = true;
-    if (r->fail_status)
+    if (r->fail_status) {
+        if (r->route != ROUTE_API)
+            rejecting(r->fail_limit ? REJECT_TOO_LARGE : REJECT_MALFORMED, 1);
         return send_error(c, r->fail_status, r->fail_msg, r->fail_limit);
+    }
     if (r->route == ROUTE_API)
         return api_finish(s, c, url, method, r->body.data ? r->body.data : "", r->body.len,
                           &r->job);
@@ -1350,9 +1390,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 {
     http_server *s = cls;
     tl_status = 0;
+    tl_reject = -1;
     enum MHD_Result ret = handle_request(s, c, url, method, upload_data, upload_data_size, con_cls);
     if (tl_status)
         http__count(&s->counters, tl_status);
+    if (tl_reject >= 0)
+        atomic_fetch_add(&s->counters.rejected[tl_reject], tl_reject_n);
     return ret;
 }
 

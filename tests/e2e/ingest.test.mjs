@@ -257,6 +257,8 @@ test('resends racing the first copy are stored once', async () => {
     }
     assert.equal(await metricOf(srv.base, 'tok', 'onramp_log_records_total'), rounds);
     assert.equal(await metricOf(srv.base, 'tok', 'onramp_ingest_events_total'), rounds);
+    assert.equal(await metricOf(srv.base, 'tok',
+      'onramp_ingest_rejected_total{reason="resend_in_flight"}'), busy);
     // a batch whose messages repeat one another stores each once, and is not held up by itself
     const m = msg('track');
     const b = await postTo(srv.base, '/v1/batch',
@@ -291,6 +293,41 @@ test('raised limits store and run messages over 1 MiB', async () => {
     assert.match(over.json.error, /take more than \d+ bytes once stored/);
     await until(async () => (await metricOf(srv.base, 'tok', 'onramp_engine_events_total')) === 21);
     assert.equal(await metricOf(srv.base, 'tok', 'onramp_engine_records_skipped_total'), 0);
+  } finally {
+    srv.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// /metrics counts the messages ingest refused, by reason: each message of a refused request,
+// or one for a request refused before its messages could be counted.
+test('refused messages are counted by reason', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-rejected-'));
+  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
+    '--partitions', '2', '--rate-limit', '5', '--rate-burst', '5']);
+  try {
+    const send = (path, body, opts = {}) => postTo(srv.base, path, body, { key: KEY, ...opts });
+    const rejected = async (reason) =>
+      metricOf(srv.base, 'tok', `onramp_ingest_rejected_total{reason="${reason}"}`);
+    assert.equal((await send('/v1/track', '{"userId":')).status, 400);
+    assert.equal((await send('/v1/batch', { sentAt: '2026-01-01T00:00:00Z' })).status, 400);
+    assert.equal((await send('/v1/track', msg('track'), { headers: { 'Content-Encoding': 'br' } })).status, 415);
+    assert.equal(await rejected('malformed'), 3);
+    const bad = await send('/v1/batch', { batch: [{ type: 'track', ...msg('track') },
+      { type: 'track', userId: 'u' }, { type: 'page', ...msg('page') }] });
+    assert.equal(bad.status, 400);
+    assert.equal(await rejected('invalid'), 3);
+    const big = await send('/v1/track', msg('track', { properties: { pad: 'x'.repeat(40000) } }));
+    assert.equal(big.status, 400);
+    assert.equal(await rejected('too_large'), 1);
+    assert.equal((await send('/v1/track', msg('track'), { key: 'not-a-key' })).status, 401);
+    assert.equal(await rejected('unauthorized'), 1);
+    const many = await send('/v1/batch', { batch: Array.from({ length: 6 }, () => ({ type: 'track', ...msg('track') })) });
+    assert.equal(many.status, 429);
+    assert.equal(await rejected('rate_limited'), 6);
+    for (const reason of ['engine_lag', 'resend_in_flight', 'log_error'])
+      assert.equal(await rejected(reason), 0, reason);
+    assert.equal(await metricOf(srv.base, 'tok', 'onramp_ingest_events_total'), 0);
   } finally {
     srv.proc.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
