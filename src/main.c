@@ -512,6 +512,14 @@ static int cmd_serve(int argc, char **argv)
              k = strtok_r(NULL, ",", &save))
             keys[nkeys++] = k;
     }
+    for (size_t k = 0; k < nkeys; k++)
+        if (strchr(keys[k], ':')) {
+            fprintf(stderr,
+                    "onramp serve: write key \"%s\" contains ':', which HTTP Basic auth takes "
+                    "for the end of the key; senders could not use it\n",
+                    keys[k]);
+            goto out;
+        }
 
     char host[256];
     uint16_t port;

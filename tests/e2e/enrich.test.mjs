@@ -196,7 +196,7 @@ test('limits from flags and environment; User-Agent enrichment without --geoip',
   assert.equal(got.get(big.messageId), undefined);
 });
 
-test('bad limits and an unreadable or invalid --geoip file stop serve at startup, saying why', () => {
+test('bad limits, write keys with a colon and an unreadable or invalid --geoip file stop serve at startup, saying why', () => {
   let r = refused(['--max-event-bytes', '9000', '--max-request-bytes', '8192']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--max-event-bytes must be 1\.\.8192 \(--max-request-bytes\), got 9000/);
@@ -209,6 +209,13 @@ test('bad limits and an unreadable or invalid --geoip file stop serve at startup
   r = refused(['--max-event-bytes', '2k']);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--max-event-bytes needs a whole number, got "2k"/);
+  // Basic auth ends the key at the first colon: such a key could never be sent
+  r = refused(['--write-key', 'good', '--write-key', 'has:colon']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /write key "has:colon" contains ':'/);
+  r = refused([], { ONRAMP_WRITE_KEY: 'a,b:c' });
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /write key "b:c" contains ':'/);
 
   const missing = join(tmp, 'no-such.mmdb');
   r = refused(['--geoip', missing]);
