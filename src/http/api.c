@@ -451,19 +451,16 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
 }
 
 /* /api/users/{id}[/explain]: the id, and whether explain was asked. */
+/* /api/users/{id} or /api/users/{id}/explain, the URL already unescaped: the id is all that
+ * follows /api/users/, less a final /explain, so that an id holding '/' (sent as %2F) is
+ * found. */
 static bool user_path(const char *url, const char **id, size_t *n, bool *explain)
 {
+    static const char tail[] = "/explain";
     const char *p = url + strlen("/api/users/");
-    const char *slash = strchr(p, '/');
-    *explain = false;
-    if (slash) {
-        if (strcmp(slash, "/explain") != 0)
-            return false;
-        *explain = true;
-        *n = (size_t)(slash - p);
-    } else {
-        *n = strlen(p);
-    }
+    size_t len = strlen(p), tn = sizeof(tail) - 1;
+    *explain = len > tn && strcmp(p + len - tn, tail) == 0;
+    *n = *explain ? len - tn : len;
     *id = p;
     return *n > 0;
 }

@@ -267,6 +267,18 @@ test('a user: profile, segments, recent events and fires; explain; sizes and cou
     const t = Object.fromEntries(trig.json.triggers.map((g) => [g.name, g]));
     assert.equal(t.server_error_seen.fires, 1);
     assert.equal(t.stalled_step.holdout_percent, 10);
+
+    // an id holding '/' is sent escaped (%2F), and found
+    await send(srv, [{ type: 'identify', userId: 'team/grace', traits: { plan: 'pro' }, messageId: 'm9' }]);
+    const slashed = await until(async () => {
+      const r = await get(srv, '/api/users/team%2Fgrace');
+      return r.status === 200 ? r : null;
+    });
+    assert.ok(slashed, 'no user team/grace');
+    assert.equal(slashed.json.user, 'team/grace');
+    const sx = await get(srv, '/api/users/team%2Fgrace/explain');
+    assert.equal(sx.status, 200);
+    assert.match(sx.json.report, /^user team\/grace/);
   } finally {
     assert.equal(await srv.stop(), 0, srv.log());
   }
