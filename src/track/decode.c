@@ -386,7 +386,8 @@ static int decode(jval root, const trk_overlay *ov, const trk_schema *schema, in
         if (slot && !slot->doc && !(ov && slot == &f.message_id && blank_id(v)))
             *slot = v;
     }
-    bool own_context = f.context.doc != NULL;
+    /* a null context is none: the overlay's stands in for it, as ingest stores it */
+    bool own_context = f.context.doc != NULL && !(ov && jval_type(f.context) == J_NULL);
     if (ov && !f.sent_at.doc)
         f.sent_at = ov->sent_at;
     if (ov && !own_context)

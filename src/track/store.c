@@ -223,18 +223,25 @@ static size_t write_ctx_member(onr_buf *b, const char *k, size_t kn, jval v, con
  */
 static size_t write_context(onr_buf *b, jval a, jval bc, trk_enrich_req *en)
 {
+    /* a null context is no context: the batch's and enrichment fill it in (its size as
+     * sent still counts) */
+    size_t null_own = 0;
+    if (jval_type(a) == J_NULL) {
+        null_own = sizeof("\"context\":null") - 1;
+        a = (jval){0};
+    }
     jtype at = jval_type(a), bt = jval_type(bc);
     size_t start = b->len;
     if ((at != J_NONE && at != J_OBJECT) || (at == J_NONE && bt != J_NONE && bt != J_OBJECT)) {
         /* not an object (decode rejects all but null): stored as sent, nothing merged */
         onr_buf_puts(b, ",\"context\":");
         jval_write(at != J_NONE ? a : bc, b);
-        return at != J_NONE ? b->len - start - 1 : 0;
+        return at != J_NONE ? b->len - start - 1 : null_own;
     }
     enrich_vals ev;
     bool found = en && enrich_values(en, a, bc, &ev);
     if (at == J_NONE && bt == J_NONE && !found)
-        return 0;
+        return null_own;
     if (!found)
         memset(&ev, 0, sizeof(ev));
     onr_buf_puts(b, ",\"context\":");
@@ -289,7 +296,7 @@ static size_t write_context(onr_buf *b, jval a, jval bc, trk_enrich_req *en)
         first = false;
     }
     onr_buf_putc(b, '}');
-    return own;
+    return own + null_own;
 }
 
 void trk_store_item(onr_buf *b, jval item, int kind, const trk_batch_fields *bf, int64_t now_ms,

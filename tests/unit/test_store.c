@@ -89,6 +89,26 @@ Test(store, copies_the_batch_fields_an_item_lacks_and_merges_contexts)
                         "\"context\":{\"locale\":\"fr\",\"ip\":\"1.2.3.4\"}}");
 }
 
+/* A null context is no context: the batch's members and enrichment fill it in, and its size
+ * as sent still counts towards the event limit. */
+Test(store, a_null_context_is_filled_in_like_a_missing_one)
+{
+    static const char ua[] = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+    trk_enrich_req en = {.from_request = true, .ua_hdr = ua, .ua_hdr_len = sizeof(ua) - 1};
+    size_t own_null, own_none;
+    const char *s = store("{\"context\":{\"ip\":\"1.2.3.4\"},\"batch\":[{\"type\":\"track\","
+                          "\"event\":\"E\",\"userId\":\"u\",\"messageId\":\"m\",\"context\":null}]}",
+                          -1, &en, &own_null, NULL);
+    cr_assert(strstr(s, "\"context\":{\"ip\":\"1.2.3.4\",\"userAgent\":"), "%s", s);
+    cr_assert(strstr(s, "\"browser\":{\"name\":\"Firefox\""), "%s", s);
+    cr_assert_null(strstr(s, "null"), "%s", s);
+    trk_enrich_req en2 = {.from_request = true, .ua_hdr = ua, .ua_hdr_len = sizeof(ua) - 1};
+    store("{\"context\":{\"ip\":\"1.2.3.4\"},\"batch\":[{\"type\":\"track\",\"event\":\"E\","
+          "\"userId\":\"u\",\"messageId\":\"m\"}]}",
+          -1, &en2, &own_none, NULL);
+    cr_assert_eq(own_null, own_none + strlen(",\"context\":null"));
+}
+
 Test(store, enrichment_adds_to_the_context_what_the_sender_did_not_set)
 {
     static const char ua[] = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) "

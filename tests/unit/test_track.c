@@ -801,11 +801,17 @@ Test(track, overlay_decodes_as_the_stored_message)
                    -1,
                    "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
                    ",\"context\":{\"traits\":5}}");
+    /* a null context is none: the batch's stands in for it */
     same_as_stored("{\"context\":{\"traits\":5},\"batch\":[{\"type\":\"identify\","
                    "\"userId\":\"u\",\"context\":null}]}",
                    -1,
                    "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
-                   ",\"context\":null}");
+                   ",\"context\":{\"traits\":5}}");
+    same_as_stored("{\"context\":{\"traits\":{\"plan\":\"pro\"}},\"batch\":[{\"type\":\"identify\","
+                   "\"userId\":\"u\",\"context\":null,\"context\":{\"ip\":\"1.2.3.4\"}}]}",
+                   -1,
+                   "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
+                   ",\"context\":{\"traits\":{\"plan\":\"pro\"}}}");
     same_as_stored("{\"context\":\"web\",\"batch\":[{\"type\":\"identify\",\"userId\":\"u\"}]}", -1,
                    "{\"type\":\"identify\",\"userId\":\"u\",\"messageId\":\"generated-id\"" RECV
                    ",\"context\":\"web\"}");
