@@ -251,6 +251,9 @@ int64_t http_watermark(http_server *s)
 
 /* The status of the last answer this thread queued, for the counters. */
 static _Thread_local unsigned tl_status;
+/* The current request is to an ingest endpoint: its answer carries the CORS headers that let
+ * a page on any origin send events (docs/api.md, "Browsers"). */
+static _Thread_local bool tl_cors;
 /* Why this thread's current ingest request was refused (-1: it was not), and how many of
  * its messages that refused (counted in on_request). */
 static _Thread_local int tl_reject;
@@ -363,6 +366,32 @@ static const char *limit_text(size_t n, char *buf, size_t cap)
 
 /* ---- answers */
 
+/* Ingest answers may be read by a page of any origin: the events it sends carry a write key,
+ * not the browser's cookies, and Retry-After is for the page's retry logic. */
+static void add_cors(struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", "*");
+    MHD_add_response_header(resp, "Access-Control-Expose-Headers", "Retry-After");
+}
+
+/* The answer to a CORS preflight (OPTIONS) of an ingest endpoint: 204, POST allowed with the
+ * headers Segment's libraries send. */
+static enum MHD_Result send_preflight(struct MHD_Connection *c)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp)
+        return MHD_NO;
+    add_cors(resp);
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "POST, OPTIONS");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                            "Content-Type, Authorization, Content-Encoding");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
+    tl_status = MHD_HTTP_NO_CONTENT;
+    enum MHD_Result r = MHD_queue_response(c, MHD_HTTP_NO_CONTENT, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
 /* retry_s > 0 adds Retry-After: retry_s. */
 enum MHD_Result http__reply(struct MHD_Connection *c, unsigned status, const char *ctype,
                             const char *body, size_t len, const char *challenge, unsigned retry_s)
@@ -372,6 +401,8 @@ enum MHD_Result http__reply(struct MHD_Connection *c, unsigned status, const cha
     if (!resp)
         return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (tl_cors)
+        add_cors(resp);
     if (challenge)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, challenge);
     if (retry_s) {
@@ -427,6 +458,8 @@ static enum MHD_Result send_success(http_server *s, struct MHD_Connection *c)
     if (!*ok) {
         struct MHD_Response *r = MHD_create_response_from_buffer(
             sizeof(SUCCESS) - 1, (void *)SUCCESS, MHD_RESPMEM_PERSISTENT);
+        if (r)
+            add_cors(r);
         if (r && MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json") !=
                      MHD_YES) {
             MHD_destroy_response(r);
@@ -1176,6 +1209,10 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         }
         return true;
     }
+    if (strcmp(method, "OPTIONS") == 0) {
+        *ret = send_preflight(c);
+        return true;
+    }
     if (strcmp(method, "POST") != 0) {
         *ret = send_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, "use POST", NULL);
         return true;
@@ -1295,6 +1332,7 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
             if (strcmp(url, routes[i].path) == 0)
                 r->route = routes[i].route;
         r->import = strcmp(url, "/v1/import") == 0;
+        tl_cors = r->route >= 0 && r->route <= ROUTE_BATCH;
         enum MHD_Result ret;
         if (r->route < 0 && (strncmp(url, "/api/", 5) == 0 || strcmp(url, "/metrics") == 0)) {
             r->route = ROUTE_API;
@@ -1391,6 +1429,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     http_server *s = cls;
     tl_status = 0;
     tl_reject = -1;
+    req *known = *con_cls;
+    tl_cors = known && known->route >= 0 && known->route <= ROUTE_BATCH;
     enum MHD_Result ret = handle_request(s, c, url, method, upload_data, upload_data_size, con_cls);
     if (tl_status)
         http__count(&s->counters, tl_status);

@@ -334,6 +334,33 @@ test('refused messages are counted by reason', async () => {
   }
 });
 
+// A page on another origin can send events: ingest answers CORS preflights and lets any
+// origin read its answers; the management API does not.
+test('ingest endpoints answer CORS preflights and carry Access-Control-Allow-Origin', async () => {
+  for (const path of ['/v1/track', '/v1/batch', '/v1/p']) {
+    const pre = await fetch(base + path, { method: 'OPTIONS', headers: {
+      Origin: 'https://app.example', 'Access-Control-Request-Method': 'POST',
+      'Access-Control-Request-Headers': 'content-type,authorization' } });
+    assert.equal(pre.status, 204, path);
+    assert.equal(pre.headers.get('access-control-allow-origin'), '*');
+    assert.match(pre.headers.get('access-control-allow-methods'), /POST/);
+    assert.match(pre.headers.get('access-control-allow-headers'), /Authorization/);
+    assert.match(pre.headers.get('access-control-allow-headers'), /Content-Type/);
+  }
+  const m = msg('track');
+  const ok = await post('/v1/track', m, { headers: { Origin: 'https://app.example' } });
+  assert.equal(ok.status, 200);
+  assert.equal(ok.headers['access-control-allow-origin'], '*');
+  accepted.push(m.messageId);
+  const bad = await post('/v1/track', { userId: 'u' });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.headers['access-control-allow-origin'], '*');
+  assert.equal(bad.headers['access-control-expose-headers'], 'Retry-After');
+  const admin = await api(base, 'GET', '/api/segments', { token: ADMIN });
+  assert.equal(admin.status, 200);
+  assert.equal(admin.headers.get('access-control-allow-origin'), null);
+});
+
 // Ingest validates each message as it will be stored without parsing what it wrote: the
 // members it replaces (type on a single-message endpoint, receivedAt, a null or empty
 // messageId) and the batch-level ones it fills in (sentAt, context) are read in their place.
