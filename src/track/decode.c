@@ -88,7 +88,7 @@ static int type_error(char *err, size_t errlen, const char *field, const char *w
 
 /* The members of the root that decoding reads. A zero jval is absent (J_NONE). */
 typedef struct fields {
-    jval type, event, user_id, anon_id, previous_id, message_id, name;
+    jval type, event, user_id, anon_id, previous_id, group_id, message_id, name;
     jval timestamp, original_ts, sent_at, received_at;
     jval properties, traits, context;
 } fields;
@@ -114,6 +114,7 @@ static jval *slot_for(fields *f, const char *k, size_t n)
         break;
     case 7:
         KEY("context", context);
+        KEY("groupId", group_id);
         break;
     case 9:
         KEY("messageId", message_id);
@@ -430,6 +431,14 @@ static int decode(jval root, const trk_overlay *ov, const trk_schema *schema, in
         if (ev->user_id.n == 0)
             return fail(err, errlen, ONR_E_INVALID, "missing \"userId\" (alias needs it)");
         break;
+    case TRK_GROUP: {
+        trk_str group = empty;
+        if ((rc = opt_str(f.group_id, "groupId", TRK_MAX_ID_BYTES, &group, err, errlen)))
+            return rc;
+        if (group.n == 0)
+            return fail(err, errlen, ONR_E_INVALID, "missing \"groupId\" (group needs it)");
+        break;
+    }
     default:
         break;
     }

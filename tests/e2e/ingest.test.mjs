@@ -451,6 +451,7 @@ test('random messages with duplicate and odd members: every one accepted is run 
     const fits = {
       type: () => pick(['"track"', '"identify"', '"page"', '"screen"', '"group"', '"alias"']),
       userId: () => `"u${Math.floor(rnd() * 50)}"`, anonymousId: () => '"a1"', previousId: () => '"p1"',
+      groupId: () => '"g1"',
       event: () => '"E"', name: () => '"Home"', messageId: () => `"m${Math.floor(rnd() * 1e9)}"`,
       timestamp: () => '"2026-01-02T03:04:05Z"', originalTimestamp: () => '"2026-01-02T03:04:00Z"',
       sentAt: () => '"2026-01-02T03:04:06Z"', receivedAt: () => '"2026-01-02T03:04:07Z"',

@@ -119,6 +119,18 @@ Test(track, decodes_group_traits_as_properties_not_user_traits)
     cr_assert(str_is(ev.traits[0].str, "free"));
 }
 
+Test(track, rejects_a_group_without_a_group_id)
+{
+    cr_assert_eq(decode("{\"type\":\"group\",\"userId\":\"u\"," T0 "}"), ONR_E_INVALID);
+    cr_assert_str_eq(err, "missing \"groupId\" (group needs it)");
+    cr_assert_eq(decode("{\"type\":\"group\",\"userId\":\"u\",\"groupId\":\"\"," T0 "}"),
+                 ONR_E_INVALID);
+    cr_assert_neq(decode("{\"type\":\"group\",\"userId\":\"u\",\"groupId\":7," T0 "}"), 0);
+    cr_assert(strstr(err, "groupId"), "%s", err);
+    cr_assert_eq(decode("{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\"," T0 "}"), 0,
+                 "other kinds need none");
+}
+
 Test(track, decodes_alias_with_previous_id)
 {
     int rc = decode("{\"type\":\"alias\",\"userId\":\"u2\",\"previousId\":\"anon-9\"," T0 "}");
