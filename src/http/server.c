@@ -1290,9 +1290,14 @@ static unsigned feed(req *r, const char *data, size_t n, const char **msg, const
     r->z.avail_in = (uInt)n;
     while (r->z.avail_in > 0) {
         if (r->z_end) {
-            *msg = "data after the end of the gzip body";
-            *limit = NULL;
-            return MHD_HTTP_BAD_REQUEST;
+            /* another member: a gzip file may be several, decompressed one after the other
+             * (RFC 1952, as gunzip reads them) */
+            if (inflateReset(&r->z) != Z_OK) {
+                *msg = "body is not valid gzip";
+                *limit = NULL;
+                return MHD_HTTP_BAD_REQUEST;
+            }
+            r->z_end = false;
         }
         onr_buf_reserve(&r->body, 16384);
         r->z.next_out = (Bytef *)(r->body.data + r->body.len);

@@ -194,6 +194,22 @@ test('a gzip body is accepted, and its decompressed size counts against the limi
   const r2 = await post('/v1/track', zipped, { headers: { 'Content-Encoding': 'gzip' } });
   assert.equal(r2.status, 400);
   assert.equal(r2.json.limit, 'event');
+  // a body of several gzip members reads as their contents one after the other, as gunzip
+  // reads it; what follows a member must be another
+  const m2 = msg('track');
+  const text = JSON.stringify(m2), half = Math.floor(text.length / 2);
+  const two = Buffer.concat([gzipSync(text.slice(0, half)), gzipSync(text.slice(half))]);
+  const r3 = await post('/v1/track', two, { headers: { 'Content-Encoding': 'gzip' } });
+  assert.equal(r3.status, 200, JSON.stringify(r3.json));
+  accepted.push(m2.messageId);
+  const junk = Buffer.concat([gzipSync(JSON.stringify(msg('track'))), Buffer.from('trailing junk')]);
+  const r4 = await post('/v1/track', junk, { headers: { 'Content-Encoding': 'gzip' } });
+  assert.equal(r4.status, 400);
+  assert.match(r4.json.error, /not valid gzip/);
+  const cut = Buffer.concat([gzipSync('{"userId":'), gzipSync('"u","event":"E"}').subarray(0, 12)]);
+  const r5 = await post('/v1/track', cut, { headers: { 'Content-Encoding': 'gzip' } });
+  assert.equal(r5.status, 400);
+  assert.match(r5.json.error, /truncated/);
 });
 
 test('Content-Length with Transfer-Encoding, or two Content-Lengths, is 400', async () => {
