@@ -27,7 +27,7 @@ build: deps $(BUILD)/build.ninja
 # SERVE_OPTS change the defaults (onramp serve --help).
 SERVE_OPTS ?=
 run: build
-	@echo "onramp: starting the server; API at http://127.0.0.1:8088/api/ (see docs/api.md)"
+	@echo "onramp: starting the server (by default on http://127.0.0.1:8088); its \"listening\" and \"api\" log lines give the URLs it serves, docs/api.md the endpoints"
 	$(BUILD)/onramp serve --rules $(RULES) $(SERVE_OPTS)
 
 # A generated day of onboarding replayed through the default rules, with the segment summary.
