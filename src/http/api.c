@@ -19,8 +19,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-static const unsigned status_codes[HTTP_STATUS_KINDS] = {200, 400, 401, 404, 405, 413,
-                                                         415, 422, 429, 500, 503};
+static const unsigned status_codes[HTTP_STATUS_KINDS] = {200, 204, 400, 401, 404, 405,
+                                                         413, 415, 422, 429, 500, 503};
 
 void http__count(http_counters *c, unsigned status)
 {

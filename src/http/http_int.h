@@ -15,7 +15,7 @@
 #define API_MAX_BODY (1024 * 1024)
 
 /* Answers by status, for onramp_http_responses_total. */
-#define HTTP_STATUS_KINDS 11
+#define HTTP_STATUS_KINDS 12
 /* A latency histogram, in the fsync histogram's buckets (elog_fsync_bucket_us). */
 typedef struct http_hist {
     atomic_ullong n, sum_us;

@@ -1800,11 +1800,12 @@ long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window
     *records = 0;
     if (!o->dedup && !o->router)
         return 0;
-    /* a stored message: its own members, the batch context, and what the server added */
+    /* a stored message: its own members, the batch context, and what the server added,
+     * under any limits it was stored with (higher ones included) */
     size_t max_event, max_request;
     if (limits_of(o, &max_event, &max_request, err, errlen))
         return ONR_E_INVALID;
-    jdoc *doc = jdoc_new(http_max_record(max_event, max_request));
+    jdoc *doc = jdoc_new(http_max_record(HTTP_MAX_REQUEST_LIMIT, HTTP_MAX_REQUEST_LIMIT));
     long added = 0;
     char perr[256];
     for (int p = 0; p < elog_partitions(o->log); p++) {

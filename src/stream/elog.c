@@ -535,7 +535,10 @@ static int list_segments(part *p)
  */
 static void extend_active(elog *l, part *p)
 {
-    if (ftruncate(p->fd, (off_t)l->o.segment_bytes) < 0 && !p->extend_failed) {
+    /* never below its records: a segment written under a larger segment_bytes (other limits
+     * at the last start) keeps them all, and the next append rolls it */
+    uint64_t size = ONR_MAX((uint64_t)l->o.segment_bytes, p->size);
+    if (ftruncate(p->fd, (off_t)size) < 0 && !p->extend_failed) {
         p->extend_failed = true; /* appends extend the file as they go; said once */
         say(l, "elog: p%03d: cannot size the active segment ahead: %s", p->idx, strerror(errno));
     }

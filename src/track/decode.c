@@ -432,10 +432,11 @@ static int decode(jval root, const trk_overlay *ov, const trk_schema *schema, in
             return fail(err, errlen, ONR_E_INVALID, "missing \"userId\" (alias needs it)");
         break;
     case TRK_GROUP: {
+        /* checked at ingest only: group messages stored before this rule still run */
         trk_str group = empty;
-        if ((rc = opt_str(f.group_id, "groupId", TRK_MAX_ID_BYTES, &group, err, errlen)))
+        if (ov && (rc = opt_str(f.group_id, "groupId", TRK_MAX_ID_BYTES, &group, err, errlen)))
             return rc;
-        if (group.n == 0)
+        if (ov && group.n == 0)
             return fail(err, errlen, ONR_E_INVALID, "missing \"groupId\" (group needs it)");
         break;
     }

@@ -375,6 +375,7 @@ test('ingest endpoints answer CORS preflights and carry Access-Control-Allow-Ori
   const admin = await api(base, 'GET', '/api/segments', { token: ADMIN });
   assert.equal(admin.status, 200);
   assert.equal(admin.headers.get('access-control-allow-origin'), null);
+  assert.ok(await metricOf(base, ADMIN, 'onramp_http_responses_total{code="204"}') >= 3);
 });
 
 // Ingest validates each message as it will be stored without parsing what it wrote: the

@@ -99,7 +99,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (jdoc_parse(out, b.data, b.len, &stored, es, sizeof(es)))
             abort(); /* the store wrote something that is not JSON */
         int rs = trk_decode_value(stored, &schema, -1, &s, es, sizeof(es));
-        if (ra != rs || strcmp(ea, es) != 0)
+        /* the same answer, but for the rules ingest alone applies (a group's groupId), which
+         * refuse the message before it is stored: what its stored form would say is moot */
+        bool ingest_only = ra != 0 && strstr(ea, "\"groupId\"") != NULL;
+        if (!ingest_only && (ra != rs || strcmp(ea, es) != 0))
             abort();
         if (ra)
             continue;

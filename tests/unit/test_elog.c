@@ -353,6 +353,36 @@ Test(elog, reopening_continues_offsets)
     elog_close(l);
 }
 
+/* A log reopened with smaller segments (a server restarted with lower limits) keeps every
+ * record of an active segment past the new size: the segment is not cut to it, the next
+ * append rolls a new one, and the log opens again after that. */
+Test(elog, reopening_with_smaller_segments_keeps_the_active_segments_records)
+{
+    elog_opts big = {
+        .partitions = 1, .fsync = ELOG_FSYNC_ALWAYS, .segment_bytes = 16384, .max_record = 512};
+    elog *l = open_log(&big);
+    uint64_t n = 80; /* about 9 KB: one segment */
+    for (uint64_t i = 0; i < n; i++)
+        append_rec(l, 0, 0, i);
+    struct elog_stats st;
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_eq(st.segments, 1);
+    cr_assert_eq(elog_close(l), 0);
+
+    elog_opts small = big;
+    small.segment_bytes = 2048;
+    l = open_log(&small);
+    expect_partition(l, 0, 0, 0, n);
+    cr_assert_eq(append_rec(l, 0, 0, n), n);
+    n++;
+    cr_assert_eq(elog_close(l), 0);
+    l = open_log(&small);
+    expect_partition(l, 0, 0, 0, n);
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_eq(st.segments, 2, "the next append rolled a new segment");
+    elog_close(l);
+}
+
 Test(elog, refuses_another_partition_count)
 {
     elog_opts o = {.partitions = 3};
