@@ -10,6 +10,8 @@
 #include <string.h>
 
 #define STRIPES 64
+/* Slots of a stripe's table of claims kept while no claim is open (at most 2 KB a stripe). */
+#define BUSY_KEPT 256
 
 typedef struct entry {
     uint64_t digest;
@@ -219,6 +221,11 @@ void trk_dedup_settle(trk_dedup *d, uint64_t digest, bool stored, int64_t now_ms
     size_t i = find(&s->busy, digest);
     if (i != SIZE_MAX)
         del(&s->busy, i);
+    if (s->busy.count == 0 && s->busy.mask + 1 > BUSY_KEPT) {
+        /* a burst is over: the table its claims grew goes */
+        onr_free_table(s->busy.table, (s->busy.mask + 1) * sizeof(uint64_t));
+        s->busy = (oaset){0};
+    }
     if (stored)
         add_locked(d, s, digest, now_ms);
     pthread_mutex_unlock(&s->mu);
