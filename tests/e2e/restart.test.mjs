@@ -2,11 +2,11 @@
 // the log keeps what was accepted, and a message resent after the restart is still
 // recognised by its messageId and not stored twice, after a clean stop (which saves the
 // recent ids, as it also does every --state-every) and after kill -9 (the log past the
-// saved ids is read).
+// saved ids is read). A record torn by a crash is cut off at start, said in the log.
 // Run: ONRAMP_BIN=build/onramp node --test tests/e2e/
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { appendFileSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -29,6 +29,33 @@ async function track(s, m) {
 }
 
 const stored = () => readLog(join(data, 'log')).map((r) => r.json.messageId);
+
+// A record torn by a crash (its header written, its payload cut short) is cut off at start,
+// with a log line saying how many bytes; the records before it are kept and appends go on.
+test('a torn tail of the event log is cut at start, saying how many bytes', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-torn-'));
+  const serveHere = () => serve(['--data', dir, '--write-key', KEY, '--partitions', '1']);
+  try {
+    const ms = [1, 2, 3].map((i) => ({ userId: 'u-torn', event: `E${i}`, messageId: randomUUID() }));
+    let s = await serveHere();
+    await track(s, ms[0]);
+    await track(s, ms[1]);
+    await stop(s);
+    const part = join(dir, 'log', 'p000');
+    const seg = join(part, readdirSync(part).filter((n) => n.endsWith('.log')).sort().pop());
+    const header = Buffer.alloc(8);
+    header.writeUInt32LE(100, 0); // a 100-byte record, of which 20 bytes made it
+    appendFileSync(seg, Buffer.concat([header, Buffer.from('{"userId":"torn","ev')]));
+
+    s = await serveHere();
+    assert.match(s.log(), /truncated 28 bytes of torn or corrupt tail at byte \d+ .*the 2 records before it are kept/);
+    await track(s, ms[2]);
+    await stop(s);
+    assert.deepEqual(readLog(join(dir, 'log')).map((r) => r.json.messageId), ms.map((m) => m.messageId));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 test('a message resent after a restart is stored once', async () => {
   const m = { userId: 'u-restart', event: 'Signed Up', messageId: randomUUID() };
