@@ -400,6 +400,10 @@ static const char serve_help[] =
     "  --retain-age D        delete checkpointed log older   [7d; 0: keep]     ONRAMP_RETAIN_AGE\n"
     "  --retain-bytes N      or beyond N bytes a partition   [0: no limit]     "
     "ONRAMP_RETAIN_BYTES\n"
+    "  --segment-bytes N     size of the log's segment files [67108864]        "
+    "ONRAMP_SEGMENT_BYTES\n"
+    "                        (retention deletes whole ones; at least twice the largest message\n"
+    "                        the limits store: 2 MiB by default)\n"
     "  --max-event-bytes N   largest message, as sent        [32768]           "
     "ONRAMP_MAX_EVENT_BYTES\n"
     "  --max-request-bytes N largest request body, unzipped  [512000]          "
@@ -440,6 +444,7 @@ static int cmd_serve(int argc, char **argv)
     const char *lag_s = getenv("ONRAMP_MAX_LAG");
     const char *rage_s = getenv("ONRAMP_RETAIN_AGE");
     const char *rbytes_s = getenv("ONRAMP_RETAIN_BYTES");
+    const char *segment_s = getenv("ONRAMP_SEGMENT_BYTES");
     const char *max_event_s = getenv("ONRAMP_MAX_EVENT_BYTES");
     const char *max_request_s = getenv("ONRAMP_MAX_REQUEST_BYTES");
     const char *geoip = getenv("ONRAMP_GEOIP");
@@ -477,6 +482,7 @@ static int cmd_serve(int argc, char **argv)
                             : strcmp(a, "--max-lag") == 0           ? &lag_s
                             : strcmp(a, "--retain-age") == 0        ? &rage_s
                             : strcmp(a, "--retain-bytes") == 0      ? &rbytes_s
+                            : strcmp(a, "--segment-bytes") == 0     ? &segment_s
                             : strcmp(a, "--max-event-bytes") == 0   ? &max_event_s
                             : strcmp(a, "--max-request-bytes") == 0 ? &max_request_s
                             : strcmp(a, "--geoip") == 0             ? &geoip
@@ -596,6 +602,19 @@ static int cmd_serve(int argc, char **argv)
     /* the log takes the largest message these limits store, and segments twice its size */
     eo.max_record = ONR_MAX((size_t)1 << 20, http_max_record(max_event, max_request));
     eo.segment_bytes = ONR_MAX((size_t)64 << 20, 2 * eo.max_record);
+    if (segment_s) {
+        uint64_t seg = 0;
+        if (parse_u64("serve", "--segment-bytes", segment_s, &seg))
+            goto out;
+        if (seg < 2 * (uint64_t)eo.max_record || seg > UINT32_MAX) {
+            fprintf(stderr,
+                    "onramp serve: --segment-bytes must be %llu..%u (at least twice the largest "
+                    "message the limits store), got %llu\n",
+                    2 * (unsigned long long)eo.max_record, UINT32_MAX, (unsigned long long)seg);
+            goto out;
+        }
+        eo.segment_bytes = (size_t)seg;
+    }
     if (geoip && !*geoip)
         geoip = NULL;
     if (geoip) { /* checked now, before the log is opened; the server opens its own */

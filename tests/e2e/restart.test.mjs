@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { BIN, serve, post, readLog, until } from './helpers.mjs';
+import { BIN, api, serve, post, readLog, until } from './helpers.mjs';
 
 const KEY = 'restart-key';
 const data = mkdtempSync(join(tmpdir(), 'onramp-e2e-restart-'));
@@ -52,6 +52,41 @@ test('a torn tail of the event log is cut at start, saying how many bytes', asyn
     await track(s, ms[2]);
     await stop(s);
     assert.deepEqual(readLog(join(dir, 'log')).map((r) => r.json.messageId), ms.map((m) => m.messageId));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Retention: once a checkpoint covers them, a partition's oldest whole segments go while it
+// holds more than --retain-bytes; the engine keeps every user, also across a restart.
+test('retention deletes checkpointed segments past --retain-bytes, and the engine keeps its users', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-retain-'));
+  const seg = 2 * 1024 * 1024;
+  const args = ['--data', dir, '--write-key', KEY, '--admin-token', 'tok', '--partitions', '1',
+    '--segment-bytes', String(seg), '--retain-bytes', String(seg), '--checkpoint-every', '1s'];
+  const metric = async (s, name) => {
+    const m = await api(s.base, 'GET', '/metrics', { token: 'tok' });
+    return Number(m.text.split('\n').find((l) => l.startsWith(name + ' ')).split(' ')[1]);
+  };
+  try {
+    let s = await serve(args);
+    for (let b = 0; b < 80; b++) {
+      const batch = Array.from({ length: 100 }, (_, i) => ({ type: 'track', userId: `u${(b * 100 + i) % 60}`,
+        event: 'Feature Used', messageId: randomUUID(), properties: { pad: 'x'.repeat(600) } }));
+      const r = await post(s.base, '/v1/batch', { batch }, { key: KEY });
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+    }
+    const part = join(dir, 'log', 'p000');
+    const first = readdirSync(part).filter((n) => n.endsWith('.log')).sort()[0];
+    assert.ok(await until(async () => !existsSync(join(part, first))), 'the oldest segment is still there');
+    assert.ok(await until(async () => (await metric(s, 'onramp_log_bytes')) <= 2 * seg),
+      `the partition holds ${await metric(s, 'onramp_log_bytes')} bytes`);
+    assert.equal(await metric(s, 'onramp_engine_users'), 60);
+    await stop(s);
+    s = await serve(args);
+    assert.ok(await until(async () => (await api(s.base, 'GET', '/readyz')).status === 200));
+    assert.equal(await metric(s, 'onramp_engine_users'), 60);
+    await stop(s);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
