@@ -520,10 +520,11 @@ static int cmd_serve(int argc, char **argv)
     }
     for (size_t k = 0; k < nkeys; k++)
         if (strchr(keys[k], ':')) {
+            /* the key itself is a secret: named by its place */
             fprintf(stderr,
-                    "onramp serve: write key \"%s\" contains ':', which HTTP Basic auth takes "
-                    "for the end of the key; senders could not use it\n",
-                    keys[k]);
+                    "onramp serve: write key %zu of %zu contains ':', which HTTP Basic auth "
+                    "takes for the end of the key; senders could not use it\n",
+                    k + 1, nkeys);
             goto out;
         }
 

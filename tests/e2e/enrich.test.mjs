@@ -212,10 +212,11 @@ test('bad limits, write keys with a colon and an unreadable or invalid --geoip f
   // Basic auth ends the key at the first colon: such a key could never be sent
   r = refused(['--write-key', 'good', '--write-key', 'has:colon']);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /write key "has:colon" contains ':'/);
+  assert.match(r.stderr, /write key 2 of 2 contains ':'/);
+  assert.ok(!r.stderr.includes('has:colon'), 'the key itself is not printed');
   r = refused([], { ONRAMP_WRITE_KEY: 'a,b:c' });
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /write key "b:c" contains ':'/);
+  assert.match(r.stderr, /write key 2 of 2 contains ':'/);
 
   const missing = join(tmp, 'no-such.mmdb');
   r = refused(['--geoip', missing]);
