@@ -36,6 +36,12 @@
 #define ROUTE_READYZ (TRK_KIND_COUNT + 2)
 #define ROUTE_API (TRK_KIND_COUNT + 3) /* /api/... and /metrics: api.c */
 
+/* The Segment endpoints: a message kind, or a batch. */
+static bool is_ingest(int route)
+{
+    return route >= 0 && route <= ROUTE_BATCH;
+}
+
 /* Ingest threads stamp receivedAt in one of these slots until the request's appends are
  * done; the smallest stamp is the watermark the engine shards wait for (http_watermark). */
 #define STAMP_SLOTS 512
@@ -640,14 +646,14 @@ static void say_where(char *err, size_t cap, const char *body, long at)
     err[k + wn] = 0;
 }
 
-/* Ends the claims of the messages before item `upto` of w that were to be stored, none of
- * which was written. */
-static void release_claims(http_server *s, const work *w, size_t upto, int64_t now)
+/* Ends the claims of the messages before item `upto` of w that were to be stored in
+ * partition `from` or after, none of which was written. */
+static void release_claims(http_server *s, const work *w, size_t upto, int from, int64_t now)
 {
     if (!s->o.dedup)
         return;
     for (size_t i = 0; i < upto; i++)
-        if (w->part[i] >= 0)
+        if (w->part[i] >= from)
             trk_dedup_settle(s->o.dedup, w->mid[i], false, now);
 }
 
@@ -1006,7 +1012,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                 dup = w->mid[j] == w->mid[i] && w->part[j] >= 0;
             trk_claim cl = dup ? TRK_SEEN : trk_dedup_claim(s->o.dedup, w->mid[i], now);
             if (cl == TRK_BUSY) {
-                release_claims(s, w, i, now);
+                release_claims(s, w, i, 0, now);
                 if (kind >= 0)
                     snprintf(err, sizeof(err), "another request is storing a message with this "
                                                "messageId right now; retry");
@@ -1036,7 +1042,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             continue;
         stored++;
         if (s->o.shards && shard_admit(s->o.shards, w->part[i])) {
-            release_claims(s, w, n, now);
+            release_claims(s, w, n, 0, now);
             rejecting(REJECT_ENGINE_LAG, n);
             ret =
                 send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
@@ -1089,9 +1095,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         ack_wait(a);
         settle_end(s, epoch);
         onr_free(a);
-        for (size_t i = 0; i < n; i++)
-            if (w->part[i] >= failed && s->o.dedup)
-                trk_dedup_settle(s->o.dedup, w->mid[i], false, now);
+        release_claims(s, w, n, failed, now);
         rejecting(REJECT_LOG_ERROR, n);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
@@ -1172,7 +1176,7 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
     char msg[200];
     header_count h = {0, 0, NULL};
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &h);
-    bool ingest_route = r->route <= ROUTE_BATCH;
+    bool ingest_route = is_ingest(r->route);
     if (h.content_length > 1 || (h.content_length && h.transfer_encoding)) {
         if (ingest_route)
             rejecting(REJECT_MALFORMED, 1);
@@ -1337,7 +1341,7 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
             if (strcmp(url, routes[i].path) == 0)
                 r->route = routes[i].route;
         r->import = strcmp(url, "/v1/import") == 0;
-        tl_cors = r->route >= 0 && r->route <= ROUTE_BATCH;
+        tl_cors = is_ingest(r->route);
         enum MHD_Result ret;
         if (r->route < 0 && (strncmp(url, "/api/", 5) == 0 || strcmp(url, "/metrics") == 0)) {
             r->route = ROUTE_API;
@@ -1417,7 +1421,7 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
     }
     r->rejected = true;
     if (r->fail_status) {
-        if (r->route != ROUTE_API)
+        if (is_ingest(r->route))
             rejecting(r->fail_limit ? REJECT_TOO_LARGE : REJECT_MALFORMED, 1);
         return send_error(c, r->fail_status, r->fail_msg, r->fail_limit);
     }
@@ -1435,7 +1439,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     tl_status = 0;
     tl_reject = -1;
     req *known = *con_cls;
-    tl_cors = known && known->route >= 0 && known->route <= ROUTE_BATCH;
+    tl_cors = known && is_ingest(known->route);
     enum MHD_Result ret = handle_request(s, c, url, method, upload_data, upload_data_size, con_cls);
     if (tl_status)
         http__count(&s->counters, tl_status);
@@ -1802,9 +1806,6 @@ long http_dedup_recover(const http_opts *o, const uint64_t *from, int64_t window
         return 0;
     /* a stored message: its own members, the batch context, and what the server added,
      * under any limits it was stored with (higher ones included) */
-    size_t max_event, max_request;
-    if (limits_of(o, &max_event, &max_request, err, errlen))
-        return ONR_E_INVALID;
     jdoc *doc = jdoc_new(http_max_record(HTTP_MAX_REQUEST_LIMIT, HTTP_MAX_REQUEST_LIMIT));
     long added = 0;
     char perr[256];
