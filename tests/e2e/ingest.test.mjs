@@ -50,6 +50,19 @@ function msg(type, extra = {}) {
   return m;
 }
 
+// A server of its own, on a scratch data directory, for a test that needs other flags: runs
+// fn(srv, dir), then stops the server (if fn did not) and removes the directory.
+async function withServer(args, fn) {
+  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-own-'));
+  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok', ...args]);
+  try {
+    return await fn(srv, dir);
+  } finally {
+    if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const singles = {
   track: ['/v1/track', '/v1/t'], identify: ['/v1/identify', '/v1/i'], page: ['/v1/page', '/v1/p'],
   screen: ['/v1/screen', '/v1/s'], group: ['/v1/group', '/v1/g'], alias: ['/v1/alias', '/v1/a'],
@@ -246,109 +259,91 @@ test('a resent messageId is answered 200 and stored once', async () => {
 // A resend that arrives while the first copy is still being stored (a client that timed
 // out and retried, or sent twice at once) is not stored again: it is a resend once the first
 // is durable, and until then it is asked to retry (503, Retry-After), as the first may fail.
-test('resends racing the first copy are stored once', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-race-'));
-  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
-    '--fsync', 'always', '--partitions', '2']);
-  try {
-    const rounds = 12, copies = 8;
-    let busy = 0;
-    for (let r = 0; r < rounds; r++) {
-      const m = msg('track');
-      const answers = await Promise.all(Array.from({ length: copies },
-        () => postTo(srv.base, '/v1/track', m, { key: KEY })));
-      for (const a of answers) {
-        if (a.status === 503) {
-          busy++;
-          assert.equal(a.headers['retry-after'], '1');
-          assert.match(a.json.error, /another request is storing a message with this messageId/);
-        } else {
-          assert.equal(a.status, 200, JSON.stringify(a.json));
-        }
-      }
-      assert.ok(answers.some((a) => a.status === 200), 'one copy is stored');
-      // the retry of a copy asked to wait is a resend now
-      const again = await postTo(srv.base, '/v1/track', m, { key: KEY });
-      assert.equal(again.status, 200);
-    }
-    assert.equal(await metricOf(srv.base, 'tok', 'onramp_log_records_total'), rounds);
-    assert.equal(await metricOf(srv.base, 'tok', 'onramp_ingest_events_total'), rounds);
-    assert.equal(await metricOf(srv.base, 'tok',
-      'onramp_ingest_rejected_total{reason="resend_in_flight"}'), busy);
-    // a batch whose messages repeat one another stores each once, and is not held up by itself
+test('resends racing the first copy are stored once', () => withServer([
+  '--fsync', 'always', '--partitions', '2',
+], async (srv) => {
+  const rounds = 12, copies = 8;
+  let busy = 0;
+  for (let r = 0; r < rounds; r++) {
     const m = msg('track');
-    const b = await postTo(srv.base, '/v1/batch',
-      { batch: [{ type: 'track', ...m }, { type: 'track', ...m }] }, { key: KEY });
-    assert.equal(b.status, 200, JSON.stringify(b.json));
-    assert.equal(await metricOf(srv.base, 'tok', 'onramp_log_records_total'), rounds + 1);
-    console.log(`# ${busy} of ${rounds * copies} racing copies were asked to retry`);
-  } finally {
-    srv.proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    const answers = await Promise.all(Array.from({ length: copies },
+      () => postTo(srv.base, '/v1/track', m, { key: KEY })));
+    for (const a of answers) {
+      if (a.status === 503) {
+        busy++;
+        assert.equal(a.headers['retry-after'], '1');
+        assert.match(a.json.error, /another request is storing a message with this messageId/);
+      } else {
+        assert.equal(a.status, 200, JSON.stringify(a.json));
+      }
+    }
+    assert.ok(answers.some((a) => a.status === 200), 'one copy is stored');
+    // the retry of a copy asked to wait is a resend now
+    const again = await postTo(srv.base, '/v1/track', m, { key: KEY });
+    assert.equal(again.status, 200);
   }
-});
+  assert.equal(await metricOf(srv.base, 'tok', 'onramp_log_records_total'), rounds);
+  assert.equal(await metricOf(srv.base, 'tok', 'onramp_ingest_events_total'), rounds);
+  assert.equal(await metricOf(srv.base, 'tok',
+    'onramp_ingest_rejected_total{reason="resend_in_flight"}'), busy);
+  // a batch whose messages repeat one another stores each once, and is not held up by itself
+  const m = msg('track');
+  const b = await postTo(srv.base, '/v1/batch',
+    { batch: [{ type: 'track', ...m }, { type: 'track', ...m }] }, { key: KEY });
+  assert.equal(b.status, 200, JSON.stringify(b.json));
+  assert.equal(await metricOf(srv.base, 'tok', 'onramp_log_records_total'), rounds + 1);
+  console.log(`# ${busy} of ${rounds * copies} racing copies were asked to retry`);
+}));
 
 // Raised limits reach the event log and the engine: a message over the log's default record
 // size (1 MiB) is stored and run, and a batch whose copies of its context would not fit one
 // write of the log is refused with 400 instead of failing with 503 on every retry.
-test('raised limits store and run messages over 1 MiB', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-big-'));
-  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
-    '--max-request-bytes', '4000000', '--max-event-bytes', '3000000', '--partitions', '2']);
-  try {
-    const big = await postTo(srv.base, '/v1/track',
-      msg('track', { properties: { pad: 'x'.repeat(2000000) } }), { key: KEY });
-    assert.equal(big.status, 200, JSON.stringify(big.json));
-    const items = (n) => Array.from({ length: n }, () => ({ type: 'track', ...msg('track') }));
-    const context = { pad: 'y'.repeat(1900000) };
-    const fits = await postTo(srv.base, '/v1/batch', { batch: items(20), context }, { key: KEY });
-    assert.equal(fits.status, 200, JSON.stringify(fits.json));
-    const over = await postTo(srv.base, '/v1/batch', { batch: items(40), context }, { key: KEY });
-    assert.equal(over.status, 400);
-    assert.equal(over.json.limit, 'request');
-    assert.match(over.json.error, /take more than \d+ bytes once stored/);
-    await until(async () => (await metricOf(srv.base, 'tok', 'onramp_engine_events_total')) === 21);
-    assert.equal(await metricOf(srv.base, 'tok', 'onramp_engine_records_skipped_total'), 0);
-  } finally {
-    srv.proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+test('raised limits store and run messages over 1 MiB', () => withServer([
+  '--max-request-bytes', '4000000', '--max-event-bytes', '3000000', '--partitions', '2',
+], async (srv) => {
+  const big = await postTo(srv.base, '/v1/track',
+    msg('track', { properties: { pad: 'x'.repeat(2000000) } }), { key: KEY });
+  assert.equal(big.status, 200, JSON.stringify(big.json));
+  const items = (n) => Array.from({ length: n }, () => ({ type: 'track', ...msg('track') }));
+  const context = { pad: 'y'.repeat(1900000) };
+  const fits = await postTo(srv.base, '/v1/batch', { batch: items(20), context }, { key: KEY });
+  assert.equal(fits.status, 200, JSON.stringify(fits.json));
+  const over = await postTo(srv.base, '/v1/batch', { batch: items(40), context }, { key: KEY });
+  assert.equal(over.status, 400);
+  assert.equal(over.json.limit, 'request');
+  assert.match(over.json.error, /take more than \d+ bytes once stored/);
+  await until(async () => (await metricOf(srv.base, 'tok', 'onramp_engine_events_total')) === 21);
+  assert.equal(await metricOf(srv.base, 'tok', 'onramp_engine_records_skipped_total'), 0);
+}));
 
 // /metrics counts the messages ingest refused, by reason: each message of a refused request,
 // or one for a request refused before its messages could be counted.
-test('refused messages are counted by reason', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-rejected-'));
-  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
-    '--partitions', '2', '--rate-limit', '5', '--rate-burst', '5']);
-  try {
-    const send = (path, body, opts = {}) => postTo(srv.base, path, body, { key: KEY, ...opts });
-    const rejected = async (reason) =>
-      metricOf(srv.base, 'tok', `onramp_ingest_rejected_total{reason="${reason}"}`);
-    assert.equal((await send('/v1/track', '{"userId":')).status, 400);
-    assert.equal((await send('/v1/batch', { sentAt: '2026-01-01T00:00:00Z' })).status, 400);
-    assert.equal((await send('/v1/track', msg('track'), { headers: { 'Content-Encoding': 'br' } })).status, 415);
-    assert.equal(await rejected('malformed'), 3);
-    const bad = await send('/v1/batch', { batch: [{ type: 'track', ...msg('track') },
-      { type: 'track', userId: 'u' }, { type: 'page', ...msg('page') }] });
-    assert.equal(bad.status, 400);
-    assert.equal(await rejected('invalid'), 3);
-    const big = await send('/v1/track', msg('track', { properties: { pad: 'x'.repeat(40000) } }));
-    assert.equal(big.status, 400);
-    assert.equal(await rejected('too_large'), 1);
-    assert.equal((await send('/v1/track', msg('track'), { key: 'not-a-key' })).status, 401);
-    assert.equal(await rejected('unauthorized'), 1);
-    const many = await send('/v1/batch', { batch: Array.from({ length: 6 }, () => ({ type: 'track', ...msg('track') })) });
-    assert.equal(many.status, 429);
-    assert.equal(await rejected('rate_limited'), 6);
-    for (const reason of ['engine_lag', 'resend_in_flight', 'log_error'])
-      assert.equal(await rejected(reason), 0, reason);
-    assert.equal(await metricOf(srv.base, 'tok', 'onramp_ingest_events_total'), 0);
-  } finally {
-    srv.proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+test('refused messages are counted by reason', () => withServer([
+  '--partitions', '2', '--rate-limit', '5', '--rate-burst', '5',
+], async (srv) => {
+  const send = (path, body, opts = {}) => postTo(srv.base, path, body, { key: KEY, ...opts });
+  const rejected = async (reason) =>
+    metricOf(srv.base, 'tok', `onramp_ingest_rejected_total{reason="${reason}"}`);
+  assert.equal((await send('/v1/track', '{"userId":')).status, 400);
+  assert.equal((await send('/v1/batch', { sentAt: '2026-01-01T00:00:00Z' })).status, 400);
+  assert.equal((await send('/v1/track', msg('track'), { headers: { 'Content-Encoding': 'br' } })).status, 415);
+  assert.equal(await rejected('malformed'), 3);
+  const bad = await send('/v1/batch', { batch: [{ type: 'track', ...msg('track') },
+    { type: 'track', userId: 'u' }, { type: 'page', ...msg('page') }] });
+  assert.equal(bad.status, 400);
+  assert.equal(await rejected('invalid'), 3);
+  const big = await send('/v1/track', msg('track', { properties: { pad: 'x'.repeat(40000) } }));
+  assert.equal(big.status, 400);
+  assert.equal(await rejected('too_large'), 1);
+  assert.equal((await send('/v1/track', msg('track'), { key: 'not-a-key' })).status, 401);
+  assert.equal(await rejected('unauthorized'), 1);
+  const many = await send('/v1/batch', { batch: Array.from({ length: 6 }, () => ({ type: 'track', ...msg('track') })) });
+  assert.equal(many.status, 429);
+  assert.equal(await rejected('rate_limited'), 6);
+  for (const reason of ['engine_lag', 'resend_in_flight', 'log_error'])
+    assert.equal(await rejected(reason), 0, reason);
+  assert.equal(await metricOf(srv.base, 'tok', 'onramp_ingest_events_total'), 0);
+}));
 
 // A page on another origin can send events: ingest answers CORS preflights and lets any
 // origin read its answers; the management API does not.
@@ -382,140 +377,128 @@ test('ingest endpoints answer CORS preflights and carry Access-Control-Allow-Ori
 // members it replaces (type on a single-message endpoint, receivedAt, a null or empty
 // messageId) and the batch-level ones it fills in (sentAt, context) are read in their place.
 // Duplicate keys are valid JSON, and the first one counts, both here and in the engine.
-test('messages are validated as they are stored: replaced, filled-in and duplicate members', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-stored-'));
-  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
-    '--partitions', '2']);
-  try {
-    const send = (path, body) => postTo(srv.base, path, body, { key: KEY });
-    const tag = randomUUID().slice(0, 8);
-    const ok = [];
-    const good = async (path, body, n) => {
-      const r = await send(path, body);
-      assert.equal(r.status, 200, `${body}: ${JSON.stringify(r.json)}`);
-      ok.push(n);
-    };
-    // replaced by the endpoint and the server: not validated
-    await good('/v1/track', `{"type":42,"userId":"u-${tag}","event":"E","receivedAt":"yesterday"}`, 1);
-    // the first non-empty messageId is the one stored, and resends of it are recognised
-    await good('/v1/batch', `{"batch":[{"type":"track","userId":"u-${tag}","event":"E",` +
-      `"messageId":null,"messageId":"dup-${tag}","messageId":"later-${tag}"}]}`, 1);
-    // the first context is the one stored; the batch's fills in what it lacks
-    await good('/v1/batch', `{"context":{"traits":5,"library":{"name":"b-${tag}"}},"batch":[` +
-      `{"type":"identify","userId":"c-${tag}","context":{"traits":{"plan":"pro"}},"context":7}]}`, 1);
-    // the batch's sentAt for an item without one
-    await good('/v1/batch', `{"sentAt":"2026-01-02T03:04:05.000Z","batch":[` +
-      `{"type":"track","userId":"s-${tag}","event":"E","originalTimestamp":"2026-01-02T03:04:00.000Z"},` +
-      `{"type":"track","userId":"s-${tag}","event":"E","sentAt":null}]}`, 2);
+test('messages are validated as they are stored: replaced, filled-in and duplicate members', () => withServer([
+  '--partitions', '2',
+], async (srv, dir) => {
+  const send = (path, body) => postTo(srv.base, path, body, { key: KEY });
+  const tag = randomUUID().slice(0, 8);
+  const ok = [];
+  const good = async (path, body, n) => {
+    const r = await send(path, body);
+    assert.equal(r.status, 200, `${body}: ${JSON.stringify(r.json)}`);
+    ok.push(n);
+  };
+  // replaced by the endpoint and the server: not validated
+  await good('/v1/track', `{"type":42,"userId":"u-${tag}","event":"E","receivedAt":"yesterday"}`, 1);
+  // the first non-empty messageId is the one stored, and resends of it are recognised
+  await good('/v1/batch', `{"batch":[{"type":"track","userId":"u-${tag}","event":"E",` +
+    `"messageId":null,"messageId":"dup-${tag}","messageId":"later-${tag}"}]}`, 1);
+  // the first context is the one stored; the batch's fills in what it lacks
+  await good('/v1/batch', `{"context":{"traits":5,"library":{"name":"b-${tag}"}},"batch":[` +
+    `{"type":"identify","userId":"c-${tag}","context":{"traits":{"plan":"pro"}},"context":7}]}`, 1);
+  // the batch's sentAt for an item without one
+  await good('/v1/batch', `{"sentAt":"2026-01-02T03:04:05.000Z","batch":[` +
+    `{"type":"track","userId":"s-${tag}","event":"E","originalTimestamp":"2026-01-02T03:04:00.000Z"},` +
+    `{"type":"track","userId":"s-${tag}","event":"E","sentAt":null}]}`, 2);
 
-    const bad = async (body, reason) => {
-      const r = await send('/v1/batch', body);
-      assert.equal(r.status, 400, body);
-      assert.equal(r.json.errors[0].reason, reason, JSON.stringify(r.json));
-    };
-    await bad(`{"context":{"traits":5},"batch":[{"type":"identify","userId":"x"}]}`,
-      '"context.traits" must be an object, got number');
-    await bad(`{"context":{"traits":5},"batch":[{"type":"identify","userId":"x","context":{}}]}`,
-      '"context.traits" must be an object, got number');
-    await bad(`{"context":"web","batch":[{"type":"identify","userId":"x"}]}`,
-      '"context" must be an object, got string');
-    await bad(`{"sentAt":"soon","batch":[{"type":"track","userId":"x","event":"E"}]}`,
-      '"sentAt" is not a valid ISO-8601 time: "soon"');
-    await bad(`{"batch":[{"type":"track","userId":"x","event":"E","messageId":"","messageId":7}]}`,
-      '"messageId" must be a string, got number');
+  const bad = async (body, reason) => {
+    const r = await send('/v1/batch', body);
+    assert.equal(r.status, 400, body);
+    assert.equal(r.json.errors[0].reason, reason, JSON.stringify(r.json));
+  };
+  await bad(`{"context":{"traits":5},"batch":[{"type":"identify","userId":"x"}]}`,
+    '"context.traits" must be an object, got number');
+  await bad(`{"context":{"traits":5},"batch":[{"type":"identify","userId":"x","context":{}}]}`,
+    '"context.traits" must be an object, got number');
+  await bad(`{"context":"web","batch":[{"type":"identify","userId":"x"}]}`,
+    '"context" must be an object, got string');
+  await bad(`{"sentAt":"soon","batch":[{"type":"track","userId":"x","event":"E"}]}`,
+    '"sentAt" is not a valid ISO-8601 time: "soon"');
+  await bad(`{"batch":[{"type":"track","userId":"x","event":"E","messageId":"","messageId":7}]}`,
+    '"messageId" must be a string, got number');
 
-    const resend = await send('/v1/track', { userId: `u-${tag}`, event: 'E', messageId: `dup-${tag}` });
-    assert.equal(resend.status, 200);
-    const stored = ok.reduce((a, b) => a + b, 0);
-    const metric = (name) => metricOf(srv.base, 'tok', name);
-    assert.equal(await metric('onramp_ingest_events_total'), stored);
-    assert.equal(await metric('onramp_ingest_duplicates_total'), 1);
-    // the engine decodes every stored message
-    assert.equal(await until(async () => (await metric('onramp_engine_events_total')) === stored), true);
-    assert.equal(await metric('onramp_engine_records_skipped_total'), 0);
+  const resend = await send('/v1/track', { userId: `u-${tag}`, event: 'E', messageId: `dup-${tag}` });
+  assert.equal(resend.status, 200);
+  const stored = ok.reduce((a, b) => a + b, 0);
+  const metric = (name) => metricOf(srv.base, 'tok', name);
+  assert.equal(await metric('onramp_ingest_events_total'), stored);
+  assert.equal(await metric('onramp_ingest_duplicates_total'), 1);
+  // the engine decodes every stored message
+  assert.equal(await until(async () => (await metric('onramp_engine_events_total')) === stored), true);
+  assert.equal(await metric('onramp_engine_records_skipped_total'), 0);
 
-    assert.equal(await srv.stop(), 0, srv.log());
-    const recs = readLog(join(dir, 'log'));
-    assert.equal(recs.length, stored);
-    const byUser = (u) => recs.filter((r) => r.json.userId === u).map((r) => r.json);
-    assert.equal(byUser(`u-${tag}`)[0].type, 'track');
-    // (JSON.parse keeps the last of duplicate keys: the stored text is read instead)
-    const firstId = (r) => r.text.match(/"messageId":("[^"]*"|null)/)[1];
-    assert.ok(recs.some((r) => firstId(r) === `"dup-${tag}"`));
-    const c = byUser(`c-${tag}`)[0].context;
-    assert.deepEqual(c.traits, { plan: 'pro' });
-    assert.equal(c.library.name, `b-${tag}`);
-    assert.deepEqual(byUser(`s-${tag}`).map((m) => m.sentAt).sort(), ['2026-01-02T03:04:05.000Z', null]);
-  } finally {
-    if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+  assert.equal(await srv.stop(), 0, srv.log());
+  const recs = readLog(join(dir, 'log'));
+  assert.equal(recs.length, stored);
+  const byUser = (u) => recs.filter((r) => r.json.userId === u).map((r) => r.json);
+  assert.equal(byUser(`u-${tag}`)[0].type, 'track');
+  // (JSON.parse keeps the last of duplicate keys: the stored text is read instead)
+  const firstId = (r) => r.text.match(/"messageId":("[^"]*"|null)/)[1];
+  assert.ok(recs.some((r) => firstId(r) === `"dup-${tag}"`));
+  const c = byUser(`c-${tag}`)[0].context;
+  assert.deepEqual(c.traits, { plan: 'pro' });
+  assert.equal(c.library.name, `b-${tag}`);
+  assert.deepEqual(byUser(`s-${tag}`).map((m) => m.sentAt).sort(), ['2026-01-02T03:04:05.000Z', null]);
+}));
 
 // Random messages, seeded: the members decoding reads, in any order, given twice, null or of
 // the wrong type, with or without a batch-level context and sentAt. Whatever ingest accepts,
 // the engine must run as ingest validated it: none of it skipped as undecodable.
-test('random messages with duplicate and odd members: every one accepted is run by the engine', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'onramp-e2e-random-'));
-  const srv = await serve(['--data', dir, '--write-key', KEY, '--admin-token', 'tok',
-    '--partitions', '4']);
-  try {
-    let seed = 20261204;
-    const rnd = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff; };
-    const pick = (a) => a[Math.floor(rnd() * a.length)];
-    const odd = ['null', '""', '"x"', '5', 'true', '{}', '[]', '"soon"', '{"traits":5}',
-      '{"traits":null}', '"a\\"b"', '"\\u00e9"'];
-    const fits = {
-      type: () => pick(['"track"', '"identify"', '"page"', '"screen"', '"group"', '"alias"']),
-      userId: () => `"u${Math.floor(rnd() * 50)}"`, anonymousId: () => '"a1"', previousId: () => '"p1"',
-      groupId: () => '"g1"',
-      event: () => '"E"', name: () => '"Home"', messageId: () => `"m${Math.floor(rnd() * 1e9)}"`,
-      timestamp: () => '"2026-01-02T03:04:05Z"', originalTimestamp: () => '"2026-01-02T03:04:00Z"',
-      sentAt: () => '"2026-01-02T03:04:06Z"', receivedAt: () => '"2026-01-02T03:04:07Z"',
-      context: () => pick(['{"traits":{"plan":"p"}}', '{}', '{"ip":"1.2.3.4"}']),
-      properties: () => '{"feature":"f"}', traits: () => '{"plan":"q"}', integrations: () => '{}',
-    };
-    const keys = Object.keys(fits);
-    const item = () => {
-      const members = [`"type":${fits.type()}`, `"userId":${fits.userId()}`];
-      for (let i = Math.floor(rnd() * 8); i >= 0; i--) {
-        const k = pick(keys);
-        members.push(`"${k}":${rnd() < 0.75 ? fits[k]() : pick(odd)}`);
-      }
-      for (let i = members.length - 1; i > 0; i--) {
-        const j = Math.floor(rnd() * (i + 1));
-        [members[i], members[j]] = [members[j], members[i]];
-      }
-      return `{${members.join(',')}}`;
-    };
-    const answers = { 200: 0, 400: 0 };
-    for (let r = 0; r < 1500; r++) {
-      const items = Array.from({ length: 1 + Math.floor(rnd() * 3) }, item);
-      let res;
-      if (items.length === 1 && rnd() < 0.3) {
-        res = await postTo(srv.base, pick(['/v1/track', '/v1/identify', '/v1/page', '/v1/alias']), items[0], { key: KEY });
-      } else {
-        const top = [];
-        if (rnd() < 0.3) top.push(`"context":${rnd() < 0.5 ? fits.context() : pick(odd)}`);
-        if (rnd() < 0.3) top.push(`"sentAt":${rnd() < 0.5 ? fits.sentAt() : pick(odd)}`);
-        top.push(`"batch":[${items.join(',')}]`);
-        res = await postTo(srv.base, '/v1/batch', `{${top.join(',')}}`, { key: KEY });
-      }
-      assert.ok(res.status in answers, `${res.status}: ${JSON.stringify(res.json)}`);
-      answers[res.status]++;
+test('random messages with duplicate and odd members: every one accepted is run by the engine', () => withServer([
+  '--partitions', '4',
+], async (srv) => {
+  let seed = 20261204;
+  const rnd = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff; };
+  const pick = (a) => a[Math.floor(rnd() * a.length)];
+  const odd = ['null', '""', '"x"', '5', 'true', '{}', '[]', '"soon"', '{"traits":5}',
+    '{"traits":null}', '"a\\"b"', '"\\u00e9"'];
+  const fits = {
+    type: () => pick(['"track"', '"identify"', '"page"', '"screen"', '"group"', '"alias"']),
+    userId: () => `"u${Math.floor(rnd() * 50)}"`, anonymousId: () => '"a1"', previousId: () => '"p1"',
+    groupId: () => '"g1"',
+    event: () => '"E"', name: () => '"Home"', messageId: () => `"m${Math.floor(rnd() * 1e9)}"`,
+    timestamp: () => '"2026-01-02T03:04:05Z"', originalTimestamp: () => '"2026-01-02T03:04:00Z"',
+    sentAt: () => '"2026-01-02T03:04:06Z"', receivedAt: () => '"2026-01-02T03:04:07Z"',
+    context: () => pick(['{"traits":{"plan":"p"}}', '{}', '{"ip":"1.2.3.4"}']),
+    properties: () => '{"feature":"f"}', traits: () => '{"plan":"q"}', integrations: () => '{}',
+  };
+  const keys = Object.keys(fits);
+  const item = () => {
+    const members = [`"type":${fits.type()}`, `"userId":${fits.userId()}`];
+    for (let i = Math.floor(rnd() * 8); i >= 0; i--) {
+      const k = pick(keys);
+      members.push(`"${k}":${rnd() < 0.75 ? fits[k]() : pick(odd)}`);
     }
-    // both kinds of answer are common, so that the check below covers many stored messages
-    assert.ok(answers[200] > 200 && answers[400] > 200, JSON.stringify(answers));
-    const metric = (name) => metricOf(srv.base, 'tok', name);
-    const stored = await metric('onramp_ingest_events_total');
-    assert.equal(await until(async () => (await metric('onramp_engine_events_total')) === stored), true);
-    assert.equal(await metric('onramp_engine_records_skipped_total'), 0, srv.log());
-    assert.equal(await srv.stop(), 0, srv.log());
-  } finally {
-    if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    for (let i = members.length - 1; i > 0; i--) {
+      const j = Math.floor(rnd() * (i + 1));
+      [members[i], members[j]] = [members[j], members[i]];
+    }
+    return `{${members.join(',')}}`;
+  };
+  const answers = { 200: 0, 400: 0 };
+  for (let r = 0; r < 1500; r++) {
+    const items = Array.from({ length: 1 + Math.floor(rnd() * 3) }, item);
+    let res;
+    if (items.length === 1 && rnd() < 0.3) {
+      res = await postTo(srv.base, pick(['/v1/track', '/v1/identify', '/v1/page', '/v1/alias']), items[0], { key: KEY });
+    } else {
+      const top = [];
+      if (rnd() < 0.3) top.push(`"context":${rnd() < 0.5 ? fits.context() : pick(odd)}`);
+      if (rnd() < 0.3) top.push(`"sentAt":${rnd() < 0.5 ? fits.sentAt() : pick(odd)}`);
+      top.push(`"batch":[${items.join(',')}]`);
+      res = await postTo(srv.base, '/v1/batch', `{${top.join(',')}}`, { key: KEY });
+    }
+    assert.ok(res.status in answers, `${res.status}: ${JSON.stringify(res.json)}`);
+    answers[res.status]++;
   }
-});
+  // both kinds of answer are common, so that the check below covers many stored messages
+  assert.ok(answers[200] > 200 && answers[400] > 200, JSON.stringify(answers));
+  const metric = (name) => metricOf(srv.base, 'tok', name);
+  const stored = await metric('onramp_ingest_events_total');
+  assert.equal(await until(async () => (await metric('onramp_engine_events_total')) === stored), true);
+  assert.equal(await metric('onramp_engine_records_skipped_total'), 0, srv.log());
+  assert.equal(await srv.stop(), 0, srv.log());
+}));
 
 test('after SIGTERM the server exits 0 and the log holds exactly the accepted messages', async () => {
   // the engine runs every message this file's tests stored, odd ones included: what ingest
