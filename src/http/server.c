@@ -1294,6 +1294,14 @@ static unsigned feed(req *r, const char *data, size_t n, const char **msg, const
     r->z.avail_in = (uInt)n;
     while (r->z.avail_in > 0) {
         if (r->z_end) {
+            /* zero bytes after a member are padding, skipped as gunzip and Python's gzip
+             * skip them (tape blocks, fixed-size buffers) */
+            while (r->z.avail_in > 0 && *r->z.next_in == 0) {
+                r->z.next_in++;
+                r->z.avail_in--;
+            }
+            if (r->z.avail_in == 0)
+                break;
             /* another member: a gzip file may be several, decompressed one after the other
              * (RFC 1952, as gunzip reads them) */
             if (inflateReset(&r->z) != Z_OK) {

@@ -208,13 +208,20 @@ test('a gzip body is accepted, and its decompressed size counts against the limi
   assert.equal(r2.status, 400);
   assert.equal(r2.json.limit, 'event');
   // a body of several gzip members reads as their contents one after the other, as gunzip
-  // reads it; what follows a member must be another
+  // reads it; what follows a member must be another, or zero bytes
   const m2 = msg('track');
   const text = JSON.stringify(m2), half = Math.floor(text.length / 2);
   const two = Buffer.concat([gzipSync(text.slice(0, half)), gzipSync(text.slice(half))]);
   const r3 = await post('/v1/track', two, { headers: { 'Content-Encoding': 'gzip' } });
   assert.equal(r3.status, 200, JSON.stringify(r3.json));
   accepted.push(m2.messageId);
+  // zero bytes after the last member (or between members) are padding, as gunzip skips them
+  const m3 = msg('track');
+  const t3 = JSON.stringify(m3), h3 = Math.floor(t3.length / 2), zeros = Buffer.alloc(700);
+  const padded = Buffer.concat([gzipSync(t3.slice(0, h3)), zeros, gzipSync(t3.slice(h3)), zeros]);
+  const r6 = await post('/v1/track', padded, { headers: { 'Content-Encoding': 'gzip' } });
+  assert.equal(r6.status, 200, JSON.stringify(r6.json));
+  accepted.push(m3.messageId);
   const junk = Buffer.concat([gzipSync(JSON.stringify(msg('track'))), Buffer.from('trailing junk')]);
   const r4 = await post('/v1/track', junk, { headers: { 'Content-Encoding': 'gzip' } });
   assert.equal(r4.status, 400);
