@@ -8,6 +8,8 @@
 # 1. Peak rates with wrk (bench/wrk/post.lua): POST /v1/track of one message, and /v1/batch of
 #    100, against nginx, onramp `--fsync batch` (the default policy) and onramp
 #    `--fsync everysec` (the same path without waiting for a disk flush); the ratios to nginx.
+#    For onramp, also how many records its engine had still to run when the peak ended, and
+#    how long it took to run them (the engine may trail ingest by up to --max-lag records).
 # 2. Latency at 70% of onramp's peak track rate (and batch rate), from bench/loadgen: a fixed
 #    request rate, open loop, latency from each request's due time to its 200. Beside it, for
 #    onramp, the server's own p99 from its /metrics histograms, to the bucket bound: from the
@@ -185,6 +187,25 @@ log_stats() { # SERVER
         /^onramp_http_responses_total\{code="200"\} / { ok = $2 }
         END { print r + 0, d + 0, c + 0, s + 0, ok + 0 }' || echo 0 0 0 0 0
 }
+# How many records the engine has still to run (all partitions), and, from now, the seconds
+# until it has run them all (up to 120): a peak measures ingest, and the engine may fall
+# behind during it by up to --max-lag records a partition (docs/api.md, "Backpressure");
+# these say by how much it did.
+engine_lag() { # SERVER
+    curl -sf -H "Authorization: Bearer $admin" "${surl[$1]}/metrics" |
+        awk '/^onramp_engine_lag_records/ { s += $2 } END { print s + 0 }' || echo 0
+}
+catch_up_s() { # SERVER; prints the seconds and the reads of /metrics it took
+    local t0 t1 n=0
+    t0=$(date +%s%N)
+    for _ in $(seq 1200); do
+        n=$((n + 1))
+        [ "$(engine_lag "$1")" = 0 ] && break
+        sleep 0.1
+    done
+    t1=$(date +%s%N)
+    awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN { printf "%.1f %d", (b - a) / 1e9, n }'
+}
 # The same, once the requests wrk left in flight have been answered (two reads alike), and
 # how many reads that took: each read of /metrics is itself an answer 200.
 settled_stats() { # SERVER
@@ -229,7 +250,7 @@ steal_pct() {
 # peak NAME SERVER TEMPLATE PATH EVENTS: wrk for $secs, plus the server's CPU and, for
 # onramp, what reached its log
 peak() {
-    local out=$tmp/$1.out c0 c1 l0="0 0 0 0 0 0" l1="0 0 0 0 0 0" pid=${spid[$2]} m0 m1
+    local out=$tmp/$1.out c0 c1 l0="0 0 0 0 0 0" l1="0 0 0 0 0 0" pid=${spid[$2]} m0 m1 lag=0 cu=0 reads=0
     c0=$(cpu_ticks "$pid")
     [ "$2" != nginx ] && l0=$(settled_stats "$2")
     m0=$(cpu_stat)
@@ -237,16 +258,21 @@ peak() {
         "$3" "$auth" "$4" "$5" >"$out" 2>&1 || true
     m1=$(cpu_stat)
     c1=$(cpu_ticks "$pid")
-    [ "$2" != nginx ] && l1=$(settled_stats "$2")
+    if [ "$2" != nginx ]; then
+        lag=$(engine_lag "$2")
+        read -r cu reads <<<"$(catch_up_s "$2")"
+        reads=$((reads + 1))
+        l1=$(settled_stats "$2")
+    fi
     alive "$2"
     check "$out" "$1"
     local extra
     extra=$(awk -v a="$c0" -v b="$c1" -v hz="$hz" -v s="$secs" -v l0="$l0" -v l1="$l1" \
-        -v st="$(steal_pct "$m0" "$m1")" 'BEGIN {
+        -v st="$(steal_pct "$m0" "$m1")" -v lag="$lag" -v cu="$cu" -v reads="$reads" 'BEGIN {
         split(l0, x, " "); split(l1, y, " "); n = y[3] - x[3];
-        printf "{\"server_cores\":%.2f,\"log_records\":%d,\"duplicates\":%d,\"fsyncs\":%d,\"fsync_ms_mean\":%.2f,\"server_200s\":%d,\"steal_pct\":%s}",
+        printf "{\"server_cores\":%.2f,\"log_records\":%d,\"duplicates\":%d,\"fsyncs\":%d,\"fsync_ms_mean\":%.2f,\"server_200s\":%d,\"steal_pct\":%s,\"engine_lag_at_end\":%d,\"engine_catch_up_s\":%s}",
             (b - a) / hz / s, y[1] - x[1], y[2] - x[2], n, n ? (y[4] - x[4]) * 1000 / n : 0,
-            y[5] - x[5] - y[6], st }')
+            y[5] - x[5] - y[6] - reads, st, lag, cu }')
     jq -c --argjson x "$extra" '. + $x' <<<"$(sed -n 's/^wrk-result //p' "$out")" >"$tmp/$1.json" \
         2>/dev/null || echo '{}' >"$tmp/$1.json"
     if [ "$(jq '.duplicates // 0' "$tmp/$1.json")" != 0 ]; then
@@ -355,6 +381,9 @@ row "log records / events answered 200" "" "$(per_event batch-track) / $(per_eve
     "$(per_event everysec-track) / $(per_event everysec-batch)" ""
 row "fsync mean, ms (track / batch)" "" "$(fsync_ms batch-track) / $(fsync_ms batch-batch)" "" \
     "$(fsync_ms everysec-track) / $(fsync_ms everysec-batch)" ""
+behind() { jq -r '"\(.engine_lag_at_end // "-") (\(.engine_catch_up_s // "-") s)"' "$tmp/$1.json"; }
+row "engine behind at the end, records (catch-up)" "" "$(behind batch-track) / $(behind batch-batch)" "" \
+    "$(behind everysec-track) / $(behind everysec-batch)" ""
 row "steal, % of CPU (track / batch)" "$(v nginx-track .steal_pct) / $(v nginx-batch .steal_pct)" \
     "$(v batch-track .steal_pct) / $(v batch-batch .steal_pct)" "" \
     "$(v everysec-track .steal_pct) / $(v everysec-batch .steal_pct)" ""
