@@ -573,6 +573,18 @@ static unsigned rate_take(http_server *s, int k, size_t n)
     return wait <= 0 ? 0 : wait >= 86400 ? 86400 : ONR_MAX((unsigned)wait, 1u);
 }
 
+/* Gives n events back to the bucket of write key k: their request was refused by the server
+ * (503), not for its rate, and its retry should not be refused for it. */
+static void rate_give_back(http_server *s, int k, size_t n)
+{
+    if (!s->buckets || k < 0 || n == 0)
+        return;
+    bucket *b = &s->buckets[k];
+    pthread_mutex_lock(&b->mu);
+    b->tokens = ONR_MIN(s->burst, b->tokens + (double)n);
+    pthread_mutex_unlock(&b->mu);
+}
+
 /* ---- messages */
 
 /* ---- enrichment (docs/api.md, "Enrichment"): what the request tells trk_store_item */
@@ -1022,6 +1034,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                              "message %zu right now; retry",
                              i);
                 rejecting(REJECT_RESEND_IN_FLIGHT, n);
+                rate_give_back(s, r->key, n);
                 ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err, NULL);
                 goto done;
             }
@@ -1044,6 +1057,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         if (s->o.shards && shard_admit(s->o.shards, w->part[i])) {
             release_claims(s, w, n, 0, now);
             rejecting(REJECT_ENGINE_LAG, n);
+            rate_give_back(s, r->key, n);
             ret =
                 send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                            "the engine is behind the event log; retry after the time given", NULL);
@@ -1097,6 +1111,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         onr_free(a);
         release_claims(s, w, n, failed, now);
         rejecting(REJECT_LOG_ERROR, n);
+        rate_give_back(s, r->key, n);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
         goto done;
@@ -1108,10 +1123,12 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         unsigned st = ack_wait(a);
         settle_end(s, epoch);
         onr_free(a);
-        if (st == MHD_HTTP_OK)
+        if (st == MHD_HTTP_OK) {
             atomic_store(&r->durable_ns, mono_ns());
-        else
+        } else {
             rejecting(REJECT_LOG_ERROR, n);
+            rate_give_back(s, r->key, n);
+        }
         ret = st == MHD_HTTP_OK
                   ? send_success(s, c)
                   : send_error(c, st, "the event log could not store the messages; retry", NULL);
@@ -1378,6 +1395,7 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
         if (st == MHD_HTTP_OK)
             return send_success(s, c);
         rejecting(REJECT_LOG_ERROR, r->ack->stored + r->ack->duplicates);
+        rate_give_back(s, r->key, r->ack->stored + r->ack->duplicates);
         return send_error(c, st, "the event log could not store the messages; retry", NULL);
     }
     if (r->job) {
