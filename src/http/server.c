@@ -85,6 +85,10 @@ typedef struct work {
     size_t *gen;    /* offset in items of the messageId generated for item i, or SIZE_MAX */
     int *part;      /* partition of item i; -1 for a resent message, not stored again */
     uint64_t *mid;  /* digest of item i's messageId */
+    struct claim_order {
+        uint64_t mid;
+        size_t i;
+    } *ord; /* the items by messageId digest, then position: the order ids are claimed in */
     trk_str *ids;   /* item i's userId and anonymousId (alias: previousId) at 2i, 2i+1 */
     uint8_t *alias; /* item i is an alias */
     uint8_t *bad;   /* item i failed before decoding: ITEM_NOT_OBJECT or ITEM_TOO_BIG */
@@ -521,6 +525,7 @@ static void work_free(work *w)
     onr_free(w->bad);
     onr_free(w->aux);
     onr_free(w->mid);
+    onr_free(w->ord);
     onr_free(w->ids);
     onr_free(w->alias);
     onr_free(w->recs);
@@ -541,6 +546,7 @@ static void work_reserve(work *w, size_t n)
     w->bad = onr_realloc(w->bad, cap * sizeof(*w->bad));
     w->aux = onr_realloc(w->aux, cap * sizeof(*w->aux));
     w->mid = onr_realloc(w->mid, cap * sizeof(*w->mid));
+    w->ord = onr_realloc(w->ord, cap * sizeof(*w->ord));
     w->ids = onr_realloc(w->ids, 2 * cap * sizeof(*w->ids));
     w->alias = onr_realloc(w->alias, cap * sizeof(*w->alias));
     w->recs = onr_realloc(w->recs, cap * sizeof(*w->recs));
@@ -656,6 +662,14 @@ static void say_where(char *err, size_t cap, const char *body, long at)
     memmove(err + k, why, wn);
     memcpy(err, where, k);
     err[k + wn] = 0;
+}
+
+static int cmp_claim_order(const void *a, const void *b)
+{
+    const struct claim_order *x = a, *y = b;
+    if (x->mid != y->mid)
+        return x->mid < y->mid ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
 }
 
 /* Ends the claims of the messages before item `upto` of w that were to be stored in
@@ -1017,14 +1031,24 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     if (s->o.router && n > 1)
         for (size_t i = 0; i < n; i++)
             trk_route_prefetch(s->o.router, w->ids[2 * i], w->ids[2 * i + 1]);
-    if (s->o.dedup)
-        for (size_t i = 0; i < n; i++) {
-            bool dup = false;
-            for (size_t j = 0; j < i && !dup; j++)
-                dup = w->mid[j] == w->mid[i] && w->part[j] >= 0;
+    /* Claimed in the order of their digests, as locks are taken in one order: of two requests
+     * holding some of the same new ids, one claims them all and the other is refused (503,
+     * and its retry finds them stored), where each could claim some first and both be
+     * refused, again at each retry. A repeat within the request comes right after its first
+     * copy, the one stored. */
+    if (s->o.dedup) {
+        for (size_t i = 0; i < n; i++)
+            w->ord[i] = (struct claim_order){w->mid[i], i};
+        if (n > 1)
+            qsort(w->ord, n, sizeof(*w->ord), cmp_claim_order);
+        for (size_t k = 0; k < n; k++) {
+            size_t i = w->ord[k].i;
+            bool dup = k > 0 && w->ord[k - 1].mid == w->mid[i];
             trk_claim cl = dup ? TRK_SEEN : trk_dedup_claim(s->o.dedup, w->mid[i], now);
             if (cl == TRK_BUSY) {
-                release_claims(s, w, i, 0, now);
+                for (size_t q = k; q < n; q++) /* not claimed */
+                    w->part[w->ord[q].i] = -1;
+                release_claims(s, w, n, 0, now);
                 if (kind >= 0)
                     snprintf(err, sizeof(err), "another request is storing a message with this "
                                                "messageId right now; retry");
@@ -1041,6 +1065,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             if (cl == TRK_SEEN)
                 w->part[i] = -1;
         }
+    }
 
     /* Routed in request order (an anonymous event, then the identify naming its visitor),
      * and only what is stored: a rejected request or a resend teaches the router nothing. */

@@ -302,6 +302,30 @@ test('resends racing the first copy are stored once', () => withServer([
   console.log(`# ${busy} of ${rounds * copies} racing copies were asked to retry`);
 }));
 
+// Three batches holding the same new messages in other orders, sent at once: each message is
+// stored once, and in every round one batch is stored whole. The ids are claimed in the order
+// of their digests, whatever their order in the batch; were each batch to claim some first,
+// all could be refused at once (an interleaving this test seldom meets, but may).
+test('of racing batches with the same messages, one is stored', () => withServer([
+  '--fsync', 'always', '--partitions', '4',
+], async (srv) => {
+  const rounds = 30, size = 6;
+  let busy = 0;
+  for (let r = 0; r < rounds; r++) {
+    const ms = Array.from({ length: size }, () => ({ type: 'track', ...msg('track') }));
+    const answers = await Promise.all([ms, [...ms].reverse(), [ms[3], ms[0], ms[5], ms[1], ms[4], ms[2]]]
+      .map((batch) => postTo(srv.base, '/v1/batch', { batch }, { key: KEY })));
+    for (const a of answers) {
+      if (a.status === 503) busy++;
+      else assert.equal(a.status, 200, JSON.stringify(a.json));
+    }
+    assert.ok(answers.some((a) => a.status === 200),
+      `round ${r}: every batch was refused: ${answers.map((a) => a.json.error).join('; ')}`);
+  }
+  assert.equal(await metricOf(srv.base, 'tok', 'onramp_log_records_total'), rounds * size);
+  console.log(`# ${busy} of ${rounds * 3} racing batches were asked to retry`);
+}));
+
 // Raised limits reach the event log and the engine: a message over the log's default record
 // size (1 MiB) is stored and run, and a batch whose copies of its context would not fit one
 // write of the log is refused with 400 instead of failing with 503 on every retry.
