@@ -591,6 +591,14 @@ static void rate_give_back(http_server *s, int k, size_t n)
     pthread_mutex_unlock(&b->mu);
 }
 
+/* A request the server itself refused (503): counted by reason, and its events given back to
+ * its key's rate limit. */
+static void refused_by_server(http_server *s, const req *r, http_reject why, size_t n)
+{
+    rejecting(why, n);
+    rate_give_back(s, r->key, n);
+}
+
 /* ---- messages */
 
 /* ---- enrichment (docs/api.md, "Enrichment"): what the request tells trk_store_item */
@@ -1057,8 +1065,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                              "another request is storing a message with the messageId of "
                              "message %zu right now; retry",
                              i);
-                rejecting(REJECT_RESEND_IN_FLIGHT, n);
-                rate_give_back(s, r->key, n);
+                refused_by_server(s, r, REJECT_RESEND_IN_FLIGHT, n);
                 ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err, NULL);
                 goto done;
             }
@@ -1081,8 +1088,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         stored++;
         if (s->o.shards && shard_admit(s->o.shards, w->part[i])) {
             release_claims(s, w, n, 0, now);
-            rejecting(REJECT_ENGINE_LAG, n);
-            rate_give_back(s, r->key, n);
+            refused_by_server(s, r, REJECT_ENGINE_LAG, n);
             ret =
                 send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                            "the engine is behind the event log; retry after the time given", NULL);
@@ -1135,8 +1141,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         settle_end(s, epoch);
         onr_free(a);
         release_claims(s, w, n, failed, now);
-        rejecting(REJECT_LOG_ERROR, n);
-        rate_give_back(s, r->key, n);
+        refused_by_server(s, r, REJECT_LOG_ERROR, n);
         ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE,
                          "the event log could not store the messages; retry", NULL);
         goto done;
@@ -1148,12 +1153,10 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         unsigned st = ack_wait(a);
         settle_end(s, epoch);
         onr_free(a);
-        if (st == MHD_HTTP_OK) {
+        if (st == MHD_HTTP_OK)
             atomic_store(&r->durable_ns, mono_ns());
-        } else {
-            rejecting(REJECT_LOG_ERROR, n);
-            rate_give_back(s, r->key, n);
-        }
+        else
+            refused_by_server(s, r, REJECT_LOG_ERROR, n);
         ret = st == MHD_HTTP_OK
                   ? send_success(s, c)
                   : send_error(c, st, "the event log could not store the messages; retry", NULL);
@@ -1419,8 +1422,7 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
         r->ack_answered = true;
         if (st == MHD_HTTP_OK)
             return send_success(s, c);
-        rejecting(REJECT_LOG_ERROR, r->ack->stored + r->ack->duplicates);
-        rate_give_back(s, r->key, r->ack->stored + r->ack->duplicates);
+        refused_by_server(s, r, REJECT_LOG_ERROR, r->ack->stored + r->ack->duplicates);
         return send_error(c, st, "the event log could not store the messages; retry", NULL);
     }
     if (r->job) {
