@@ -181,19 +181,19 @@ alive() { # SERVER
 # From onramp's /metrics: records appended to the log, messages skipped as resends, fsyncs,
 # their total seconds, and answers 200 ("0 0 0 0 0" when it cannot be read).
 log_stats() { # SERVER
-    curl -sf -H "Authorization: Bearer $admin" "${surl[$1]}/metrics" | awk '
+    { curl -sf -H "Authorization: Bearer $admin" "${surl[$1]}/metrics" || true; } | awk '
         /^onramp_log_records_total / { r = $2 } /^onramp_ingest_duplicates_total / { d = $2 }
         /^onramp_log_fsync_seconds_count / { c = $2 } /^onramp_log_fsync_seconds_sum / { s = $2 }
         /^onramp_http_responses_total\{code="200"\} / { ok = $2 }
-        END { print r + 0, d + 0, c + 0, s + 0, ok + 0 }' || echo 0 0 0 0 0
+        END { print r + 0, d + 0, c + 0, s + 0, ok + 0 }'
 }
 # How many records the engine has still to run (all partitions), and, from now, the seconds
 # until it has run them all (up to 120): a peak measures ingest, and the engine may fall
 # behind during it by up to --max-lag records a partition (docs/api.md, "Backpressure");
 # these say by how much it did.
-engine_lag() { # SERVER
-    curl -sf -H "Authorization: Bearer $admin" "${surl[$1]}/metrics" |
-        awk '/^onramp_engine_lag_records/ { s += $2 } END { print s + 0 }' || echo 0
+engine_lag() { # SERVER (0 when /metrics cannot be read: alive() then reports the server)
+    { curl -sf -H "Authorization: Bearer $admin" "${surl[$1]}/metrics" || true; } |
+        awk '/^onramp_engine_lag_records/ { s += $2 } END { print s + 0 }'
 }
 catch_up_s() { # SERVER; prints the seconds and the reads of /metrics it took
     local t0 t1 n=0
