@@ -450,7 +450,6 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
     return MHD_YES;
 }
 
-/* /api/users/{id}[/explain]: the id, and whether explain was asked. */
 /* /api/users/{id} or /api/users/{id}/explain, the URL already unescaped: the id is all that
  * follows /api/users/, less a final /explain, so that an id holding '/' (sent as %2F) is
  * found. */

@@ -93,7 +93,7 @@ size_t http_max_record(size_t max_event_bytes, size_t max_request_bytes);
  * Binds and starts serving. Returns 0, or a negative code with a message for people in err.
  * Caller owns *out; http_stop it. The write keys and the log must outlive the server. The
  * log must take records of http_max_record bytes; a request whose stored messages would
- * not fit one write of it (elog_max_batch) is refused (413) rather than failed.
+ * not fit one write of it (elog_max_batch) is refused (400) rather than failed.
  */
 int http_start(const http_opts *o, http_server **out, char *err, size_t errlen);
 

@@ -680,13 +680,13 @@ static int cmp_claim_order(const void *a, const void *b)
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
-/* Ends the claims of the messages before item `upto` of w that were to be stored in
- * partition `from` or after, none of which was written. */
-static void release_claims(http_server *s, const work *w, size_t upto, int from, int64_t now)
+/* Ends the claims of w's messages that were to be stored in partition `from` or after, none
+ * of which was written (a resend or an unclaimed message is at -1). */
+static void release_claims(http_server *s, const work *w, size_t n, int from, int64_t now)
 {
     if (!s->o.dedup)
         return;
-    for (size_t i = 0; i < upto; i++)
+    for (size_t i = 0; i < n; i++)
         if (w->part[i] >= from)
             trk_dedup_settle(s->o.dedup, w->mid[i], false, now);
 }
@@ -1221,10 +1221,8 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
     char msg[200];
     header_count h = {0, 0, NULL};
     MHD_get_connection_values(c, MHD_HEADER_KIND, count_header, &h);
-    bool ingest_route = is_ingest(r->route);
     if (h.content_length > 1 || (h.content_length && h.transfer_encoding)) {
-        if (ingest_route)
-            rejecting(REJECT_MALFORMED, 1);
+        rejecting(REJECT_MALFORMED, 1);
         *ret =
             send_error(c, MHD_HTTP_BAD_REQUEST,
                        h.content_length > 1 ? "more than one Content-Length header"
@@ -1237,8 +1235,7 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         snprintf(msg, sizeof(msg), "%s (only one, \"chunked\", is supported)",
                  h.transfer_encoding > 1 ? "more than one Transfer-Encoding header"
                                          : "unsupported Transfer-Encoding");
-        if (ingest_route)
-            rejecting(REJECT_MALFORMED, 1);
+        rejecting(REJECT_MALFORMED, 1);
         *ret = send_error(c, MHD_HTTP_BAD_REQUEST, msg, NULL);
         return true;
     }
@@ -1474,8 +1471,7 @@ static enum MHD_Result handle_request(http_server *s, struct MHD_Connection *c, 
     }
     r->rejected = true;
     if (r->fail_status) {
-        if (is_ingest(r->route))
-            rejecting(r->fail_limit ? REJECT_TOO_LARGE : REJECT_MALFORMED, 1);
+        rejecting(r->fail_limit ? REJECT_TOO_LARGE : REJECT_MALFORMED, 1);
         return send_error(c, r->fail_status, r->fail_msg, r->fail_limit);
     }
     if (r->route == ROUTE_API)
@@ -1496,7 +1492,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     enum MHD_Result ret = handle_request(s, c, url, method, upload_data, upload_data_size, con_cls);
     if (tl_status)
         http__count(&s->counters, tl_status);
-    if (tl_reject >= 0)
+    /* refusals count for the ingest endpoints only (not /healthz, /api/ or /metrics) */
+    req *r = *con_cls;
+    if (tl_reject >= 0 && r && is_ingest(r->route))
         atomic_fetch_add(&s->counters.rejected[tl_reject], tl_reject_n);
     return ret;
 }
