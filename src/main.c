@@ -294,6 +294,12 @@ static uint64_t src_start(void *ctx, int p)
     return elog_start_offset(((live_source *)ctx)->log, p);
 }
 
+/* elog_set_readable's: new records of partition p wake the shard that owns it. */
+static void notify_shard(void *ctx, int p)
+{
+    shard_notify(ctx, p);
+}
+
 static uint64_t src_end(void *ctx, int p)
 {
     return elog_end_offset(((live_source *)ctx)->log, p);
@@ -808,6 +814,7 @@ static int cmd_serve(int argc, char **argv)
         goto out_extra;
     }
     rules = NULL;
+    elog_set_readable(log, notify_shard, shards);
     onr_buf_clear(&extra);
     onr_buf_printf(&extra, "\"shards\":%d", shard_count(shards));
     log_line("info", "engine shards started", onr_buf_cstr(&extra));
@@ -819,6 +826,7 @@ static int cmd_serve(int argc, char **argv)
     e = http_start(&ho, &srv, err, sizeof(err));
     if (e) {
         log_line("error", err, NULL);
+        elog_set_readable(log, NULL, NULL);
         shard_stop(shards);
         onr_free(ends);
         trk_dedup_free(dedup);
@@ -904,6 +912,7 @@ static int cmd_serve(int argc, char **argv)
         ends[p] = elog_end_offset(log, p);
     char log_id[ELOG_ID_CHARS + 1];
     snprintf(log_id, sizeof(log_id), "%s", elog_id(log));
+    elog_set_readable(log, NULL, NULL);
     int se = shard_stop(shards);
     e = elog_close(log); /* fsyncs every partition: the state below covers durable records */
     if (!e && http_state_save(&ho, log_id, nparts, ends, state_path, err, sizeof(err)) != 0)

@@ -1127,9 +1127,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             failed = p;
             break;
         }
-        if (s->o.shards)
-            shard_notify(s->o.shards, p);
-        from = to;
+        from = to; /* the log wakes the engine (elog_set_readable) */
     }
     /* Every record written is readable: the engine need not wait for the fsync. */
     atomic_store(stamp, 0);

@@ -44,6 +44,12 @@
 #define SCAN_CHUNK (1u << 20)  /* recovery reads the last segment this much at a time */
 #define WALK_CHUNK (64u << 10) /* sealed segments: header walk, payloads mostly skipped */
 #define READ_CHUNK (64u << 10) /* a reader's buffer, grown for larger records */
+/* Under batch, appends are framed into the partition's memory and written to its segment by
+ * the sync thread once a round, in one write with the other appends of the round: a 4 KB
+ * write into the page cache cost three times the system time of a 64 KB one per byte on this
+ * machine (docs/performance.md). An append that would take a partition's stage past this
+ * writes what is staged first, so that a stalled sync thread bounds memory. */
+#define STAGE_MAX (256u << 10)
 
 typedef struct seg {
     uint64_t base;  /* offset of its first record, and its file name */
@@ -75,6 +81,8 @@ typedef struct part {
     bool tail_dirty;          /* a failed write left bytes past size that ftruncate kept */
     bool extend_failed;       /* the active segment could not be sized ahead (said once) */
     onr_buf wbuf;             /* framed records staged for one write, reused */
+    onr_buf stage;            /* batch: framed records appended past end, not yet written */
+    uint64_t staged;          /* the records in stage: offsets [end, end + staged) */
     elog_waiter *waiters;     /* elog_notify's, for the sync threads */
     bool queued;              /* in the sync queue, or about to be */
     struct elog_stats st;     /* counters; bytes and segments are computed */
@@ -82,6 +90,8 @@ typedef struct part {
 
 struct elog {
     elog_opts o;                /* defaults filled in */
+    void (*readable)(void *ctx, int partition); /* elog_set_readable's */
+    void *readable_ctx;
     char id[ELOG_ID_CHARS + 1]; /* from elog.meta */
     int lockfd;                 /* LOCK_NAME, locked */
     int dirfd;
@@ -799,6 +809,7 @@ static void part_free(part *p, bool locks)
         close(p->dirfd);
     onr_free(p->segs);
     onr_buf_free(&p->wbuf);
+    onr_buf_free(&p->stage);
     if (locks) {
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
@@ -909,6 +920,46 @@ static int write_meta(elog *l, char *err, size_t errlen)
 
 /* ---- durability */
 
+/*
+ * Writes p's stage (batch) to its active segment; readers see the records on return. Partition
+ * mutex held. On failure nothing of it remains in the file (as for a failed append), the
+ * records stay staged for a later try, and the caller fails their waiters (sync_failed).
+ */
+static int put_stage(elog *l, part *p)
+{
+    if (p->staged == 0)
+        return 0;
+    if (p->tail_dirty) {
+        if (ftruncate(p->fd, (off_t)p->size) < 0)
+            return -errno;
+        p->tail_dirty = false;
+        extend_active(l, p);
+    }
+    int rc = write_all(l, p->fd, p->stage.data, p->stage.len, p->size);
+    if (rc < 0) {
+        p->st.write_errors++;
+        if (ftruncate(p->fd, (off_t)p->size) < 0)
+            p->tail_dirty = true;
+        else
+            extend_active(l, p);
+        return rc;
+    }
+    p->end += p->staged;
+    p->size += p->stage.len;
+    p->staged = 0;
+    onr_buf_clear(&p->stage);
+    atomic_store_explicit(&p->pub_end, p->end, memory_order_release);
+    if (l->readable)
+        l->readable(l->readable_ctx, p->idx);
+    return 0;
+}
+
+/* The offset after the partition's last record, staged or written. Partition mutex held. */
+static uint64_t next_offset(const part *p)
+{
+    return p->end + p->staged;
+}
+
 static void sync_failed(elog *l, part *p, int rc, uint64_t upto)
 {
     if (!p->sync_err)
@@ -930,7 +981,7 @@ static int heal(elog *l, part *p)
     uint64_t pos = p->synced_size;
     onr_buf b = {0};
     int64_t ns;
-    int rc = 0;
+    int rc = put_stage(l, p);
 
     while (pos < p->size && rc == 0) {
         unsigned char h[HDR];
@@ -961,7 +1012,7 @@ static int heal(elog *l, part *p)
         note_fsync(p, rc, ns);
     }
     if (rc < 0) {
-        sync_failed(l, p, rc, p->end);
+        sync_failed(l, p, rc, next_offset(p));
     } else {
         if (p->sync_err)
             say(l, "elog: p%03d: fsync succeeds again", p->idx);
@@ -977,8 +1028,6 @@ static int heal(elog *l, part *p)
  * the fsync so that appends go on. Partition mutex held, no sync running. */
 static void lead_sync(elog *l, part *p)
 {
-    uint64_t target = p->end, tsize = p->size;
-    int fd = p->fd;
     int64_t ns;
     int rc;
 
@@ -986,6 +1035,14 @@ static void lead_sync(elog *l, part *p)
         heal(l, p);
         return;
     }
+    rc = put_stage(l, p);
+    if (rc < 0) {
+        sync_failed(l, p, rc, next_offset(p));
+        pthread_cond_broadcast(&p->cv);
+        return;
+    }
+    uint64_t target = p->end, tsize = p->size;
+    int fd = p->fd;
     p->syncing = true;
     pthread_mutex_unlock(&p->mu);
     rc = timed_fsync(l, fd, &ns);
@@ -1043,6 +1100,12 @@ static int roll(elog *l, part *p)
 
     if (p->sync_err)
         return heal(l, p);
+    rc = put_stage(l, p);
+    if (rc < 0) {
+        sync_failed(l, p, rc, next_offset(p));
+        pthread_cond_broadcast(&p->cv);
+        return rc;
+    }
     /* cut to its records: a sealed segment ends at its last one (and the cut must be on
      * disk before the next segment is: fsynced whether or not the records were) */
     if (ftruncate(p->fd, (off_t)p->size) < 0)
@@ -1104,34 +1167,48 @@ static uint32_t journal_crc(uint64_t seq, const unsigned char *h)
 }
 
 /*
- * Stages p's records that neither the journal nor an fsync of the partition covers, as one
- * entry in the round's buffer: u32 data bytes, u32 partition, u64 first offset, u32 record
- * count, u32 CRC32C of those 20 bytes, then the framed records as the partition has them
- * (each with its CRC), read back from the page cache. They are all in the active segment: a
- * roll fsyncs the segment it seals. Sets jsnap (the offset the entry reaches). Sync thread.
+ * Writes p's stage to its segment, and stages p's records that neither the journal nor an
+ * fsync of the partition covers as one entry in the round's buffer: u32 data bytes, u32
+ * partition, u64 first offset, u32 record count, u32 CRC32C of those 20 bytes, then the framed
+ * records as the partition has them (each with its CRC): copied from the stage, and read back
+ * from the page cache for any written before it (by an append that found the stage full). They
+ * are all in the active segment: a roll fsyncs the segment it seals. Sets jsnap (the offset
+ * the entry reaches). Sync thread.
  */
 static int journal_stage(elog *l, part *p)
 {
     pthread_mutex_lock(&p->mu);
-    uint64_t first = p->jrec, end = p->end, from = p->jbyte, to = p->size;
-    int fd = p->fd;
-    l->jsnap[p->idx] = p->sync_err ? p->synced : end; /* a heal is the appenders' to do */
-    if (end == first || p->sync_err) {
+    uint64_t first = p->jrec, from = p->jbyte, written = p->size;
+    l->jsnap[p->idx] = p->sync_err ? p->synced : next_offset(p); /* a heal is the appenders' */
+    if (next_offset(p) == first || p->sync_err) {
         pthread_mutex_unlock(&p->mu);
         return 0;
     }
+    size_t at = l->jbuf.len, len = (size_t)(written - from + p->stage.len);
+    onr_buf_reserve(&l->jbuf, JHDR + len);
+    unsigned char *e = (unsigned char *)l->jbuf.data + at;
+    if (p->staged)
+        memcpy(e + JHDR + (written - from), p->stage.data, p->stage.len);
+    int rc = put_stage(l, p);
+    if (rc < 0) {
+        sync_failed(l, p, rc, next_offset(p)); /* its waiters fail; the next append heals */
+        l->jsnap[p->idx] = p->synced;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
+    uint64_t end = p->end, to = p->size;
+    int fd = p->fd;
     p->pins++; /* keeps fd the active segment: a roll waits */
     pthread_mutex_unlock(&p->mu);
 
-    size_t at = l->jbuf.len, len = (size_t)(to - from);
-    onr_buf_reserve(&l->jbuf, JHDR + len);
-    unsigned char *e = (unsigned char *)l->jbuf.data + at;
     put_le32(e, (uint32_t)len);
     put_le32(e + 4, (uint32_t)p->idx);
     put_le64(e + 8, first);
     put_le32(e + 16, (uint32_t)(end - first));
     put_le32(e + 20, journal_crc(l->jseq, e));
-    int rc = read_full(fd, e + JHDR, len, from);
+    if (written > from)
+        rc = read_full(fd, e + JHDR, (size_t)(written - from), from);
 
     pthread_mutex_lock(&p->mu);
     p->pins--;
@@ -1152,7 +1229,44 @@ static int journal_stage(elog *l, part *p)
 
 /* ---- appending */
 
-/* Writes and publishes a batch; with wait, also waits for the fsync policy. */
+/* Frames recs (total bytes framed) at the end of b. */
+static void frame(onr_buf *b, const elog_rec *recs, size_t n, uint64_t total)
+{
+    onr_buf_reserve(b, (size_t)total);
+    unsigned char *w = (unsigned char *)b->data + b->len;
+    for (size_t i = 0; i < n; i++) {
+        put_le32(w, (uint32_t)recs[i].len);
+        put_le32(w + 4, frame_crc(w, recs[i].data, recs[i].len));
+        if (recs[i].len)
+            memcpy(w + HDR, recs[i].data, recs[i].len);
+        w += HDR + recs[i].len;
+    }
+    b->len += (size_t)total;
+}
+
+/* Under batch: frames the batch into p's stage, for the sync thread's next round to write
+ * (put_stage), and has the partition served by it. Partition mutex held. */
+static int stage(elog *l, part *p, const elog_rec *recs, size_t n, uint64_t total)
+{
+    if (p->staged && p->stage.len + total > STAGE_MAX) {
+        int rc = put_stage(l, p);
+        if (rc < 0) {
+            sync_failed(l, p, rc, next_offset(p));
+            pthread_cond_broadcast(&p->cv);
+            return rc;
+        }
+    }
+    frame(&p->stage, recs, n, total);
+    p->staged += n;
+    if (!p->queued) {
+        p->queued = true;
+        sq_push(l, p->idx);
+    }
+    return 0;
+}
+
+/* Writes and publishes a batch (under batch, stages it); with wait, also waits for the fsync
+ * policy. */
 static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64_t *first_offset,
                   uint64_t *end_offset, bool wait)
 {
@@ -1173,7 +1287,8 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
 
     pthread_mutex_lock(&p->mu);
     for (;;) {
-        bool full = p->size > 0 && p->size + total > l->o.segment_bytes;
+        uint64_t size = p->size + p->stage.len;
+        bool full = size > 0 && size + total > l->o.segment_bytes;
         if ((p->syncing && (p->sync_err || full)) || (p->pins && full)) {
             pthread_cond_wait(&p->cv, &p->mu);
             continue;
@@ -1197,42 +1312,42 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
             goto out;
     }
 
-    /* Frame into the reused staging buffer: one write per batch, no allocation once warm. */
-    onr_buf_clear(&p->wbuf);
-    onr_buf_reserve(&p->wbuf, (size_t)total);
-    unsigned char *frames = (unsigned char *)p->wbuf.data, *w = frames;
-    for (size_t i = 0; i < n; i++) {
-        put_le32(w, (uint32_t)recs[i].len);
-        put_le32(w + 4, frame_crc(w, recs[i].data, recs[i].len));
-        if (recs[i].len)
-            memcpy(w + HDR, recs[i].data, recs[i].len);
-        w += HDR + recs[i].len;
+    first = next_offset(p);
+    if (l->jon) {
+        rc = stage(l, p, recs, n, total);
+        if (rc < 0)
+            goto out;
+    } else {
+        /* Frame into the reused buffer: one write per batch, no allocation once warm. */
+        onr_buf_clear(&p->wbuf);
+        frame(&p->wbuf, recs, n, total);
+        rc = write_all(l, p->fd, p->wbuf.data, p->wbuf.len, p->size);
+        if (rc < 0) {
+            /* Cut what landed: a sealed segment must end exactly at its last record, and a
+             * leftover would read as a torn tail at the next start. If even the truncate
+             * fails, the next append (before any write or roll) retries it. */
+            p->st.write_errors++;
+            if (ftruncate(p->fd, (off_t)p->size) < 0)
+                p->tail_dirty = true;
+            else
+                extend_active(l, p);
+            goto out;
+        }
+        p->end += n;
+        p->size += total;
+        atomic_store_explicit(&p->pub_end, p->end, memory_order_release);
+        if (l->readable)
+            l->readable(l->readable_ctx, p->idx);
     }
-    rc = write_all(l, p->fd, frames, (size_t)total, p->size);
-    if (rc < 0) {
-        /* Cut what landed: a sealed segment must end exactly at its last record, and a
-         * leftover would read as a torn tail at the next start. If even the truncate fails,
-         * the next append (before any write or roll) retries it. */
-        p->st.write_errors++;
-        if (ftruncate(p->fd, (off_t)p->size) < 0)
-            p->tail_dirty = true;
-        else
-            extend_active(l, p);
-        goto out;
-    }
-    first = p->end;
-    p->end += n;
-    p->size += total;
     p->st.records += n;
     p->st.appended_bytes += total;
-    atomic_store_explicit(&p->pub_end, p->end, memory_order_release);
     uint64_t pending = l->jon ? atomic_fetch_add(&l->jpending, total) : ELOG_EARLY_BYTES;
     if (pending < ELOG_EARLY_BYTES && pending + total >= ELOG_EARLY_BYTES) {
         pthread_mutex_lock(&l->sq_mu); /* enough for a round: no more pacing */
         pthread_cond_signal(&l->sq_cv);
         pthread_mutex_unlock(&l->sq_mu);
     }
-    my_end = p->end;
+    my_end = next_offset(p);
     if (first_offset)
         *first_offset = first;
     if (end_offset)
@@ -1273,6 +1388,17 @@ int elog_append(elog *l, int partition, const void *rec, size_t len, uint64_t *o
 {
     elog_rec r = {.data = rec, .len = len};
     return elog_append_batch(l, partition, &r, 1, offset);
+}
+
+void elog_set_readable(elog *l, void (*fn)(void *ctx, int partition), void *ctx)
+{
+    /* called under a partition's mutex: with them all held none is running the old one */
+    for (int i = 0; i < l->o.partitions; i++)
+        pthread_mutex_lock(&l->parts[i].mu);
+    l->readable = fn;
+    l->readable_ctx = ctx;
+    for (int i = l->o.partitions - 1; i >= 0; i--)
+        pthread_mutex_unlock(&l->parts[i].mu);
 }
 
 uint64_t elog_end_offset(elog *l, int partition)
@@ -1555,7 +1681,7 @@ static void journal_settle(elog *l, int i, uint64_t upto, int rc)
     else if (rc < 0 && upto > p->synced)
         sync_failed(l, p, rc, upto);
     take_settled(p, &settled);
-    again = p->waiters != NULL;
+    again = p->waiters != NULL || (p->staged && !p->sync_err);
     p->queued = again;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
@@ -1575,7 +1701,7 @@ static int flush_partition(elog *l, int i)
     pthread_mutex_lock(&p->mu);
     while (p->syncing)
         pthread_cond_wait(&p->cv, &p->mu);
-    if (p->file_synced < p->end || p->sync_err) {
+    if (p->file_synced < next_offset(p) || p->sync_err) {
         lead_sync(l, p);
         rc = p->sync_err;
     }
@@ -1739,7 +1865,7 @@ static void journal_round(elog *l)
     for (int i = 0; i < P; i++) {
         int e = journal_stage(l, &l->parts[i]);
         if (e < 0)
-            say(l, "elog: p%03d: cannot read records back for the journal: %s", i, strerror(-e));
+            say(l, "elog: p%03d: cannot write its records for the journal: %s", i, strerror(-e));
     }
     if (l->jbuf.len) {
         /* at jsize: what a failed write left past it is overwritten by the next, or read as
@@ -1815,26 +1941,34 @@ void elog_notify(elog *l, int partition, uint64_t end_offset, elog_waiter *w)
         return;
     }
     part *p = &l->parts[partition];
-    elog_waiter *settled = NULL;
     bool push = false;
 
     pthread_mutex_lock(&p->mu);
-    bool past_end = end_offset > p->end;
-    if (past_end || l->o.fsync == ELOG_FSYNC_EVERYSEC) {
+    /* settled now, as take_settled would settle it; the waiters already here are the sync
+     * threads' to settle */
+    bool now = true;
+    int rc = 0;
+    if (end_offset > next_offset(p))
+        rc = ONR_E_INVALID;
+    else if (l->o.fsync == ELOG_FSYNC_EVERYSEC || end_offset <= p->synced)
+        rc = 0;
+    else if (end_offset <= p->err_upto)
+        rc = p->err_rc;
+    else
+        now = false;
+    if (now) {
         pthread_mutex_unlock(&p->mu);
-        w->done(w, past_end ? ONR_E_INVALID : 0);
+        w->done(w, rc);
         return;
     }
     w->end = end_offset;
     w->next = p->waiters;
     p->waiters = w;
-    take_settled(p, &settled);
-    if (p->waiters && !p->queued)
+    if (!p->queued)
         p->queued = push = true;
     pthread_mutex_unlock(&p->mu);
     if (push)
         sq_push(l, partition);
-    call_settled(settled);
 }
 
 bool elog_durable(elog *l, int partition, uint64_t end_offset)
@@ -2220,8 +2354,10 @@ int elog_close(elog *l)
         pthread_mutex_lock(&p->mu);
         while (p->syncing)
             pthread_cond_wait(&p->cv, &p->mu);
-        /* cut to its records (it was sized ahead), and that made durable */
-        if (ftruncate(p->fd, (off_t)p->size) < 0)
+        /* written (records nobody waited for may be staged), cut to its records (it was sized
+         * ahead), and that made durable */
+        rc = put_stage(l, p);
+        if (rc == 0 && ftruncate(p->fd, (off_t)p->size) < 0)
             rc = -errno;
         if (rc == 0) {
             lead_sync(l, p);

@@ -125,10 +125,15 @@ int elog_append_batch(elog *l, int partition, const elog_rec *recs, size_t n,
 
 /*
  * The two halves of elog_append_batch, for a caller with work to do between them: writes
- * the records (readers see them on return) and gives the offset after the last in
- * *end_offset; elog_wait then returns once every record of the partition below end_offset
- * is in the log under the fsync policy (at once under everysec). Same errors as
- * elog_append_batch; a failed elog_wait is a failed fsync (see elog_append).
+ * the records and gives the offset after the last in *end_offset; elog_wait then returns once
+ * every record of the partition below end_offset is in the log under the fsync policy (at
+ * once under everysec). Same errors as elog_append_batch; a failed elog_wait is a failed fsync
+ * (see elog_append). Under always and everysec readers see the records on return. Under batch
+ * the records are staged in memory and written by the sync thread's next round, with the
+ * partition's other appends of the round in one write, before the journal fsync that makes
+ * them durable (or by an append that finds a quarter of a MiB staged); a write that fails
+ * there fails their waiters as a failed fsync does, and the records are written again by the
+ * next append, as a failed fsync is healed.
  */
 int elog_write_batch(elog *l, int partition, const elog_rec *recs, size_t n, uint64_t *first_offset,
                      uint64_t *end_offset);
@@ -180,8 +185,16 @@ int elog_retain(elog *l, int partition, uint64_t checkpoint_offset, uint64_t max
                 int64_t max_age_ms, int64_t now_ms);
 
 /*
+ * Calls fn(ctx, partition) each time records of the partition become readable: from the
+ * appending thread after its write, or from the thread that wrote the batch policy's staged
+ * records. The partition's mutex is held: fn must be quick and must not call into the log.
+ * Set it before appending.
+ */
+void elog_set_readable(elog *l, void (*fn)(void *ctx, int partition), void *ctx);
+
+/*
  * Reading. A reader sees a record as soon as its write has completed (before its fsync under
- * batch and always), so it can tail a growing log. Readers and appenders may run in different
+ * batch and always; see elog_write_batch for when that is), so it can tail a growing log. Readers and appenders may run in different
  * threads; one reader is used by one thread at a time.
  *
  * Opens a reader at from_offset (start <= from_offset <= end): ONR_E_NOTFOUND when retention

@@ -904,6 +904,143 @@ static void child_appends(const elog_opts *o, uint64_t n, synced_sizes *z)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
 }
 
+static void expect_clean_reopen(uint64_t end0);
+
+/* Counts the writes to partition segments (not the journal's) and the readable calls. */
+typedef struct seg_writes {
+    atomic_int writes;
+    atomic_int readable[2];
+} seg_writes;
+
+static ssize_t count_seg_pwrite(void *ctx, int fd, const void *buf, size_t len, uint64_t off)
+{
+    seg_writes *w = ctx;
+    if (!is_journal(fd))
+        atomic_fetch_add(&w->writes, 1);
+    ssize_t n = pwrite(fd, buf, len, (off_t)off);
+    return n < 0 ? -errno : n;
+}
+
+static void count_readable(void *ctx, int partition)
+{
+    seg_writes *w = ctx;
+    atomic_fetch_add(&w->readable[partition], 1);
+}
+
+Test(elog, batch_writes_a_rounds_appends_to_a_partition_in_one_write)
+{
+    seg_writes w = {0};
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 300};
+    o.io.pwrite = count_seg_pwrite;
+    o.io.ctx = &w;
+    elog *l = open_log(&o);
+    atomic_store(&w.writes, 0); /* elog.meta's */
+    elog_set_readable(l, count_readable, &w);
+    char buf[256];
+    uint64_t first, end = 0;
+
+    append_rec(l, 0, 0, 0); /* the first round: at once; the next not before 300 ms */
+    cr_assert_eq(atomic_load(&w.writes), 1);
+    cr_assert_eq(atomic_load(&w.readable[0]), 1);
+    for (uint64_t i = 1; i <= 20; i++) {
+        size_t n = make_rec(buf, sizeof buf, 0, i);
+        elog_rec rec = {buf, n};
+        cr_assert_eq(elog_write_batch(l, 0, &rec, 1, &first, &end), 0);
+        cr_assert_eq(first, i, "offsets are given at the append");
+    }
+    /* staged: not written, not readable, until the round */
+    cr_assert_eq(elog_end_offset(l, 0), 1);
+    expect_partition(l, 0, 0, 0, 1);
+    cr_assert_eq(atomic_load(&w.readable[0]), 1);
+    cr_assert_eq(end, 21);
+    cr_assert_eq(elog_wait(l, 0, end), 0);
+    cr_assert_eq(atomic_load(&w.writes), 2, "20 appends, %d writes", atomic_load(&w.writes));
+    cr_assert_eq(atomic_load(&w.readable[0]), 2);
+    cr_assert_eq(atomic_load(&w.readable[1]), 0);
+    cr_assert_eq(elog_end_offset(l, 0), 21);
+    expect_partition(l, 0, 0, 0, 21);
+    cr_assert_eq(elog_close(l), 0);
+    expect_clean_reopen(21);
+}
+
+Test(elog, batch_bounds_a_partitions_stage_and_close_writes_what_nobody_waited_for)
+{
+    seg_writes w = {0};
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 10000};
+    o.io.pwrite = count_seg_pwrite;
+    o.io.ctx = &w;
+    elog *l = open_log(&o);
+    atomic_store(&w.writes, 0); /* elog.meta's */
+    static char big[1000];
+    uint64_t first, end;
+
+    append_rec(l, 0, 7, 0); /* the first round: at once; the next may wait 10 s */
+    cr_assert_eq(atomic_load(&w.writes), 1);
+    /* 300 records of 1008 framed bytes: the stage (256 KiB) is written when the next would
+     * pass it, by that append, long before the round */
+    for (int i = 0; i < 300; i++) {
+        memset(big, 'a' + i % 26, sizeof big);
+        elog_rec rec = {big, sizeof big};
+        cr_assert_eq(elog_write_batch(l, 1, &rec, 1, &first, &end), 0);
+        cr_assert_eq(first, (uint64_t)i);
+    }
+    uint64_t stage_recs = (256u << 10) / 1008;
+    cr_assert_eq(elog_end_offset(l, 1), stage_recs, "readable %llu",
+                 (unsigned long long)elog_end_offset(l, 1));
+    cr_assert_eq(atomic_load(&w.writes), 2);
+    /* nobody waits for the rest: closing writes them */
+    cr_assert_eq(elog_close(l), 0);
+    l = open_log(&o);
+    cr_assert_eq(elog_end_offset(l, 1), 300);
+    elog_reader *r;
+    const void *rec;
+    size_t len;
+    uint64_t off;
+    cr_assert_eq(elog_reader_open(l, 1, 0, &r), 0);
+    for (int i = 0; i < 300; i++) {
+        cr_assert_eq(elog_reader_next(r, &rec, &len, &off), 1);
+        cr_assert_eq(off, (uint64_t)i);
+        cr_assert_eq(len, sizeof big);
+        cr_assert_eq(((const char *)rec)[0], 'a' + i % 26);
+    }
+    elog_reader_close(r);
+    cr_assert_eq(elog_close(l), 0);
+}
+
+Test(elog, batch_a_failed_write_of_a_stage_fails_its_waiters_and_the_next_append_writes_it)
+{
+    faults f;
+    logcap cap;
+    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH};
+    faults_init(&f, &o);
+    elog *l = open_log_captured(&o, &cap);
+    char buf[256];
+    uint64_t off;
+
+    for (uint64_t i = 0; i < 10; i++)
+        append_rec(l, 0, 0, i);
+    f.write_err = -ENOSPC;
+    f.write_partial = true;
+    atomic_store(&f.write_fail_in, 0); /* the round's write of the stage */
+    size_t n = make_rec(buf, sizeof buf, 0, 10);
+    cr_assert_eq(elog_append(l, 0, buf, n, &off), -ENOSPC);
+    cr_assert_eq(elog_end_offset(l, 0), 10, "a failed write made records readable");
+    cr_assert(strstr(cap.text, "fsync failed") != NULL, "%s", cap.text);
+    struct elog_stats st;
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_eq(st.write_errors, 1);
+    /* the disk is back: the next append writes the failed record (its outcome was unknown,
+     * as after a failed fsync) before its own */
+    cr_assert_eq(append_rec(l, 0, 0, 11), 11);
+    expect_partition(l, 0, 0, 0, 12);
+    cr_assert_eq(elog_synced_offset(l, 0), 12);
+    cr_assert(strstr(cap.text, "fsync succeeds again") != NULL, "%s", cap.text);
+    cr_assert_eq(elog_close(l), 0);
+    /* said by the sync thread after it failed the waiters: checked once it has stopped */
+    cr_assert(strstr(cap.text, "cannot write its records") != NULL, "%s", cap.text);
+    expect_clean_reopen(12);
+}
+
 Test(elog, the_active_segment_is_sized_ahead_and_a_crash_leaves_nothing_to_report)
 {
     elog_opts o = {
