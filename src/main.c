@@ -800,7 +800,8 @@ static int cmd_serve(int argc, char **argv)
                 .watermark = src_watermark,
                 .retain = src_retain,
                 .ctx = &lsrc,
-                .id = elog_id(log)},
+                .id = elog_id(log),
+                .padding = ELOG_READ_PADDING},
     };
     shard_set *shards = NULL;
     e = shard_start(&so, rules, &shards, err, sizeof(err));

@@ -46,9 +46,20 @@ int jdoc_set_max_depth(jdoc *d, size_t depth);
  * bound) and writes a one-line reason into err. buf needs no padding. */
 int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char *err, size_t errlen);
 
+/* The bytes past a document's end that jdoc_parse_padded needs readable; what they hold
+ * does not matter. */
+#define JDOC_PADDING 64
+
+/* jdoc_parse over buf where it is, without jdoc_parse's copy, when buf's allocation runs
+ * JDOC_PADDING bytes or more past the document (cap - len, all of it initialized); otherwise
+ * as jdoc_parse. The document's values do not point into buf. */
+int jdoc_parse_padded(jdoc *d, const char *buf, size_t len, size_t cap, jval *root, char *err,
+                      size_t errlen);
+
 /* After jdoc_parse failed with ONR_E_PARSE: the byte offset in buf at which the input stops
  * being JSON (its length when it ends too soon), for a message that points at it; -1 when it
- * cannot be told. Reads the jdoc's copy of the input, so call it before the next parse. */
+ * cannot be told. Reads the input (the jdoc's copy, or buf after jdoc_parse_padded), so call
+ * it before the next parse and before buf changes. */
 long jdoc_error_offset(const jdoc *d);
 
 jtype jval_type(jval v);

@@ -18,6 +18,7 @@ using namespace simdjson;
 struct jdoc {
     dom::parser parser;
     padded_string pad; /* scratch copy with the padding simdjson reads past the end */
+    const char *src;   /* the input of the last parse: pad's data, or the caller's */
     size_t max_bytes;
     size_t max_depth;
     size_t len;          /* of the last document parsed */
@@ -25,6 +26,7 @@ struct jdoc {
 };
 
 static_assert(sizeof(dom::element) == sizeof(jval), "jval must hold a dom::element");
+static_assert(JDOC_PADDING >= SIMDJSON_PADDING, "the padding simdjson reads past the end");
 
 static inline dom::element to_el(jval v)
 {
@@ -50,6 +52,7 @@ extern "C" jdoc *jdoc_new(size_t max_bytes)
     d->max_bytes = max_bytes;
     d->max_depth = JDOC_MAX_DEPTH;
     d->len = 0;
+    d->src = nullptr;
     d->last_err = SUCCESS;
     return d;
 }
@@ -72,8 +75,8 @@ extern "C" int jdoc_set_max_depth(jdoc *d, size_t depth)
     return 0;
 }
 
-extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char *err,
-                          size_t errlen)
+extern "C" int jdoc_parse_padded(jdoc *d, const char *buf, size_t len, size_t cap, jval *root,
+                                 char *err, size_t errlen)
 {
     d->len = 0;
     d->last_err = CAPACITY;
@@ -81,14 +84,17 @@ extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char
         snprintf(err, errlen, "document of %zu bytes exceeds the limit of %zu", len, d->max_bytes);
         return ONR_E_LIMIT;
     }
-    if (!d->pad.data() || d->pad.size() < len) {
-        d->pad = padded_string(len < 4096 ? 4096 : len * 2);
+    if (cap < len || cap - len < JDOC_PADDING) {
+        if (!d->pad.data() || d->pad.size() < len) {
+            d->pad = padded_string(len < 4096 ? 4096 : len * 2);
+        }
+        std::memcpy(d->pad.data(), buf, len);
+        std::memset(d->pad.data() + len, 0, SIMDJSON_PADDING);
+        buf = d->pad.data();
     }
-    std::memcpy(d->pad.data(), buf, len);
-    std::memset(d->pad.data() + len, 0, SIMDJSON_PADDING);
+    d->src = buf;
     dom::element e;
-    auto error =
-        d->parser.parse(reinterpret_cast<const uint8_t *>(d->pad.data()), len, false).get(e);
+    auto error = d->parser.parse(reinterpret_cast<const uint8_t *>(buf), len, false).get(e);
     d->len = len;
     d->last_err = error;
     if (error) {
@@ -97,6 +103,12 @@ extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char
     }
     *root = from_el(e);
     return 0;
+}
+
+extern "C" int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char *err,
+                          size_t errlen)
+{
+    return jdoc_parse_padded(d, buf, len, 0, root, err, errlen);
 }
 
 /* ---- where a document stops being JSON (for error messages only) */
@@ -332,7 +344,7 @@ static long syntax_error_at(const unsigned char *p, size_t n, size_t max_depth)
 
 extern "C" long jdoc_error_offset(const jdoc *d)
 {
-    const unsigned char *p = reinterpret_cast<const unsigned char *>(d->pad.data());
+    const unsigned char *p = reinterpret_cast<const unsigned char *>(d->src);
     size_t n = d->len;
     switch (d->last_err) {
     case SUCCESS:

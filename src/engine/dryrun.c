@@ -95,7 +95,8 @@ static bool dry_fill(dry_run *d, dry_head *h, int *rc)
             break;
         }
         char err[256];
-        if (shard__decode(h->doc, rec, len, d->rs, &h->ev, &h->recv_ms, err, sizeof(err)) != 0) {
+        if (shard__decode(h->doc, rec, len, d->src->padding, d->rs, &h->ev, &h->recv_ms, err,
+                          sizeof(err)) != 0) {
             d->skipped++; /* as the shards skip it */
             continue;
         }

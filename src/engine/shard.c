@@ -556,13 +556,13 @@ out:
 
 /* ---- running records */
 
-int shard__decode(jdoc *doc, const void *rec, size_t len, const rule_set *rs, trk_event *ev,
-                  int64_t *recv_ms, char *err, size_t errlen)
+int shard__decode(jdoc *doc, const void *rec, size_t len, size_t padding, const rule_set *rs,
+                  trk_event *ev, int64_t *recv_ms, char *err, size_t errlen)
 {
     /* ingest bounds what it stores (--max-event-bytes, plus what it fills in): the replay
      * limit on a message's size does not apply to the log */
     jval root;
-    int rc = jdoc_parse(doc, rec, len, &root, err, errlen);
+    int rc = jdoc_parse_padded(doc, rec, len, len + padding, &root, err, errlen);
     if (rc == 0)
         rc = trk_decode_value(root, &rs->schema, -1, ev, err, errlen);
     if (rc == 0)
@@ -585,8 +585,8 @@ static void decode_head(shard *sh, head *hd)
     char err[256];
     hd->valid = false;
     for (;;) {
-        if (shard__decode(hd->doc, hd->rec, hd->len, sh->rs, &hd->ev, &hd->recv_ms, err,
-                          sizeof(err)) == 0) {
+        if (shard__decode(hd->doc, hd->rec, hd->len, sh->set->o.src.padding, sh->rs, &hd->ev,
+                          &hd->recv_ms, err, sizeof(err)) == 0) {
             hd->valid = true;
             /* the user's index slot, fetched while the other partitions' heads run */
             eng_prefetch(sh->e, hd->ev.user_id, hd->ev.anon_id, 0);

@@ -48,6 +48,9 @@ typedef struct shard_source {
      * A checkpoint written over a log with another id is refused: its offsets mean other
      * records. NULL: no id (only checkpoints written without one load). */
     const char *id;
+    /* Optional: how many bytes past each record's end next leaves readable (0: none). With
+     * JDOC_PADDING or more, records are parsed where they are instead of copied first. */
+    size_t padding;
 } shard_source;
 
 #define SHARD_LOG_ID_MAX 32
@@ -147,10 +150,11 @@ const shard_opts *shard_options(const shard_set *s);
 
 /* ---- how a shard reads and runs a record, shared by shard.c and dryrun.c */
 
-/* Decodes a stored record into *ev under rs's schema, and its receive time into *recv_ms (the
- * event time when it has none). Returns 0, or a negative code with the reason in err. */
-int shard__decode(jdoc *doc, const void *rec, size_t len, const rule_set *rs, trk_event *ev,
-                  int64_t *recv_ms, char *err, size_t errlen);
+/* Decodes a stored record (padding bytes past its end readable: shard_source's) into *ev
+ * under rs's schema, and its receive time into *recv_ms (the event time when it has none).
+ * Returns 0, or a negative code with the reason in err. */
+int shard__decode(jdoc *doc, const void *rec, size_t len, size_t padding, const rule_set *rs,
+                  trk_event *ev, int64_t *recv_ms, char *err, size_t errlen);
 /* Runs ev, received at recv_ms, in e: the clock first follows the receive time less the
  * lateness, and an event cannot happen after it was received. */
 void shard__run(eng *e, trk_event *ev, int64_t recv_ms, int64_t lateness_ms);

@@ -859,7 +859,11 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     int64_t now = onr_wall_ms();
     atomic_store(stamp, now);
     jval root;
-    if (jdoc_parse(w->in, r->body.data ? r->body.data : "", r->body.len, &root, err, sizeof(err))) {
+    /* parsed where it is: the padding the parser reads past the end is made here */
+    onr_buf_reserve(&r->body, JDOC_PADDING);
+    memset(r->body.data + r->body.len, 0, JDOC_PADDING);
+    if (jdoc_parse_padded(w->in, r->body.data, r->body.len, r->body.len + JDOC_PADDING, &root, err,
+                          sizeof(err))) {
         say_where(err, sizeof(err), r->body.data, jdoc_error_offset(w->in));
         rejecting(REJECT_MALFORMED, 1);
         ret = send_error(c, MHD_HTTP_BAD_REQUEST, err, NULL);

@@ -90,14 +90,15 @@ typedef struct part {
 
 struct elog {
     elog_opts o;                /* defaults filled in */
-    void (*readable)(void *ctx, int partition); /* elog_set_readable's */
-    void *readable_ctx;
     char id[ELOG_ID_CHARS + 1]; /* from elog.meta */
     int lockfd;                 /* LOCK_NAME, locked */
     int dirfd;
     char *dir;
     part *parts;
     int np; /* partitions fully opened (for cleanup on a failed open) */
+    /* elog_set_readable's; changed with every partition's mutex held */
+    void (*readable)(void *ctx, int partition);
+    void *readable_ctx;
     pthread_t bg;
     bool bg_running;
     bool stop;
@@ -2512,7 +2513,7 @@ int elog_reader_open(elog *l, int partition, uint64_t from_offset, elog_reader *
         return rc;
     }
     r->cap = READ_CHUNK;
-    r->buf = onr_malloc(r->cap);
+    r->buf = onr_calloc(1, r->cap + ELOG_READ_PADDING);
     *out = r;
     return 0;
 }
@@ -2583,8 +2584,9 @@ static int reader_fill(elog_reader *r)
     if (need > limit - r->fpos)
         return -EBADMSG; /* a length that runs past what was written: damage on disk */
     if (need > r->cap) {
+        r->buf = onr_realloc(r->buf, (size_t)need + ELOG_READ_PADDING);
+        memset(r->buf + r->cap, 0, (size_t)need - r->cap + ELOG_READ_PADDING);
         r->cap = (size_t)need;
-        r->buf = onr_realloc(r->buf, r->cap);
     }
     size_t want = (size_t)ONR_MIN((uint64_t)(r->cap - r->blen), limit - at);
     if (want == 0)

@@ -194,8 +194,8 @@ void elog_set_readable(elog *l, void (*fn)(void *ctx, int partition), void *ctx)
 
 /*
  * Reading. A reader sees a record as soon as its write has completed (before its fsync under
- * batch and always; see elog_write_batch for when that is), so it can tail a growing log. Readers and appenders may run in different
- * threads; one reader is used by one thread at a time.
+ * batch and always; see elog_write_batch for when that is), so it can tail a growing log. Readers
+ * and appenders may run in different threads; one reader is used by one thread at a time.
  *
  * Opens a reader at from_offset (start <= from_offset <= end): ONR_E_NOTFOUND when retention
  * deleted it, ONR_E_INVALID when beyond the end. Seeking scans from the start of the segment
@@ -203,9 +203,11 @@ void elog_set_readable(elog *l, void (*fn)(void *ctx, int partition), void *ctx)
  */
 int elog_reader_open(elog *l, int partition, uint64_t from_offset, elog_reader **out);
 /*
- * Returns 1 with the next record (*rec valid until the next call on r), 0 when there is none
+ * Returns 1 with the next record (*rec valid until the next call on r; ELOG_READ_PADDING
+ * bytes past its end are readable, for a parser that reads ahead), 0 when there is none
  * yet (call again later), -EBADMSG when a record on disk fails its CRC, or -errno.
  */
+#define ELOG_READ_PADDING 64
 int elog_reader_next(elog_reader *r, const void **rec, size_t *len, uint64_t *offset);
 void elog_reader_close(elog_reader *r);
 

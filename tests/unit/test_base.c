@@ -606,6 +606,40 @@ Test(json_read, points_at_where_a_document_breaks)
     jdoc_free(f.d);
 }
 
+/* Parses in into a buffer whose bytes past the document (JDOC_PADDING of them, cap - len
+ * given as pad) are garbage a parser reading them as input would fail on. */
+static int parse_padded(doc_fixture *f, char *buf, const char *in, size_t pad)
+{
+    size_t n = strlen(in);
+    memcpy(buf, in, n);
+    memset(buf + n, ']', JDOC_PADDING);
+    f->err[0] = 0;
+    return jdoc_parse_padded(f->d, buf, n, n + pad, &f->root, f->err, sizeof(f->err));
+}
+
+Test(json_read, parses_in_place_what_has_padding_and_a_copy_of_what_has_too_little)
+{
+    doc_fixture f = {.d = jdoc_new(4096)};
+    char buf[256];
+    for (size_t pad = JDOC_PADDING - 1; pad <= JDOC_PADDING; pad++) {
+        cr_assert_eq(parse_padded(&f, buf, "{\"a\":[1,\"x\"],\"b\":\"\\u00e9\"}", pad), 0, "%s",
+                     f.err);
+        memset(buf, ' ', 32); /* the values are the document's, not pointers into buf */
+        size_t n;
+        const char *s = jval_str(jval_getz(f.root, "b"), &n);
+        cr_assert_eq(n, 2);
+        cr_assert_eq(memcmp(s, "\xc3\xa9", 2), 0);
+        cr_assert_eq(jval_type(jval_getz(f.root, "a")), J_ARRAY);
+        /* errors point into buf as they do into the copy */
+        cr_assert_eq(parse_padded(&f, buf, "{\"a\":[1,{\"b\":]}}", pad), ONR_E_PARSE);
+        cr_assert_eq(jdoc_error_offset(f.d), 13, "pad %zu: %ld (%s)", pad, jdoc_error_offset(f.d),
+                     f.err);
+        cr_assert_eq(parse_padded(&f, buf, "[1, 2", pad), ONR_E_PARSE, "read the padding as input");
+        cr_assert_eq(jdoc_error_offset(f.d), 5);
+    }
+    jdoc_free(f.d);
+}
+
 /* depth arrays nested in one another */
 static void nested(onr_buf *b, int depth)
 {
