@@ -742,6 +742,33 @@ Test(json_read, writes_every_kind_of_value)
     jdoc_free(f.d);
 }
 
+Test(json_read, writes_short_escapes_and_nesting_past_sixteen_levels)
+{
+    doc_fixture f = {.d = jdoc_new(4096)};
+    onr_buf in = {0}, want = {0}, b = {0};
+    onr_buf_puts(&in, "{ \"s\" : \"\\b\\f\\r\\u001f\\u007f\" , \"deep\" : ");
+    onr_buf_puts(&want, "{\"s\":\"\\b\\f\\r\\u001f\x7f\",\"deep\":");
+    for (int i = 0; i < 40; i++) { /* the builder recurses past 16 levels */
+        onr_buf_puts(&in, i % 2 ? "[ " : "{ \"k\" : ");
+        onr_buf_puts(&want, i % 2 ? "[" : "{\"k\":");
+    }
+    onr_buf_puts(&in, "-1");
+    onr_buf_puts(&want, "-1");
+    for (int i = 39; i >= 0; i--) {
+        onr_buf_puts(&in, i % 2 ? " ]" : " }");
+        onr_buf_putc(&want, i % 2 ? ']' : '}');
+    }
+    onr_buf_puts(&in, " }");
+    onr_buf_putc(&want, '}');
+    cr_assert_eq(parse_json(&f, onr_buf_cstr(&in)), 0, "%s", f.err);
+    jval_write(f.root, &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), onr_buf_cstr(&want));
+    onr_buf_free(&in);
+    onr_buf_free(&want);
+    onr_buf_free(&b);
+    jdoc_free(f.d);
+}
+
 /* ---- arena */
 
 Test(arena, hands_out_zeroed_8_byte_aligned_memory)
