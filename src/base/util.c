@@ -162,15 +162,50 @@ static int digits(const char *s, size_t n, size_t at, size_t count, int *out)
     return 0;
 }
 
+/* The instant of a date and a time of day (a leap second read as :59), into *out when both
+ * exist; false otherwise. */
+static bool civil_ms(int y, int mo, int d, int h, int mi, int sec, int ms, int64_t *out)
+{
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || sec > 60)
+        return false;
+    *out = days_from_civil(y, (unsigned)mo, (unsigned)d) * ONR_DAY_MS + h * ONR_HOUR_MS +
+           mi * ONR_MINUTE_MS + (int64_t)(sec > 59 ? 59 : sec) * ONR_SECOND_MS + ms;
+    return true;
+}
+
+/* The form nearly every sender writes, "YYYY-MM-DDTHH:MM:SS.sssZ", read in one pass: true with
+ * *out_ms set, as onr_time_parse would set it. Anything else, or a value out of range in that
+ * form, is left to the general reader (false). */
+static bool parse_common(const char *s, size_t n, int64_t *out_ms)
+{
+    if (n != 24 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' ||
+        s[19] != '.' || s[23] != 'Z')
+        return false;
+#define DIGIT(i) ((unsigned)(unsigned char)s[i] - '0') /* above 9 for a byte not a digit */
+    unsigned v[17] = {DIGIT(0),  DIGIT(1),  DIGIT(2),  DIGIT(3),  DIGIT(5),  DIGIT(6),
+                      DIGIT(8),  DIGIT(9),  DIGIT(11), DIGIT(12), DIGIT(14), DIGIT(15),
+                      DIGIT(17), DIGIT(18), DIGIT(20), DIGIT(21), DIGIT(22)};
+#undef DIGIT
+    if ((v[0] > 9) | (v[1] > 9) | (v[2] > 9) | (v[3] > 9) | (v[4] > 9) | (v[5] > 9) | (v[6] > 9) |
+        (v[7] > 9) | (v[8] > 9) | (v[9] > 9) | (v[10] > 9) | (v[11] > 9) | (v[12] > 9) |
+        (v[13] > 9) | (v[14] > 9) | (v[15] > 9) | (v[16] > 9))
+        return false;
+    int y = (int)(v[0] * 1000 + v[1] * 100 + v[2] * 10 + v[3]), mo = (int)(v[4] * 10 + v[5]),
+        d = (int)(v[6] * 10 + v[7]), h = (int)(v[8] * 10 + v[9]), mi = (int)(v[10] * 10 + v[11]),
+        sec = (int)(v[12] * 10 + v[13]), ms = (int)(v[14] * 100 + v[15] * 10 + v[16]);
+    return civil_ms(y, mo, d, h, mi, sec, ms, out_ms);
+}
+
 int onr_time_parse(const char *s, size_t n, int64_t *out_ms)
 {
     int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0;
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (parse_common(s, n, out_ms))
+        return 0;
     if (digits(s, n, 0, 4, &y) || n < 10 || s[4] != '-' || digits(s, n, 5, 2, &mo) || s[7] != '-' ||
         digits(s, n, 8, 2, &d))
-        return ONR_E_PARSE;
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap))
         return ONR_E_PARSE;
     size_t i = 10;
     int64_t offset_ms = 0;
@@ -198,8 +233,6 @@ int onr_time_parse(const char *s, size_t n, int64_t *out_ms)
                     return ONR_E_PARSE;
             }
         }
-        if (h > 23 || mi > 59 || sec > 60)
-            return ONR_E_PARSE;
         if (i == n)
             return ONR_E_PARSE; /* a date-time needs a zone: Z or an offset */
         if (s[i] == 'Z' || s[i] == 'z') {
@@ -222,10 +255,10 @@ int onr_time_parse(const char *s, size_t n, int64_t *out_ms)
         if (i != n)
             return ONR_E_PARSE;
     }
-    int64_t days = days_from_civil(y, (unsigned)mo, (unsigned)d);
-    int64_t t = days * ONR_DAY_MS + h * ONR_HOUR_MS + mi * ONR_MINUTE_MS +
-                (int64_t)(sec > 59 ? 59 : sec) * ONR_SECOND_MS + ms - offset_ms;
-    *out_ms = t;
+    int64_t t;
+    if (!civil_ms(y, mo, d, h, mi, sec, ms, &t))
+        return ONR_E_PARSE;
+    *out_ms = t - offset_ms;
     return 0;
 }
 

@@ -132,6 +132,44 @@ Test(time, rejects_garbage)
     expect_bad_time("2026-1-18T11:45:02Z");
 }
 
+/* Every day from 1899 to 2101 and times across the day, in the common form
+ * (YYYY-MM-DDTHH:MM:SS.sssZ, read by a fast path) and with a +00:00 offset (read by the
+ * general one): the same instant, and what that form must refuse is refused. */
+Test(time, the_common_form_reads_as_the_general_one)
+{
+    char a[40], b[40];
+    static const int mlen[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int checked = 0;
+    for (int y = 1899; y <= 2101; y++)
+        for (int mo = 1; mo <= 12; mo++)
+            for (int d = 1; d <= 31; d++) {
+                int h = (y + d) % 24, mi = (mo * 7 + d) % 60, sec = (y + mo + d) % 61;
+                int ms = (y * 31 + d * 7) % 1000;
+                snprintf(a, sizeof a, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", y, mo, d, h, mi, sec,
+                         ms);
+                snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03d+00:00", y, mo, d, h, mi,
+                         sec, ms);
+                bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+                bool real = d <= mlen[mo - 1] && !(mo == 2 && d == 29 && !leap);
+                int64_t ta = -1, tb = -2;
+                int ra = parse(a, &ta), rb = parse(b, &tb);
+                cr_assert_eq(ra, real ? 0 : ONR_E_PARSE, "%s: %d", a, ra);
+                cr_assert_eq(rb, ra, "%s: %d, %s: %d", a, ra, b, rb);
+                if (real) {
+                    cr_assert_eq(ta, tb, "%s: %lld, %s: %lld", a, (long long)ta, b, (long long)tb);
+                    checked++;
+                }
+            }
+    cr_assert_eq(checked, 203 * 365 + 49); /* and the 49 leap days of 1899..2101 */
+    expect_bad_time("2026-11-18T24:00:00.000Z");
+    expect_bad_time("2026-11-18T11:60:00.000Z");
+    expect_bad_time("2026-11-18T11:45:61.000Z");
+    expect_bad_time("2026-13-18T11:45:02.123Z");
+    expect_bad_time("2026-00-18T11:45:02.123Z");
+    expect_bad_time("2026-11-18T11:4a:02.123Z");
+    expect_time("2026-11-18T11:45:60.123Z", T_SAMPLE + 57000); /* a leap second: :59 */
+}
+
 Test(time, reads_only_the_given_length)
 {
     int64_t got = 0;
