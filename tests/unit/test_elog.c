@@ -727,6 +727,119 @@ static int count_journal_segments(void)
     return n;
 }
 
+/* Counts the writes to partition segments (not the journal's) and the readable calls. */
+typedef struct seg_writes {
+    atomic_int writes;
+    atomic_int readable[2];
+} seg_writes;
+
+static ssize_t count_seg_pwrite(void *ctx, int fd, const void *buf, size_t len, uint64_t off)
+{
+    seg_writes *w = ctx;
+    if (!is_journal(fd))
+        atomic_fetch_add(&w->writes, 1);
+    ssize_t n = pwrite(fd, buf, len, (off_t)off);
+    return n < 0 ? -errno : n;
+}
+
+static void count_readable(void *ctx, int partition)
+{
+    seg_writes *w = ctx;
+    atomic_fetch_add(&w->readable[partition], 1);
+}
+
+/* Appends records 0..n-1 of its stream with elog_write_batch, none waited for but the last. */
+static void *stager(void *arg)
+{
+    writer_arg *a = arg;
+    uint64_t first, end = 0;
+    for (int i = 0; i < a->n; i++) {
+        char buf[256];
+        size_t len = make_rec(buf, sizeof buf, a->t, (uint64_t)i);
+        elog_rec rec = {buf, len};
+        cr_assert_eq(elog_write_batch(a->l, a->part, &rec, 1, &first, &end), 0);
+        a->offs[i] = first;
+    }
+    cr_assert_eq(elog_wait(a->l, a->part, end), 0);
+    return NULL;
+}
+
+/* Tails partition 0 until it has read want records; err is set when offsets come out of
+ * order or the reader fails. */
+typedef struct order_tail {
+    elog *l;
+    uint64_t want, read;
+    int err;
+} order_tail;
+
+static void *order_tailer(void *arg)
+{
+    order_tail *a = arg;
+    elog_reader *r;
+    const void *rec;
+    size_t len;
+    uint64_t off;
+    if (elog_reader_open(a->l, 0, 0, &r) != 0) {
+        a->err = 1;
+        return NULL;
+    }
+    while (a->read < a->want) {
+        int rc = elog_reader_next(r, &rec, &len, &off);
+        if (rc == 0) {
+            usleep(200);
+            continue;
+        }
+        if (rc != 1 || off != a->read) {
+            a->err = 2;
+            break;
+        }
+        a->read++;
+    }
+    elog_reader_close(r);
+    return NULL;
+}
+
+Test(elog, batch_appends_from_many_threads_keep_every_record_once_across_stage_bounds_and_rolls)
+{
+    /* half the threads wait for each append, half for their last only; 64 KiB segments, so
+     * that rolls meet staged records */
+    enum { PER_THREAD = GC_PER_THREAD / 2 };
+    seg_writes w = {0};
+    elog_opts o = {
+        .partitions = 2, .fsync = ELOG_FSYNC_BATCH, .segment_bytes = 64 << 10, .max_record = 1024};
+    o.io.pwrite = count_seg_pwrite;
+    o.io.ctx = &w;
+    elog *l = open_log(&o);
+    elog_set_readable(l, count_readable, &w);
+    static writer_arg args[GC_THREADS];
+    pthread_t th[GC_THREADS], tail;
+    order_tail ta = {.l = l, .want = GC_THREADS * PER_THREAD};
+    cr_assert_eq(pthread_create(&tail, NULL, order_tailer, &ta), 0);
+    for (int t = 0; t < GC_THREADS; t++) {
+        args[t] = (writer_arg){.l = l, .part = 0, .t = t, .n = PER_THREAD};
+        cr_assert_eq(pthread_create(&th[t], NULL, t % 2 ? writer : stager, &args[t]), 0);
+    }
+    for (int t = 0; t < GC_THREADS; t++)
+        pthread_join(th[t], NULL);
+    pthread_join(tail, NULL);
+    cr_assert_eq(ta.err, 0, "the tailing reader failed or read out of order (%d)", ta.err);
+    cr_assert_eq(ta.read, GC_THREADS * PER_THREAD);
+    cr_assert_eq(elog_end_offset(l, 0), GC_THREADS * PER_THREAD);
+    cr_assert_eq(elog_synced_offset(l, 0), GC_THREADS * PER_THREAD);
+    struct elog_stats st;
+    cr_assert_eq(elog_stats(l, 0, &st), 0);
+    cr_assert_gt(st.segments, 1, "the test should cross a segment roll");
+    cr_assert_lt(atomic_load(&w.writes), GC_THREADS * PER_THREAD, "%d writes for %d appends",
+                 atomic_load(&w.writes), GC_THREADS * PER_THREAD);
+    cr_assert_gt(atomic_load(&w.readable[0]), 0);
+    cr_assert_eq(atomic_load(&w.readable[1]), 0);
+    expect_interleaved(l, args, GC_THREADS, PER_THREAD);
+    cr_assert_eq(elog_close(l), 0);
+    l = open_log(&o);
+    expect_interleaved(l, args, GC_THREADS, PER_THREAD);
+    cr_assert_eq(elog_close(l), 0);
+}
+
 Test(elog, batch_acknowledges_after_a_journal_fsync_and_shares_it)
 {
     faults f;
@@ -905,27 +1018,6 @@ static void child_appends(const elog_opts *o, uint64_t n, synced_sizes *z)
 }
 
 static void expect_clean_reopen(uint64_t end0);
-
-/* Counts the writes to partition segments (not the journal's) and the readable calls. */
-typedef struct seg_writes {
-    atomic_int writes;
-    atomic_int readable[2];
-} seg_writes;
-
-static ssize_t count_seg_pwrite(void *ctx, int fd, const void *buf, size_t len, uint64_t off)
-{
-    seg_writes *w = ctx;
-    if (!is_journal(fd))
-        atomic_fetch_add(&w->writes, 1);
-    ssize_t n = pwrite(fd, buf, len, (off_t)off);
-    return n < 0 ? -errno : n;
-}
-
-static void count_readable(void *ctx, int partition)
-{
-    seg_writes *w = ctx;
-    atomic_fetch_add(&w->readable[partition], 1);
-}
 
 Test(elog, batch_writes_a_rounds_appends_to_a_partition_in_one_write)
 {
