@@ -1866,7 +1866,8 @@ static void journal_round(elog *l)
     for (int i = 0; i < P; i++) {
         int e = journal_stage(l, &l->parts[i]);
         if (e < 0)
-            say(l, "elog: p%03d: cannot write its records for the journal: %s", i, strerror(-e));
+            say(l, "elog: p%03d: cannot write or read back its records for the journal: %s", i,
+                strerror(-e));
     }
     if (l->jbuf.len) {
         /* at jsize: what a failed write left past it is overwritten by the next, or read as
