@@ -384,9 +384,14 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
                  REPLAY_MAX_RECORDS);
         return fail(c, MHD_HTTP_BAD_REQUEST, msg);
     }
-    const char *user = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "user");
-    if (user && (!*user || strlen(user) > TRK_MAX_ID_BYTES))
-        return fail(c, MHD_HTTP_BAD_REQUEST, "user must be an id of 1 to 256 bytes");
+    const char *arg = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "user");
+    char user[3 * TRK_MAX_ID_BYTES + 1]; /* each byte sent as at most 3 (%HH) */
+    if (arg) {
+        size_t an = strlen(arg);
+        if (an == 0 || an >= sizeof(user) || (an = http__unkeep(arg, an, user)) > TRK_MAX_ID_BYTES)
+            return fail(c, MHD_HTTP_BAD_REQUEST, "user must be an id of 1 to 256 bytes");
+        user[an] = 0;
+    }
     /* the rules sent, or the running ones when the body is empty */
     onr_buf path = {0}, src = {0};
     if (len == 0) {
@@ -422,7 +427,7 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
     job->shards = o->shards;
     job->c = c;
     job->rs = rs;
-    job->user = user ? onr_strdup(user) : NULL;
+    job->user = arg ? onr_strdup(user) : NULL;
     job->o = (shard_dry_opts){.max_records = max,
                               .explain_user = job->user,
                               .now_ms = onr_wall_ms(),
@@ -450,17 +455,57 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
     return MHD_YES;
 }
 
-/* /api/users/{id} or /api/users/{id}/explain, the URL already unescaped: the id is all that
- * follows /api/users/, less a final /explain, so that an id holding '/' (sent as %2F) is
- * found. */
-static bool user_path(const char *url, const char **id, size_t *n, bool *explain)
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+size_t http__unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r;) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 &&
+            hi * 16 + lo != '/' && hi * 16 + lo != '%') {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = 0;
+    return (size_t)(w - s);
+}
+
+size_t http__unkeep(const char *s, size_t n, char *out)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && s[i + 1] == '2' &&
+            (s[i + 2] == 'F' || s[i + 2] == 'f' || s[i + 2] == '5')) {
+            out[k++] = s[i + 2] == '5' ? '%' : '/';
+            i += 2;
+        } else {
+            out[k++] = s[i];
+        }
+    }
+    return k;
+}
+
+/* /api/users/{id} or /api/users/{id}/explain, the URL unescaped but for %2F and %25
+ * (http__unescape): the id is what follows /api/users/, less a final /explain, decoded into
+ * out (room for as many bytes as the path has), so that an id holding '/' (sent as %2F) is
+ * found, and one ending in /explain too. */
+static bool user_path(const char *url, char *out, size_t *n, bool *explain)
 {
     static const char tail[] = "/explain";
     const char *p = url + strlen("/api/users/");
     size_t len = strlen(p), tn = sizeof(tail) - 1;
     *explain = len > tn && strcmp(p + len - tn, tail) == 0;
-    *n = *explain ? len - tn : len;
-    *id = p;
+    *n = http__unkeep(p, *explain ? len - tn : len, out);
     return *n > 0;
 }
 
@@ -511,10 +556,13 @@ static enum MHD_Result route(http_server *s, struct MHD_Connection *c, const cha
         shard_triggers_json(o->shards, &b);
         return reply_buf(c, MHD_HTTP_OK, &b);
     }
-    const char *id;
     size_t n;
     bool explain;
-    if (strncmp(url, "/api/users/", 11) == 0 && user_path(url, &id, &n, &explain)) {
+    /* an id is at most 256 bytes, each sent as at most 3 (%HH) */
+    char id[3 * TRK_MAX_ID_BYTES + sizeof("/explain")];
+    if (strncmp(url, "/api/users/", 11) == 0 && strlen(url + 11) >= sizeof(id))
+        return fail(c, MHD_HTTP_BAD_REQUEST, "user id longer than 256 bytes");
+    if (strncmp(url, "/api/users/", 11) == 0 && user_path(url, id, &n, &explain)) {
         if (n > TRK_MAX_ID_BYTES)
             return fail(c, MHD_HTTP_BAD_REQUEST, "user id longer than 256 bytes");
         if (explain) {

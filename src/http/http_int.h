@@ -78,6 +78,15 @@ bool api_job_done(api_job *job);
 enum MHD_Result api_job_answer(struct MHD_Connection *c, api_job *job);
 void api_job_free(api_job *job);
 
+/* libmicrohttpd's unescaping of the path and the query arguments (its %HH), but for %2F ('/')
+ * and %25 ('%'), which stay as they are: so that a '/' inside a user id is told from one
+ * between the parts of a path. In place; returns the new length. http__unkeep decodes the two
+ * where a value is taken out of the path or an argument. */
+size_t http__unescape(void *cls, struct MHD_Connection *c, char *s);
+/* Decodes the %2F and %25 http__unescape kept in s[0..n) into out (room for n bytes);
+ * returns the decoded length. */
+size_t http__unkeep(const char *s, size_t n, char *out);
+
 /* Called with the headers of a request under /api/ or /metrics: authenticates it and
  * answers it when it has no body to read (returns true with *ret set). */
 bool api_begin(http_server *s, struct MHD_Connection *c, const char *url, const char *method,

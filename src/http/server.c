@@ -1773,7 +1773,8 @@ int http_start(const http_opts *o, http_server **out, char *err, size_t errlen)
         MHD_OPTION_ARRAY, pool, MHD_OPTION_SOCK_ADDR, &addr.sa, MHD_OPTION_NOTIFY_COMPLETED,
         on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)((s->o.timeout_ms + 999) / 1000), MHD_OPTION_END);
+        (unsigned)((s->o.timeout_ms + 999) / 1000), MHD_OPTION_UNESCAPE_CALLBACK, http__unescape,
+        NULL, MHD_OPTION_END);
     if (!s->d) {
         snprintf(err, errlen, "cannot listen on %s%s%s:%u (address in use, or not local?)",
                  v6 ? "[" : "", o->host, v6 ? "]" : "", (unsigned)o->port);

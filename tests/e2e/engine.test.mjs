@@ -180,6 +180,14 @@ test('POST /api/replay: the running rules, or others, over the log as a dry run'
     assert.equal(journal(s).length, journalBefore, 'a dry run recorded fires');
     const after = await get(srv, '/api/triggers');
     assert.deepEqual(after.json, live.json, 'a dry run changed the live counts');
+
+    // a user whose id holds '/' is named by ?user= escaped (%2F)
+    await send(srv, [{ type: 'track', userId: 'rp/d', event: 'Signed Up', messageId: 'rp/d-1' },
+      apiError('rp/d', 1)]);
+    assert.ok(await until(async () => (await get(srv, '/api/users/rp%2Fd')).status === 200 || null));
+    const sl = await api(srv.base, 'POST', '/api/replay?user=rp%2Fd', { token: TOKEN, body: other });
+    assert.equal(sl.status, 200, sl.text);
+    assert.match(sl.json.report, /^user rp\/d: 2 events, 1 session/);
   } finally {
     assert.equal(await srv.stop(), 0, srv.log());
   }
@@ -279,6 +287,29 @@ test('a user: profile, segments, recent events and fires; explain; sizes and cou
     const sx = await get(srv, '/api/users/team%2Fgrace/explain');
     assert.equal(sx.status, 200);
     assert.match(sx.json.report, /^user team\/grace/);
+    // an id that ends in /explain is a profile with %2F, and has an explain report of its
+    // own; a '%' in an id is sent as %25, so a literal "%2F" stays what it is
+    await send(srv, [
+      { type: 'identify', userId: 'x/explain', traits: { plan: 'pro' }, messageId: 'm10' },
+      { type: 'identify', userId: 'a%2Fb', traits: { plan: 'pro' }, messageId: 'm11' },
+    ]);
+    const xe = await until(async () => {
+      const r = await get(srv, '/api/users/x%2Fexplain');
+      return r.status === 200 ? r : null;
+    });
+    assert.ok(xe, 'no user x/explain');
+    assert.equal(xe.json.user, 'x/explain');
+    const xex = await get(srv, '/api/users/x%2Fexplain/explain');
+    assert.equal(xex.status, 200);
+    assert.equal(xex.json.user, 'x/explain');
+    assert.match(xex.json.report, /^user x\/explain/);
+    const lit = await until(async () => {
+      const r = await get(srv, '/api/users/a%252Fb');
+      return r.status === 200 ? r : null;
+    });
+    assert.ok(lit, 'no user a%2Fb');
+    assert.equal(lit.json.user, 'a%2Fb');
+    assert.equal((await get(srv, '/api/users/a%2Fb')).status, 404, 'a/b is another id');
   } finally {
     assert.equal(await srv.stop(), 0, srv.log());
   }
