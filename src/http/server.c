@@ -1133,7 +1133,8 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         }
         from = to; /* the log wakes the engine (elog_set_readable) */
     }
-    /* Every record written is readable: the engine need not wait for the fsync. */
+    /* The engine reads each record once it is written (under batch, by the round that makes
+     * it durable, before its fsync): it does not wait for the fsync. */
     atomic_store(stamp, 0);
     ack *a = ack_new(s, w, n, failed, now, stored);
     if (failed < P) {
