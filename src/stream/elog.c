@@ -922,21 +922,21 @@ static int write_meta(elog *l, char *err, size_t errlen)
 /* ---- durability */
 
 /*
- * Writes p's stage (batch) to its active segment; readers see the records on return. Partition
- * mutex held. On failure nothing of it remains in the file (as for a failed append), the
- * records stay staged for a later try, and the caller fails their waiters (sync_failed).
+ * Writes the n framed records in b at the end of p's active segment and publishes them:
+ * readers see them on return. Partition mutex held. On failure nothing of them remains in the
+ * file: what landed is cut, since a sealed segment must end exactly at its last record and a
+ * leftover would read as a torn tail at the next start (if even the cut fails, the next write
+ * or roll retries it first).
  */
-static int put_stage(elog *l, part *p)
+static int write_frames(elog *l, part *p, const onr_buf *b, uint64_t n)
 {
-    if (p->staged == 0)
-        return 0;
     if (p->tail_dirty) {
         if (ftruncate(p->fd, (off_t)p->size) < 0)
             return -errno;
         p->tail_dirty = false;
         extend_active(l, p);
     }
-    int rc = write_all(l, p->fd, p->stage.data, p->stage.len, p->size);
+    int rc = write_all(l, p->fd, b->data, b->len, p->size);
     if (rc < 0) {
         p->st.write_errors++;
         if (ftruncate(p->fd, (off_t)p->size) < 0)
@@ -945,14 +945,28 @@ static int put_stage(elog *l, part *p)
             extend_active(l, p);
         return rc;
     }
-    p->end += p->staged;
-    p->size += p->stage.len;
-    p->staged = 0;
-    onr_buf_clear(&p->stage);
+    p->end += n;
+    p->size += b->len;
     atomic_store_explicit(&p->pub_end, p->end, memory_order_release);
     if (l->readable)
         l->readable(l->readable_ctx, p->idx);
     return 0;
+}
+
+/* Writes p's stage (batch) with write_frames. On failure the records stay staged for a later
+ * try, and the caller fails their waiters (sync_failed). Partition mutex held. */
+static int put_stage(elog *l, part *p)
+{
+    if (p->staged == 0)
+        return 0;
+    uint64_t n = p->staged;
+    p->staged = 0; /* the records move from the stage to the file */
+    int rc = write_frames(l, p, &p->stage, n);
+    if (rc < 0)
+        p->staged = n;
+    else
+        onr_buf_clear(&p->stage);
+    return rc;
 }
 
 /* The offset after the partition's last record, staged or written. Partition mutex held. */
@@ -1322,23 +1336,9 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
         /* Frame into the reused buffer: one write per batch, no allocation once warm. */
         onr_buf_clear(&p->wbuf);
         frame(&p->wbuf, recs, n, total);
-        rc = write_all(l, p->fd, p->wbuf.data, p->wbuf.len, p->size);
-        if (rc < 0) {
-            /* Cut what landed: a sealed segment must end exactly at its last record, and a
-             * leftover would read as a torn tail at the next start. If even the truncate
-             * fails, the next append (before any write or roll) retries it. */
-            p->st.write_errors++;
-            if (ftruncate(p->fd, (off_t)p->size) < 0)
-                p->tail_dirty = true;
-            else
-                extend_active(l, p);
+        rc = write_frames(l, p, &p->wbuf, n);
+        if (rc < 0)
             goto out;
-        }
-        p->end += n;
-        p->size += total;
-        atomic_store_explicit(&p->pub_end, p->end, memory_order_release);
-        if (l->readable)
-            l->readable(l->readable_ctx, p->idx);
     }
     p->st.records += n;
     p->st.appended_bytes += total;
