@@ -1884,55 +1884,20 @@ Test(elog, a_reader_tails_records_appended_after_it_reached_the_end)
     elog_close(l);
 }
 
-typedef struct tail_arg {
-    elog *l;
-    uint64_t n;
-    int err;
-} tail_arg;
-
-static void *tail_reader(void *arg)
-{
-    tail_arg *a = arg;
-    elog_reader *r;
-    const void *rec;
-    size_t len;
-    uint64_t off, want = 0;
-    char buf[256];
-
-    if (elog_reader_open(a->l, 0, 0, &r) != 0) {
-        a->err = 1;
-        return NULL;
-    }
-    while (want < a->n) {
-        int rc = elog_reader_next(r, &rec, &len, &off);
-        if (rc == 0) {
-            sched_yield();
-            continue;
-        }
-        size_t n = make_rec(buf, sizeof buf, 0, want);
-        if (rc != 1 || off != want || len != n || memcmp(rec, buf, n) != 0) {
-            a->err = 2;
-            break;
-        }
-        want++;
-    }
-    elog_reader_close(r);
-    return NULL;
-}
-
 Test(elog, a_reader_in_another_thread_sees_every_record_in_order)
 {
     elog_opts o = {
         .partitions = 1, .fsync = ELOG_FSYNC_EVERYSEC, .segment_bytes = 8192, .max_record = 512};
     elog *l = open_log(&o);
-    tail_arg a = {.l = l, .n = 5000};
+    order_tail a = {.l = l, .want = 5000};
     pthread_t th;
 
-    cr_assert_eq(pthread_create(&th, NULL, tail_reader, &a), 0);
-    for (uint64_t i = 0; i < a.n; i++)
+    cr_assert_eq(pthread_create(&th, NULL, order_tailer, &a), 0);
+    for (uint64_t i = 0; i < a.want; i++)
         append_rec(l, 0, 0, i);
     pthread_join(th, NULL);
-    cr_assert_eq(a.err, 0, "the tailing reader saw a wrong record (%d)", a.err);
+    cr_assert_eq(a.err, 0, "the tailing reader failed or read out of order (%d)", a.err);
+    expect_partition(l, 0, 0, 0, a.want);
     elog_close(l);
 }
 
