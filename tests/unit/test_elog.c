@@ -748,6 +748,18 @@ static void count_readable(void *ctx, int partition)
     atomic_fetch_add(&w->readable[partition], 1);
 }
 
+/* Opens a log under o whose segment writes and readable calls w counts (from zero: not
+ * elog.meta's). */
+static elog *open_counted(elog_opts *o, seg_writes *w)
+{
+    o->io.pwrite = count_seg_pwrite;
+    o->io.ctx = w;
+    elog *l = open_log(o);
+    atomic_store(&w->writes, 0);
+    elog_set_readable(l, count_readable, w);
+    return l;
+}
+
 /* Appends records 0..n-1 of its stream with elog_write_batch, none waited for but the last. */
 static void *stager(void *arg)
 {
@@ -807,10 +819,7 @@ Test(elog, batch_appends_from_many_threads_keep_every_record_once_across_stage_b
     seg_writes w = {0};
     elog_opts o = {
         .partitions = 2, .fsync = ELOG_FSYNC_BATCH, .segment_bytes = 64 << 10, .max_record = 1024};
-    o.io.pwrite = count_seg_pwrite;
-    o.io.ctx = &w;
-    elog *l = open_log(&o);
-    elog_set_readable(l, count_readable, &w);
+    elog *l = open_counted(&o, &w);
     static writer_arg args[GC_THREADS];
     pthread_t th[GC_THREADS], tail;
     order_tail ta = {.l = l, .want = GC_THREADS * PER_THREAD};
@@ -1023,11 +1032,7 @@ Test(elog, batch_writes_a_rounds_appends_to_a_partition_in_one_write)
 {
     seg_writes w = {0};
     elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 300};
-    o.io.pwrite = count_seg_pwrite;
-    o.io.ctx = &w;
-    elog *l = open_log(&o);
-    atomic_store(&w.writes, 0); /* elog.meta's */
-    elog_set_readable(l, count_readable, &w);
+    elog *l = open_counted(&o, &w);
     char buf[256];
     uint64_t first, end = 0;
 
@@ -1059,10 +1064,7 @@ Test(elog, batch_bounds_a_partitions_stage_and_close_writes_what_nobody_waited_f
 {
     seg_writes w = {0};
     elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 10000};
-    o.io.pwrite = count_seg_pwrite;
-    o.io.ctx = &w;
-    elog *l = open_log(&o);
-    atomic_store(&w.writes, 0); /* elog.meta's */
+    elog *l = open_counted(&o, &w);
     static char big[1000];
     uint64_t first, end;
 
