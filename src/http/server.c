@@ -48,8 +48,7 @@ static bool is_ingest(int route)
 _Static_assert(HTTP_MAX_THREADS <= STAMP_SLOTS / 2, "a stamp slot for every HTTP thread");
 /* libmicrohttpd's memory per connection (headers and the read buffer), which it clears for
  * each request: its 32 KB default made that clearing a twentieth of the server's CPU. */
-#define CONN_MEMORY                                                                                \
-    (12 * 1024)            /* threads waiting for fsyncs: each can lead one partition's at a time */
+#define CONN_MEMORY (12 * 1024)
 #define STAMPING INT64_MIN /* a thread is reading the clock */
 
 /* The re-written messages of a request are the body plus what the server fills in per item:
