@@ -188,7 +188,8 @@ int elog_retain(elog *l, int partition, uint64_t checkpoint_offset, uint64_t max
  * Calls fn(ctx, partition) each time records of the partition become readable: from the
  * appending thread after its write, or from the thread that wrote the batch policy's staged
  * records. The partition's mutex is held: fn must be quick and must not call into the log.
- * Set it before appending.
+ * It may be changed at any time (NULL: none); once this returns the old fn is neither running
+ * nor called again, so its ctx may be freed.
  */
 void elog_set_readable(elog *l, void (*fn)(void *ctx, int partition), void *ctx);
 
