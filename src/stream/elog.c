@@ -80,8 +80,9 @@ typedef struct part {
     uint64_t err_upto;        /* offsets below this were in a failed fsync */
     bool tail_dirty;          /* a failed write left bytes past size that ftruncate kept */
     bool extend_failed;       /* the active segment could not be sized ahead (said once) */
-    onr_buf wbuf;             /* framed records staged for one write, reused */
-    onr_buf stage;            /* batch: framed records appended past end, not yet written */
+    onr_buf stage;            /* framed records appended past end, not yet written: under
+                               * batch until a round writes them, under the other policies
+                               * while their append does; reused */
     uint64_t staged;          /* the records in stage: offsets [end, end + staged) */
     elog_waiter *waiters;     /* elog_notify's, for the sync threads */
     bool queued;              /* in the sync queue, or about to be */
@@ -809,7 +810,6 @@ static void part_free(part *p, bool locks)
     if (p->dirfd >= 0)
         close(p->dirfd);
     onr_free(p->segs);
-    onr_buf_free(&p->wbuf);
     onr_buf_free(&p->stage);
     if (locks) {
         pthread_mutex_destroy(&p->mu);
@@ -921,6 +921,19 @@ static int write_meta(elog *l, char *err, size_t errlen)
 
 /* ---- durability */
 
+/* Cuts what a failed write left past p's records (tail_dirty), before anything else is written
+ * or rolled. Partition mutex held. */
+static int cut_dirty_tail(elog *l, part *p)
+{
+    if (!p->tail_dirty)
+        return 0;
+    if (ftruncate(p->fd, (off_t)p->size) < 0)
+        return -errno;
+    p->tail_dirty = false;
+    extend_active(l, p);
+    return 0;
+}
+
 /*
  * Writes the n framed records in b at the end of p's active segment and publishes them:
  * readers see them on return. Partition mutex held. On failure nothing of them remains in the
@@ -930,13 +943,10 @@ static int write_meta(elog *l, char *err, size_t errlen)
  */
 static int write_frames(elog *l, part *p, const onr_buf *b, uint64_t n)
 {
-    if (p->tail_dirty) {
-        if (ftruncate(p->fd, (off_t)p->size) < 0)
-            return -errno;
-        p->tail_dirty = false;
-        extend_active(l, p);
-    }
-    int rc = write_all(l, p->fd, b->data, b->len, p->size);
+    int rc = cut_dirty_tail(l, p);
+    if (rc < 0)
+        return rc;
+    rc = write_all(l, p->fd, b->data, b->len, p->size);
     if (rc < 0) {
         p->st.write_errors++;
         if (ftruncate(p->fd, (off_t)p->size) < 0)
@@ -1308,14 +1318,9 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
             pthread_cond_wait(&p->cv, &p->mu);
             continue;
         }
-        if (p->tail_dirty) {
-            if (ftruncate(p->fd, (off_t)p->size) < 0) {
-                rc = -errno;
-                goto out;
-            }
-            p->tail_dirty = false;
-            extend_active(l, p);
-        }
+        rc = cut_dirty_tail(l, p);
+        if (rc < 0)
+            goto out;
         if (p->sync_err) {
             rc = heal(l, p);
         } else if (full) {
@@ -1333,10 +1338,10 @@ static int append(elog *l, int partition, const elog_rec *recs, size_t n, uint64
         if (rc < 0)
             goto out;
     } else {
-        /* Frame into the reused buffer: one write per batch, no allocation once warm. */
-        onr_buf_clear(&p->wbuf);
-        frame(&p->wbuf, recs, n, total);
-        rc = write_frames(l, p, &p->wbuf, n);
+        /* one write per batch, through the reused stage: no allocation once warm */
+        frame(&p->stage, recs, n, total);
+        rc = write_frames(l, p, &p->stage, n);
+        onr_buf_clear(&p->stage);
         if (rc < 0)
             goto out;
     }
