@@ -151,6 +151,15 @@ void onr_random_hex(char *out, size_t n);
 #define ONR_TIME_MIN_MS INT64_C(0)
 #define ONR_TIME_MAX_MS INT64_C(253402300799999)
 
+/* The value of a hexadecimal digit (either case), or -1 for any other character. */
+static inline int onr_hex_digit(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
 /* Parses an ISO-8601 / RFC 3339 date-time ("2026-11-18T11:45:02.123Z", "+01:00" offsets,
  * optional fraction) into *out_ms. Returns 0 or ONR_E_PARSE. */
 int onr_time_parse(const char *s, size_t n, int64_t *out_ms);

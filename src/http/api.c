@@ -455,20 +455,12 @@ static enum MHD_Result post_replay(http_server *s, struct MHD_Connection *c, con
     return MHD_YES;
 }
 
-static int hex_digit(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 size_t http__unescape(void *cls, struct MHD_Connection *c, char *s)
 {
     char *w = s;
     for (const char *r = s; *r;) {
         int hi, lo;
-        if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 &&
+        if (r[0] == '%' && (hi = onr_hex_digit(r[1])) >= 0 && (lo = onr_hex_digit(r[2])) >= 0 &&
             hi * 16 + lo != '/' && hi * 16 + lo != '%') {
             *w++ = (char)(hi * 16 + lo);
             r += 3;

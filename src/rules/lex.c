@@ -75,22 +75,11 @@ static token error_tok(lexer *lx, token t)
     return t;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int read_hex4(lexer *lx, unsigned *out)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval(peekc(lx, 0));
+        int h = onr_hex_digit(peekc(lx, 0));
         if (h < 0)
             return -1;
         v = v * 16 + (unsigned)h;
