@@ -56,6 +56,13 @@ int jdoc_parse(jdoc *d, const char *buf, size_t len, jval *root, char *err, size
 int jdoc_parse_padded(jdoc *d, const char *buf, size_t len, size_t cap, jval *root, char *err,
                       size_t errlen);
 
+/* Whether jval_write copies values from the input's text (as sent, less the whitespace
+ * outside strings: escapes and numbers as written) instead of formatting them from the
+ * parsed document. With jdoc_parse_padded the caller then keeps buf unchanged for as long
+ * as it writes the values; jdoc_parse's own copy lasts until the next parse. Off by default;
+ * applies from the next parse. */
+void jdoc_keep_text(jdoc *d, bool keep);
+
 /* After jdoc_parse failed with ONR_E_PARSE: the byte offset in buf at which the input stops
  * being JSON (its length when it ends too soon), for a message that points at it; -1 when it
  * cannot be told. Reads the input (the jdoc's copy, or buf after jdoc_parse_padded), so call
@@ -81,8 +88,12 @@ jiter jval_iter(jval v);
 /* Returns false at the end; for objects, key and keylen receive the member's key. */
 bool jiter_next(jiter *it, jval *out, const char **key, size_t *keylen);
 
-/* Serializes v compactly (minified) onto b. */
+/* Serializes v compactly (minified) onto b: from its text under jdoc_keep_text, else from
+ * the parsed value (escapes as short as JSON allows, numbers as simdjson formats them). */
 void jval_write(jval v, onr_buf *b);
+/* Writes "key":v for v a member of an object, with the key jiter_next gave for it, as
+ * jval_write writes v (the key too from its text under jdoc_keep_text). */
+void jval_write_member(jval v, const char *key, size_t keylen, onr_buf *b);
 
 /* ---- writing */
 

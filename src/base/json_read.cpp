@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 #include <new>
+#include <vector>
 #include <simdjson.h>
 
 using namespace simdjson;
@@ -21,8 +22,12 @@ struct jdoc {
     const char *src;   /* the input of the last parse: pad's data, or the caller's */
     size_t max_bytes;
     size_t max_depth;
-    size_t len;          /* of the last document parsed */
-    error_code last_err; /* of the last jdoc_parse */
+    size_t len;                    /* of the last document parsed */
+    error_code last_err;           /* of the last jdoc_parse */
+    bool keep_text;                /* jdoc_keep_text: jval_write copies values' text from src */
+    bool text_ok;                  /* text_at maps the last parse's values to their text */
+    bool spaced;                   /* and that text has whitespace outside strings */
+    std::vector<uint32_t> text_at; /* per tape entry: the number of its structural */
 };
 
 static_assert(sizeof(dom::element) == sizeof(jval), "jval must hold a dom::element");
@@ -54,6 +59,7 @@ extern "C" jdoc *jdoc_new(size_t max_bytes)
     d->len = 0;
     d->src = nullptr;
     d->last_err = SUCCESS;
+    d->keep_text = d->text_ok = d->spaced = false;
     return d;
 }
 
@@ -75,11 +81,89 @@ extern "C" int jdoc_set_max_depth(jdoc *d, size_t depth)
     return 0;
 }
 
+extern "C" void jdoc_keep_text(jdoc *d, bool keep)
+{
+    d->keep_text = keep;
+    d->text_ok = false;
+}
+
+static bool is_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/*
+ * Pairs each entry of the parsed document's tape (simdjson's doc/tape.md) with the
+ * structural character stage 1 found for it, in one walk of both: every value, key and
+ * closing bracket is one entry and one structural, in the same order; the ':' and ','
+ * between them are structurals with no entry. Each pair is checked (a '{' entry at a '{',
+ * a string at a quote, a number at a digit or '-'), and any difference leaves text_ok
+ * false, so that jval_write formats from the tape instead.
+ */
+static void map_text(jdoc *d)
+{
+    /* a token's first character and a tape entry's type, as one kind for each pair that
+     * goes together (numbers all alike); the two never meet otherwise */
+    static const struct kinds {
+        unsigned char first[256], entry[256];
+        bool ws[256];
+        constexpr kinds() : first(), entry(), ws()
+        {
+            for (int c = 0; c < 256; c++) {
+                bool same = c == '{' || c == '}' || c == '[' || c == ']' || c == '"' || c == 't' ||
+                            c == 'f' || c == 'n';
+                first[c] = c == '-' || (c >= '0' && c <= '9') ? '#' : same ? c : 1;
+                entry[c] = c == 'l' || c == 'u' || c == 'd' ? '#' : same ? c : 2;
+                ws[c] = c == ' ' || c == '\t' || c == '\n' || c == '\r';
+            }
+        }
+    } k;
+    const uint64_t *tape = d->parser.doc.tape.get();
+    const auto *impl = d->parser.implementation.get();
+    const uint32_t *idx = impl->structural_indexes.get();
+    size_t ns = impl->n_structural_indexes;
+    const unsigned char *src = reinterpret_cast<const unsigned char *>(d->src);
+    size_t ntape = (size_t)(tape[0] & internal::JSON_VALUE_MASK); /* past the closing root */
+    if (ns == 0 || ntape < 3)
+        return;
+    if (d->text_at.size() < ntape)
+        d->text_at.resize(ntape);
+    uint32_t *at = d->text_at.data();
+    bool spaced = false;
+    /* the root's first token, then each with what precedes it: all whitespace between
+     * tokens ends before a structural */
+    at[1] = 0;
+    size_t t = 1 + (k.entry[tape[1] >> 56] == '#'), j = 1;
+    if (k.first[src[idx[0]]] != k.entry[tape[1] >> 56])
+        return;
+    for (t++; t + 1 < ntape; t++) {
+        unsigned char c;
+        for (;; j++) {
+            if (j >= ns)
+                return;
+            c = src[idx[j]];
+            spaced |= k.ws[src[idx[j] - 1]];
+            if (c != ':' && c != ',')
+                break;
+        }
+        unsigned char e = k.entry[tape[t] >> 56];
+        if (k.first[c] != e)
+            return;
+        at[t] = (uint32_t)j++;
+        t += e == '#'; /* a number's own 64 bits */
+    }
+    if (j != ns)
+        return;
+    d->spaced = spaced;
+    d->text_ok = true;
+}
+
 extern "C" int jdoc_parse_padded(jdoc *d, const char *buf, size_t len, size_t cap, jval *root,
                                  char *err, size_t errlen)
 {
     d->len = 0;
     d->last_err = CAPACITY;
+    d->text_ok = false;
     if (len > d->max_bytes) {
         snprintf(err, errlen, "document of %zu bytes exceeds the limit of %zu", len, d->max_bytes);
         return ONR_E_LIMIT;
@@ -101,6 +185,8 @@ extern "C" int jdoc_parse_padded(jdoc *d, const char *buf, size_t len, size_t ca
         snprintf(err, errlen, "invalid JSON: %s", error_message(error));
         return ONR_E_PARSE;
     }
+    if (d->keep_text)
+        map_text(d);
     *root = from_el(e);
     return 0;
 }
@@ -139,11 +225,6 @@ static size_t utf8_seq(const unsigned char *p, size_t n)
         if ((p[i] & 0xc0) != 0x80)
             return 0;
     return k;
-}
-
-static bool is_ws(unsigned char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
 static bool is_digit(unsigned char c)
@@ -531,18 +612,93 @@ extern "C" bool jiter_next(jiter *it, jval *out, const char **key, size_t *keyle
     return true;
 }
 
+/* The jdoc whose parser holds the document a value points into. */
+static const jdoc *jdoc_of(const void *doc)
+{
+    static const std::ptrdiff_t doc_at = [] {
+        jdoc probe;
+        return reinterpret_cast<const char *>(&probe.parser.doc) -
+               reinterpret_cast<const char *>(&probe);
+    }();
+    return reinterpret_cast<const jdoc *>(static_cast<const char *>(doc) - doc_at);
+}
+
+/* Writes the input's text from tape entry `from` to the end of value v (at tape entry t),
+ * without the whitespace outside strings; false when that cannot be done (and nothing was
+ * written). */
+static bool write_text(const jdoc *d, size_t from, size_t t, onr_buf *b)
+{
+    const uint64_t *tape = d->parser.doc.tape.get();
+    const uint32_t *idx = d->parser.implementation->structural_indexes.get();
+    size_t ns = d->parser.implementation->n_structural_indexes;
+    uint32_t j = d->text_at[t];
+    size_t start = idx[d->text_at[from]], end;
+    char type = (char)(tape[t] >> 56);
+    if (type == '{' || type == '[') {
+        size_t close = (size_t)(uint32_t)tape[t] - 1; /* its payload: past the close */
+        end = idx[d->text_at[close]] + 1;
+    } else {
+        end = j + 1 < ns ? idx[j + 1] : d->len;
+        while (end > start && is_ws((unsigned char)d->src[end - 1]))
+            end--;
+    }
+    if (!d->spaced) {
+        onr_buf_put(b, d->src + start, end - start);
+        return true;
+    }
+    onr_buf_reserve(b, end - start);
+    size_t n = 0;
+    if (minify(d->src + start, end - start, b->data + b->len, n) != SUCCESS)
+        return false;
+    b->len += n;
+    return true;
+}
+
+/* Whether tape entry t (of a document with text_ok) is an object's key. */
+static bool is_key(const jdoc *d, size_t t)
+{
+    const uint32_t *idx = d->parser.implementation->structural_indexes.get();
+    uint32_t j = d->text_at[t];
+    return (char)(d->parser.doc.tape[t] >> 56) == '"' &&
+           j + 1 < d->parser.implementation->n_structural_indexes && d->src[idx[j + 1]] == ':';
+}
+
+/* The builder behind jval_write without the text: one per thread, cleared rather than
+ * freed, so that writing allocates nothing once its buffer has grown (simdjson::minify
+ * builds a new std::string each call). The builder is simdjson's own, behind minify; the
+ * Debian package fixes its version. */
+static void format(jval v, onr_buf *b)
+{
+    static thread_local simdjson::internal::string_builder<> sb;
+    sb.clear();
+    sb.append(to_el(v));
+    std::string_view s = sb.str();
+    onr_buf_put(b, s.data(), s.size());
+}
+
 extern "C" void jval_write(jval v, onr_buf *b)
 {
     if (!v.doc) {
         onr_buf_puts(b, "null");
         return;
     }
-    /* One builder per thread, cleared rather than freed, so that writing allocates nothing
-     * once its buffer has grown (simdjson::minify builds a new std::string each call). The
-     * builder is simdjson's own, behind minify; the Debian package fixes its version. */
-    static thread_local simdjson::internal::string_builder<> sb;
-    sb.clear();
-    sb.append(to_el(v));
-    std::string_view s = sb.str();
-    onr_buf_put(b, s.data(), s.size());
+    const jdoc *d = jdoc_of(v.doc);
+    if (d->text_ok && write_text(d, v.index, v.index, b))
+        return;
+    format(v, b);
+}
+
+extern "C" void jval_write_member(jval v, const char *key, size_t keylen, onr_buf *b)
+{
+    const jdoc *d = v.doc ? jdoc_of(v.doc) : nullptr;
+    /* a member's key is the tape entry before its value, the structural before a ':' */
+    if (d && d->text_ok && v.index > 1 && is_key(d, v.index - 1) &&
+        write_text(d, v.index - 1, v.index, b))
+        return;
+    jw_str(b, key, keylen);
+    onr_buf_putc(b, ':');
+    if (v.doc)
+        format(v, b);
+    else
+        onr_buf_puts(b, "null");
 }

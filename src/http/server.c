@@ -501,6 +501,8 @@ static work *work_get(http_server *s)
         fputs("onramp: out of memory (JSON parser)\n", stderr);
         abort();
     }
+    /* messages are stored as sent (the body stays in place until they are appended) */
+    jdoc_keep_text(w->in, true);
     return w;
 }
 

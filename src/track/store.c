@@ -204,12 +204,13 @@ static size_t write_enriched(onr_buf *b, jval obj, int e, const enrich_vals *ev)
 /* Writes one member of the stored context; returns the bytes enrichment added inside it. */
 static size_t write_ctx_member(onr_buf *b, const char *k, size_t kn, jval v, const enrich_vals *ev)
 {
-    jw_str(b, k, kn);
-    onr_buf_putc(b, ':');
     for (int e = 0; e < EK_COUNT; e++)
-        if (is_key(k, kn, ek_names[e]) && jval_type(v) == J_OBJECT)
+        if (is_key(k, kn, ek_names[e]) && jval_type(v) == J_OBJECT) {
+            jw_str(b, k, kn);
+            onr_buf_putc(b, ':');
             return write_enriched(b, v, e, ev);
-    jval_write(v, b);
+        }
+    jval_write_member(v, k, kn, b);
     return 0;
 }
 
@@ -332,9 +333,7 @@ void trk_store_item(onr_buf *b, jval item, int kind, const trk_batch_fields *bf,
         if (!first)
             onr_buf_putc(b, ',');
         first = false;
-        jw_str(b, k, kn);
-        onr_buf_putc(b, ':');
-        jval_write(v, b);
+        jval_write_member(v, k, kn, b);
     }
     *own = b->len - at + 1;
     bool own_members = !first;

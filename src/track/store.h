@@ -1,6 +1,7 @@
 /*
  * store.h - a Segment message as ingest stores it in the event log (docs/api.md, "Field
- * rules" and "Enrichment"): the sender's members, minified, with type, messageId and
+ * rules" and "Enrichment"): the sender's members, minified (as sent when the document
+ * keeps its text, jdoc_keep_text, as ingest's does), with type, messageId and
  * receivedAt filled in, the batch-level fields an item lacks copied into it, and the device,
  * browser, OS and country enrichment found added to its context. trk_decode_overlay
  * (track.h) reads a message as trk_store_item writes it, without the writing: the two change

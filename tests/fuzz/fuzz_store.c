@@ -2,10 +2,11 @@
  * fuzz_store.c - libFuzzer target: any bytes as the body of a Segment request (a /v1/batch
  * when it holds a "batch" array, else one message sent to the endpoint of a kind the input
  * picks). Each object item is written as ingest stores it (trk_store_item), with and without
- * enrichment; what is written must parse, and decode exactly as trk_decode_overlay decoded
- * the item without writing it: the same error, or the same fields. Ingest validates with the
- * overlay and the engine reads the stored form, so any difference is an event accepted as
- * one thing and run as another.
+ * enrichment, copied from the input's text (jdoc_keep_text) or formatted from the parse;
+ * what is written must parse, and decode exactly as trk_decode_overlay decoded the item
+ * without writing it: the same error, or the same fields. Ingest validates with the overlay
+ * and the engine reads the stored form, so any difference is an event accepted as one thing
+ * and run as another.
  */
 #include "track/store.h"
 #include "track/track.h"
@@ -59,6 +60,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     jval root;
     char ea[512], es[512];
+    jdoc_keep_text(in, size % 3 != 0); /* stored as sent (as ingest does), or re-formatted */
     if (jdoc_parse(in, (const char *)data, size, &root, ea, sizeof(ea)) ||
         jval_type(root) != J_OBJECT)
         return 0;

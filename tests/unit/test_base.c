@@ -807,6 +807,118 @@ Test(json_read, writes_short_escapes_and_nesting_past_sixteen_levels)
     jdoc_free(f.d);
 }
 
+/* Writes every member of obj with jval_write_member, as an object. */
+static void write_members(jval obj, onr_buf *b)
+{
+    jiter it = jval_iter(obj);
+    jval v;
+    const char *k;
+    size_t kn;
+    onr_buf_putc(b, '{');
+    for (bool first = true; jiter_next(&it, &v, &k, &kn); first = false) {
+        if (!first)
+            onr_buf_putc(b, ',');
+        jval_write_member(v, k, kn, b);
+    }
+    onr_buf_putc(b, '}');
+}
+
+Test(json_read, keeps_the_text_as_sent_less_whitespace_when_asked)
+{
+    doc_fixture f = {.d = jdoc_new(4096)};
+    jdoc_keep_text(f.d, true);
+    const char *spaced = " { \"a\" : [ 1E2 , -0.50 , true ] ,\n \"b\\u0041\" :\t{ \"c\" : "
+                         "\"d \\/ { e\\\"\" , \"n\" : null } , \"s\":\"\\u00e9\" } ";
+    cr_assert_eq(parse_json(&f, spaced), 0, "%s", f.err);
+    onr_buf b = {0};
+    jval_write(f.root, &b);
+    const char *want = "{\"a\":[1E2,-0.50,true],\"b\\u0041\":{\"c\":\"d \\/ { e\\\"\","
+                       "\"n\":null},\"s\":\"\\u00e9\"}";
+    cr_assert_str_eq(onr_buf_cstr(&b), want);
+    onr_buf_clear(&b);
+    write_members(f.root, &b); /* keys as sent too */
+    cr_assert_str_eq(onr_buf_cstr(&b), want);
+    onr_buf_clear(&b);
+    jval_write(jval_getz(f.root, "bA"), &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), "{\"c\":\"d \\/ { e\\\"\",\"n\":null}");
+    onr_buf_clear(&b);
+    jval_write(jval_getz(f.root, "s"), &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), "\"\\u00e9\"");
+    onr_buf_clear(&b);
+    jiter it = jval_iter(jval_getz(f.root, "a"));
+    jval v;
+    for (int i = 0; jiter_next(&it, &v, NULL, NULL); i++)
+        jval_write(v, &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), "1E2-0.50true");
+
+    /* compact text is copied as it is, out of order too; the next parse is written, not
+     * the one before (a shorter one here, and a scalar with whitespace round it) */
+    cr_assert_eq(parse_json(&f, "{\"x\":{\"y\":[{},[]]},\"z\":\"\\t\"}"), 0, "%s", f.err);
+    onr_buf_clear(&b);
+    jval_write(jval_getz(f.root, "z"), &b);
+    jval_write(jval_getz(f.root, "x"), &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), "\"\\t\"{\"y\":[{},[]]}");
+    cr_assert_eq(parse_json(&f, "  12.0e-1 \n"), 0, "%s", f.err);
+    onr_buf_clear(&b);
+    jval_write(f.root, &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), "12.0e-1");
+
+    /* off again, from the next parse: formatted from the parsed values */
+    jdoc_keep_text(f.d, false);
+    cr_assert_eq(parse_json(&f, spaced), 0, "%s", f.err);
+    onr_buf_clear(&b);
+    write_members(f.root, &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), "{\"a\":[100.0,-0.5,true],\"bA\":{\"c\":\"d / { e\\\"\","
+                                       "\"n\":null},\"s\":\"\u00e9\"}");
+    onr_buf_free(&b);
+    jdoc_free(f.d);
+}
+
+Test(json_read, keeps_the_text_of_a_document_parsed_in_place)
+{
+    jdoc *d = jdoc_new(1 << 16);
+    jdoc_keep_text(d, true);
+    onr_buf in = {0}, b = {0};
+    /* deep, long, with members of every kind */
+    onr_buf_puts(&in, "{\"deep\":");
+    for (int i = 0; i < 300; i++)
+        onr_buf_puts(&in, i % 2 ? "[" : "{\"k\":");
+    onr_buf_puts(&in, "\"\\ud83d\\ude00\"");
+    for (int i = 299; i >= 0; i--)
+        onr_buf_putc(&in, i % 2 ? ']' : '}');
+    onr_buf_puts(&in, ",\"list\":[");
+    for (int i = 0; i < 2000; i++)
+        onr_buf_puts(&in, i ? ",-1.25e+3" : "-1.25e+3");
+    onr_buf_puts(&in, "],\"last\":false}");
+    size_t len = in.len;
+    onr_buf_reserve(&in, JDOC_PADDING);
+    memset(in.data + len, 'x', JDOC_PADDING);
+    jval root;
+    char err[256];
+    cr_assert_eq(jdoc_parse_padded(d, in.data, len, len + JDOC_PADDING, &root, err, sizeof(err)), 0,
+                 "%s", err);
+    jval_write(root, &b);
+    cr_assert_eq(b.len, len);
+    cr_assert_eq(memcmp(b.data, in.data, len), 0);
+    onr_buf_clear(&b);
+    jval_write(jval_getz(root, "last"), &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), "false");
+    onr_buf_free(&in);
+    onr_buf_free(&b);
+    jdoc_free(d);
+}
+
+Test(json_read, writes_a_member_with_its_key_escaped_without_the_text)
+{
+    doc_fixture f = {.d = jdoc_new(4096)};
+    cr_assert_eq(parse_json(&f, "{\"k\\u0022\":1.50,\"n\":null}"), 0, "%s", f.err);
+    onr_buf b = {0};
+    write_members(f.root, &b);
+    cr_assert_str_eq(onr_buf_cstr(&b), "{\"k\\\"\":1.5,\"n\":null}");
+    onr_buf_free(&b);
+    jdoc_free(f.d);
+}
+
 /* ---- arena */
 
 Test(arena, hands_out_zeroed_8_byte_aligned_memory)
