@@ -176,6 +176,13 @@ static bool civil_ms(int y, int mo, int d, int h, int mi, int sec, int ms, int64
     return true;
 }
 
+/* The minute this thread's last timestamp in the common form fell in: a stream of events
+ * mostly shares it, and then only the seconds are read. */
+static _Thread_local struct {
+    char key[16]; /* "YYYY-MM-DDTHH:MM", validated */
+    int64_t ms;   /* its start */
+} last_minute;
+
 /* The form nearly every sender writes, "YYYY-MM-DDTHH:MM:SS.sssZ", read in one pass: true with
  * *out_ms set, as onr_time_parse would set it. Anything else, or a value out of range in that
  * form, is left to the general reader (false). */
@@ -185,18 +192,33 @@ static bool parse_common(const char *s, size_t n, int64_t *out_ms)
         s[19] != '.' || s[23] != 'Z')
         return false;
 #define DIGIT(i) ((unsigned)(unsigned char)s[i] - '0') /* above 9 for a byte not a digit */
-    unsigned v[17] = {DIGIT(0),  DIGIT(1),  DIGIT(2),  DIGIT(3),  DIGIT(5),  DIGIT(6),
-                      DIGIT(8),  DIGIT(9),  DIGIT(11), DIGIT(12), DIGIT(14), DIGIT(15),
-                      DIGIT(17), DIGIT(18), DIGIT(20), DIGIT(21), DIGIT(22)};
+    unsigned t[5] = {DIGIT(17), DIGIT(18), DIGIT(20), DIGIT(21), DIGIT(22)};
+    if ((t[0] > 9) | (t[1] > 9) | (t[2] > 9) | (t[3] > 9) | (t[4] > 9))
+        return false;
+    int sec = (int)(t[0] * 10 + t[1]), ms = (int)(t[2] * 100 + t[3] * 10 + t[4]);
+    if (sec > 60)
+        return false;
+    /* a leap second reads as :59 */
+    int64_t within = (int64_t)(sec > 59 ? 59 : sec) * ONR_SECOND_MS + ms;
+    if (memcmp(s, last_minute.key, sizeof(last_minute.key)) == 0) {
+        *out_ms = last_minute.ms + within;
+        return true;
+    }
+    unsigned v[12] = {DIGIT(0), DIGIT(1), DIGIT(2),  DIGIT(3),  DIGIT(5),  DIGIT(6),
+                      DIGIT(8), DIGIT(9), DIGIT(11), DIGIT(12), DIGIT(14), DIGIT(15)};
 #undef DIGIT
     if ((v[0] > 9) | (v[1] > 9) | (v[2] > 9) | (v[3] > 9) | (v[4] > 9) | (v[5] > 9) | (v[6] > 9) |
-        (v[7] > 9) | (v[8] > 9) | (v[9] > 9) | (v[10] > 9) | (v[11] > 9) | (v[12] > 9) |
-        (v[13] > 9) | (v[14] > 9) | (v[15] > 9) | (v[16] > 9))
+        (v[7] > 9) | (v[8] > 9) | (v[9] > 9) | (v[10] > 9) | (v[11] > 9))
         return false;
     int y = (int)(v[0] * 1000 + v[1] * 100 + v[2] * 10 + v[3]), mo = (int)(v[4] * 10 + v[5]),
-        d = (int)(v[6] * 10 + v[7]), h = (int)(v[8] * 10 + v[9]), mi = (int)(v[10] * 10 + v[11]),
-        sec = (int)(v[12] * 10 + v[13]), ms = (int)(v[14] * 100 + v[15] * 10 + v[16]);
-    return civil_ms(y, mo, d, h, mi, sec, ms, out_ms);
+        d = (int)(v[6] * 10 + v[7]), h = (int)(v[8] * 10 + v[9]), mi = (int)(v[10] * 10 + v[11]);
+    int64_t minute;
+    if (!civil_ms(y, mo, d, h, mi, 0, 0, &minute))
+        return false;
+    memcpy(last_minute.key, s, sizeof(last_minute.key));
+    last_minute.ms = minute;
+    *out_ms = minute + within;
+    return true;
 }
 
 int onr_time_parse(const char *s, size_t n, int64_t *out_ms)

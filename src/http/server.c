@@ -49,6 +49,8 @@ _Static_assert(HTTP_MAX_THREADS <= STAMP_SLOTS / 2, "a stamp slot for every HTTP
 /* libmicrohttpd's memory per connection (headers and the read buffer), which it clears for
  * each request: its 32 KB default made that clearing a twentieth of the server's CPU. */
 #define CONN_MEMORY (12 * 1024)
+/* The most of a request body's buffer made before its bytes arrive. */
+#define BODY_RESERVE (64 * 1024)
 #define STAMPING INT64_MIN /* a thread is reading the clock */
 
 /* The re-written messages of a request are the body plus what the server fills in per item:
@@ -1280,6 +1282,10 @@ static bool reject_early(http_server *s, struct MHD_Connection *c, req *r, const
         *ret = send_error(c, MHD_HTTP_BAD_REQUEST, msg, "request");
         return true;
     }
+    /* room for a body of the size announced, with the parser's padding, so that it is not
+     * copied as it grows; up to BODY_RESERVE before any of it has come */
+    if (cl)
+        onr_buf_reserve(&r->body, ONR_MIN(strtoull(cl, NULL, 10), BODY_RESERVE) + JDOC_PADDING);
     const char *enc =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
     if (enc && strcasecmp(enc, "gzip") == 0) {

@@ -170,6 +170,30 @@ Test(time, the_common_form_reads_as_the_general_one)
     expect_time("2026-11-18T11:45:60.123Z", T_SAMPLE + 57000); /* a leap second: :59 */
 }
 
+/* The common form's seconds are read on their own while the minute stays the last one read:
+ * every second of two minutes, taken in turn, and what those seconds must refuse. */
+Test(time, seconds_within_the_last_minute_read_as_the_general_form)
+{
+    char a[40], b[40];
+    for (int sec = 0; sec <= 61; sec++)
+        for (int k = 0; k < 6; k++) {
+            int mi = k % 2 ? 45 : 46, ms = (sec * 37 + k * 111) % 1000;
+            snprintf(a, sizeof a, "2026-11-18T11:%02d:%02d.%03dZ", mi, sec, ms);
+            snprintf(b, sizeof b, "2026-11-18T11:%02d:%02d.%03d+00:00", mi, sec, ms);
+            int64_t ta = -1, tb = -2;
+            int ra = parse(a, &ta), rb = parse(b, &tb);
+            cr_assert_eq(ra, sec <= 60 ? 0 : ONR_E_PARSE, "%s: %d", a, ra);
+            cr_assert_eq(rb, ra, "%s: %d, %s: %d", a, ra, b, rb);
+            if (ra == 0)
+                cr_assert_eq(ta, tb, "%s: %lld, %s: %lld", a, (long long)ta, b, (long long)tb);
+        }
+    expect_time("2026-11-18T11:45:02.123Z", T_SAMPLE);
+    expect_bad_time("2026-11-18T11:45:0a.000Z");
+    expect_bad_time("2026-11-18T11:45:02.0-0Z");
+    expect_bad_time("2026-11-18T11:45:02.000z0");
+    expect_time("2026-11-18T11:45:60.999Z", T_SAMPLE + 57876);
+}
+
 Test(time, reads_only_the_given_length)
 {
     int64_t got = 0;
