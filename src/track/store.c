@@ -35,8 +35,7 @@ static bool is_key(const char *k, size_t n, const char *z)
 /* ---- enrichment (docs/api.md, "Enrichment") */
 
 /* The members enrichment adds to inside context, and the one it sets in each. */
-enum { EK_DEVICE, EK_OS, EK_BROWSER, EK_LOCATION, EK_COUNT };
-static const char *const ek_names[EK_COUNT] = {"device", "os", "browser", "location"};
+enum { EK_DEVICE, EK_OS, EK_BROWSER, EK_LOCATION, EK_COUNT }; /* named in ck_names */
 
 /* What enrichment found for one message; NULL or empty when nothing. */
 typedef struct enrich_vals {
@@ -47,14 +46,37 @@ typedef struct enrich_vals {
     char cc[TRK_COUNTRY_BYTES];
 } enrich_vals;
 
-/* Member key of the item's context, else of the batch's (a or bc may be J_NONE). */
-static jval ctx_member(jval a, jval bc, const char *key)
+/* The members of a context enrichment reads or fills in: the first of each name, as
+ * jval_getz finds it, or J_NONE. */
+enum { CK_UA = EK_COUNT, CK_IP, CK_COUNT };
+static const char *const ck_names[CK_COUNT] = {"device", "os", "browser", "location", "userAgent",
+                                               "ip"};
+typedef struct ctx_keys {
+    jval v[CK_COUNT];
+} ctx_keys;
+
+/* Finds the members of ck_names in obj (an object, or anything else: none) in one pass. */
+static void find_keys(jval obj, ctx_keys *ck)
 {
-    jval none = {0};
-    jval v = jval_type(a) == J_OBJECT ? jval_getz(a, key) : none;
-    if (jval_type(v) == J_NONE && jval_type(bc) == J_OBJECT)
-        v = jval_getz(bc, key);
-    return v;
+    memset(ck, 0, sizeof(*ck));
+    if (jval_type(obj) != J_OBJECT)
+        return;
+    jiter it = jval_iter(obj);
+    jval v;
+    const char *k;
+    size_t kn;
+    while (jiter_next(&it, &v, &k, &kn))
+        for (int i = 0; i < CK_COUNT; i++)
+            if (!ck->v[i].doc && is_key(k, kn, ck_names[i])) {
+                ck->v[i] = v;
+                break;
+            }
+}
+
+/* Member i of the item's context (a), else of the batch's (bc). */
+static jval ctx_member(const ctx_keys *a, const ctx_keys *bc, int i)
+{
+    return a->v[i].doc ? a->v[i] : bc->v[i];
 }
 
 /* A few User-Agents classified lately by this thread: one device sends many requests. */
@@ -91,10 +113,11 @@ static void classify_ua(const char *ua, size_t n, trk_ua *out)
 
 /* Classifies the User-Agent and looks up the country the stored context will be read with:
  * context.userAgent / context.ip as sent, else the request's header / peer address. */
-static bool enrich_values(trk_enrich_req *en, jval a, jval bc, enrich_vals *ev)
+static bool enrich_values(trk_enrich_req *en, const ctx_keys *a, const ctx_keys *bc,
+                          enrich_vals *ev)
 {
     memset(ev, 0, sizeof(*ev));
-    jval uav = ctx_member(a, bc, "userAgent");
+    jval uav = ctx_member(a, bc, CK_UA);
     const char *ua = NULL;
     size_t n = 0;
     if (jval_type(uav) == J_STRING) {
@@ -115,7 +138,7 @@ static bool enrich_values(trk_enrich_req *en, jval a, jval bc, enrich_vals *ev)
         ev->version = en->ua.version;
     }
     if (en->geo) {
-        jval ip = ctx_member(a, bc, "ip");
+        jval ip = ctx_member(a, bc, CK_IP);
         if (jval_type(ip) == J_STRING) {
             const char *p = jval_str(ip, &n);
             if (trk_enrich_country(en->geo, p, n, ev->cc))
@@ -150,13 +173,14 @@ static const char *ek_value(const enrich_vals *ev, int e)
                              : ev->country;
 }
 
-/* Whether enrichment adds a field inside one of obj's device/os/browser/location objects. */
-static bool adds_inside(jval obj, const enrich_vals *ev)
+/* Whether enrichment adds a field inside one of the device/os/browser/location objects of a
+ * context (its members found). */
+static bool adds_inside(const ctx_keys *obj, const enrich_vals *ev)
 {
     for (int e = 0; e < EK_COUNT; e++) {
         if (!ek_value(ev, e))
             continue;
-        jval v = jval_getz(obj, ek_names[e]);
+        jval v = obj->v[e];
         if (jval_type(v) == J_OBJECT && jval_type(jval_getz(v, ek_field(e))) == J_NONE)
             return true;
     }
@@ -205,7 +229,7 @@ static size_t write_enriched(onr_buf *b, jval obj, int e, const enrich_vals *ev)
 static size_t write_ctx_member(onr_buf *b, const char *k, size_t kn, jval v, const enrich_vals *ev)
 {
     for (int e = 0; e < EK_COUNT; e++)
-        if (is_key(k, kn, ek_names[e]) && jval_type(v) == J_OBJECT) {
+        if (is_key(k, kn, ck_names[e]) && jval_type(v) == J_OBJECT) {
             jw_str(b, k, kn);
             onr_buf_putc(b, ':');
             return write_enriched(b, v, e, ev);
@@ -239,8 +263,11 @@ static size_t write_context(onr_buf *b, jval a, jval bc, trk_enrich_req *en)
         jval_write(at != J_NONE ? a : bc, b);
         return at != J_NONE ? b->len - start - 1 : null_own;
     }
+    ctx_keys ka, kb;
+    find_keys(a, &ka);
+    find_keys(bc, &kb);
     enrich_vals ev;
-    bool found = en && enrich_values(en, a, bc, &ev);
+    bool found = en && enrich_values(en, &ka, &kb, &ev);
     if (at == J_NONE && bt == J_NONE && !found)
         return null_own;
     if (!found)
@@ -253,7 +280,7 @@ static size_t write_context(onr_buf *b, jval a, jval bc, trk_enrich_req *en)
     const char *k;
     size_t kn;
     if (at == J_OBJECT) {
-        if (!adds_inside(a, &ev)) {
+        if (!adds_inside(&ka, &ev)) {
             first = !write_open(b, a);
         } else {
             onr_buf_putc(b, '{');
@@ -264,7 +291,7 @@ static size_t write_context(onr_buf *b, jval a, jval bc, trk_enrich_req *en)
             }
         }
         own = b->len - start - added; /* "context":{... less the comma, plus its '}' */
-    } else if (bt == J_OBJECT && !adds_inside(bc, &ev)) {
+    } else if (bt == J_OBJECT && !adds_inside(&kb, &ev)) {
         first = !write_open(b, bc);
         b_done = true;
     } else {
@@ -287,10 +314,10 @@ static size_t write_context(onr_buf *b, jval a, jval bc, trk_enrich_req *en)
     }
     for (int e = 0; e < EK_COUNT; e++) {
         /* a member the sender set, whatever it holds, is not added again */
-        if (!ek_value(&ev, e) || jval_type(ctx_member(a, bc, ek_names[e])) != J_NONE)
+        if (!ek_value(&ev, e) || ctx_member(&ka, &kb, e).doc)
             continue;
         onr_buf_puts(b, first ? "\"" : ",\"");
-        onr_buf_puts(b, ek_names[e]);
+        onr_buf_puts(b, ck_names[e]);
         onr_buf_puts(b, "\":");
         jval none = {0};
         write_enriched(b, none, e, &ev);

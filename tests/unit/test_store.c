@@ -137,4 +137,23 @@ Test(store, enrichment_adds_to_the_context_what_the_sender_did_not_set)
               TRK_TRACK, &en, NULL, NULL);
     cr_assert(strstr(s, "\"device\":{\"type\":\"desktop\"}") && !strstr(s, "curl"), "%s", s);
     cr_assert(strstr(s, "\"browser\":{\"name\":\"Chrome\",\"version\":\"120\"}"), "%s", s);
+
+    /* the batch's context read where the item's lacks a member, the first of a name counted
+     * and the others kept as sent */
+    memset(&en, 0, sizeof(en));
+    en.from_request = true;
+    char body[1024];
+    snprintf(body, sizeof(body),
+             "{\"batch\":[{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\",\"messageId\":"
+             "\"m\",\"context\":{\"os\":{\"name\":\"mine\"},\"os\":\"second\"}}],\"context\":"
+             "{\"device\":{\"id\":\"d1\"},\"userAgent\":\"%s\",\"ip\":\"192.0.2.1\"}}",
+             ua);
+    s = store(body, -1, &en, NULL, NULL);
+    snprintf(want, sizeof(want),
+             "{\"type\":\"track\",\"userId\":\"u\",\"event\":\"E\",\"messageId\":\"m\"," RECV
+             ",\"context\":{\"os\":{\"name\":\"mine\"},\"os\":\"second\",\"device\":{\"id\":"
+             "\"d1\",\"type\":\"mobile\"},\"userAgent\":\"%s\",\"ip\":\"192.0.2.1\",\"browser\":"
+             "{\"name\":\"Safari\",\"version\":\"17\"}}}",
+             ua);
+    cr_assert_str_eq(s, want);
 }
