@@ -49,8 +49,8 @@ typedef struct enrich_vals {
 /* The members of a context enrichment reads or fills in: the first of each name, as
  * jval_getz finds it, or J_NONE. */
 enum { CK_UA = EK_COUNT, CK_IP, CK_COUNT };
-static const char *const ck_names[CK_COUNT] = {"device", "os", "browser", "location", "userAgent",
-                                               "ip"};
+static const char *const ck_names[CK_COUNT] = {"device",   "os",        "browser",
+                                               "location", "userAgent", "ip"};
 typedef struct ctx_keys {
     jval v[CK_COUNT];
 } ctx_keys;
