@@ -49,8 +49,16 @@ typedef struct enrich_vals {
 /* The members of a context enrichment reads or fills in: the first of each name, as
  * jval_getz finds it, or J_NONE. */
 enum { CK_UA = EK_COUNT, CK_IP, CK_COUNT };
-static const char *const ck_names[CK_COUNT] = {"device",   "os",        "browser",
-                                               "location", "userAgent", "ip"};
+#define NAME(s)                                                                                    \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+static const struct {
+    const char *s;
+    size_t n;
+} ck_names[CK_COUNT] = {NAME("device"),   NAME("os"),        NAME("browser"),
+                        NAME("location"), NAME("userAgent"), NAME("ip")};
+#undef NAME
 typedef struct ctx_keys {
     jval v[CK_COUNT];
 } ctx_keys;
@@ -67,7 +75,7 @@ static void find_keys(jval obj, ctx_keys *ck)
     size_t kn;
     while (jiter_next(&it, &v, &k, &kn))
         for (int i = 0; i < CK_COUNT; i++)
-            if (!ck->v[i].doc && is_key(k, kn, ck_names[i])) {
+            if (kn == ck_names[i].n && !ck->v[i].doc && memcmp(k, ck_names[i].s, kn) == 0) {
                 ck->v[i] = v;
                 break;
             }
@@ -229,7 +237,7 @@ static size_t write_enriched(onr_buf *b, jval obj, int e, const enrich_vals *ev)
 static size_t write_ctx_member(onr_buf *b, const char *k, size_t kn, jval v, const enrich_vals *ev)
 {
     for (int e = 0; e < EK_COUNT; e++)
-        if (is_key(k, kn, ck_names[e]) && jval_type(v) == J_OBJECT) {
+        if (kn == ck_names[e].n && memcmp(k, ck_names[e].s, kn) == 0 && jval_type(v) == J_OBJECT) {
             jw_str(b, k, kn);
             onr_buf_putc(b, ':');
             return write_enriched(b, v, e, ev);
@@ -317,7 +325,7 @@ static size_t write_context(onr_buf *b, jval a, jval bc, trk_enrich_req *en)
         if (!ek_value(&ev, e) || ctx_member(&ka, &kb, e).doc)
             continue;
         onr_buf_puts(b, first ? "\"" : ",\"");
-        onr_buf_puts(b, ck_names[e]);
+        onr_buf_put(b, ck_names[e].s, ck_names[e].n);
         onr_buf_puts(b, "\":");
         jval none = {0};
         write_enriched(b, none, e, &ev);
