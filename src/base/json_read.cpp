@@ -92,32 +92,45 @@ static bool is_ws(unsigned char c)
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* A token's first character and a tape entry's type, as one kind for each pair that goes
+ * together (numbers all alike; the two never meet otherwise), and whitespace. */
+static const struct kinds {
+    unsigned char first[256], entry[256];
+    bool ws[256];
+    constexpr kinds() : first(), entry(), ws()
+    {
+        for (int c = 0; c < 256; c++) {
+            bool same = c == '{' || c == '}' || c == '[' || c == ']' || c == '"' || c == 't' ||
+                        c == 'f' || c == 'n';
+            first[c] = c == '-' || (c >= '0' && c <= '9') ? '#' : same ? c : 1;
+            entry[c] = c == 'l' || c == 'u' || c == 'd' ? '#' : same ? c : 2;
+            ws[c] = c == ' ' || c == '\t' || c == '\n' || c == '\r';
+        }
+    }
+} kind;
+
 /*
  * Pairs each entry of the parsed document's tape (simdjson's doc/tape.md) with the
- * structural character stage 1 found for it, in one walk of both: every value, key and
- * closing bracket is one entry and one structural, in the same order; the ':' and ','
- * between them are structurals with no entry. Each pair is checked (a '{' entry at a '{',
- * a string at a quote, a number at a digit or '-'), and any difference leaves text_ok
- * false, so that jval_write formats from the tape instead.
+ * structural character stage 1 found for it: every value, key and closing bracket is one
+ * entry and one structural, in the same order, and the ':' and ',' between them are
+ * structurals with no entry, where the grammar puts them. So the pairing follows from the
+ * tape alone (the walk counts the separators as it goes); the count must come out at the
+ * number of structurals, and write_text checks each value it writes against its text (a '{'
+ * entry at a '{', a string at a quote, a number at a digit or '-'), or formats it from the
+ * tape instead.
  */
 static void map_text(jdoc *d)
 {
-    /* a token's first character and a tape entry's type, as one kind for each pair that
-     * goes together (numbers all alike); the two never meet otherwise */
-    static const struct kinds {
-        unsigned char first[256], entry[256];
-        bool ws[256];
-        constexpr kinds() : first(), entry(), ws()
-        {
-            for (int c = 0; c < 256; c++) {
-                bool same = c == '{' || c == '}' || c == '[' || c == ']' || c == '"' || c == 't' ||
-                            c == 'f' || c == 'n';
-                first[c] = c == '-' || (c >= '0' && c <= '9') ? '#' : same ? c : 1;
-                entry[c] = c == 'l' || c == 'u' || c == 'd' ? '#' : same ? c : 2;
-                ws[c] = c == ' ' || c == '\t' || c == '\n' || c == '\r';
-            }
-        }
-    } k;
+    /* Where the walk is in the container it is in: before the first element, or a later
+     * one (a ',' before it); in an object, before a member's value (a ':' before it). Each
+     * state's successor and whether a separator comes before it are read from constants (4
+     * bits a state), not from memory, to keep the walk's own chain of steps short. */
+    enum : unsigned { FIRST, NEXT, OBJ_FIRST, OBJ_VALUE, OBJ_NEXT };
+    const uint64_t after = (uint64_t)NEXT | (uint64_t)NEXT << 4 | (uint64_t)OBJ_VALUE << 8 |
+                           (uint64_t)OBJ_NEXT << 12 | (uint64_t)OBJ_VALUE << 16;
+    const unsigned sep = 1u << NEXT | 1u << OBJ_VALUE | 1u << OBJ_NEXT;
+    uint8_t outer[JDOC_MAX_DEPTH + 1]; /* the states of the containers around */
+
     const uint64_t *tape = d->parser.doc.tape.get();
     const auto *impl = d->parser.implementation.get();
     const uint32_t *idx = impl->structural_indexes.get();
@@ -129,31 +142,39 @@ static void map_text(jdoc *d)
     if (d->text_at.size() < ntape)
         d->text_at.resize(ntape);
     uint32_t *at = d->text_at.data();
-    bool spaced = false;
-    /* the root's first token, then each with what precedes it: all whitespace between
-     * tokens ends before a structural */
-    at[1] = 0;
-    size_t t = 1 + (k.entry[tape[1] >> 56] == '#'), j = 1;
-    if (k.first[src[idx[0]]] != k.entry[tape[1] >> 56])
-        return;
-    for (t++; t + 1 < ntape; t++) {
-        unsigned char c;
-        for (;; j++) {
-            if (j >= ns)
-                return;
-            c = src[idx[j]];
-            spaced |= k.ws[src[idx[j] - 1]];
-            if (c != ':' && c != ',')
-                break;
+    size_t depth = 0, j = 0;
+    unsigned cur = FIRST; /* the root holds one value */
+    bool payload = false;
+    for (size_t t = 1; t + 1 < ntape; t++) {
+        if (payload) { /* a number's own 64 bits */
+            payload = false;
+            continue;
         }
-        unsigned char e = k.entry[tape[t] >> 56];
-        if (k.first[c] != e)
-            return;
+        unsigned char type = (unsigned char)(tape[t] >> 56);
+        if (type == '}' || type == ']') {
+            if (depth == 0)
+                return;
+            cur = outer[--depth];
+        } else {
+            j += (sep >> cur) & 1;
+            cur = (unsigned)(after >> (cur * 4)) & 15;
+        }
         at[t] = (uint32_t)j++;
-        t += e == '#'; /* a number's own 64 bits */
+        if (type == '{' || type == '[') {
+            if (depth + 1 >= sizeof(outer))
+                return;
+            outer[depth++] = (uint8_t)cur;
+            cur = type == '{' ? OBJ_FIRST : FIRST;
+        }
+        payload = kind.entry[type] == '#';
     }
-    if (j != ns)
+    if (depth != 0 || j != ns)
         return;
+    /* all whitespace between tokens ends before a structural (the root's first token has
+     * none that matters before it) */
+    bool spaced = false;
+    for (size_t i = 1; i < ns; i++)
+        spaced |= kind.ws[src[idx[i] - 1]];
     d->spaced = spaced;
     d->text_ok = true;
 }
@@ -633,13 +654,18 @@ static bool write_text(const jdoc *d, size_t from, size_t t, onr_buf *b)
     size_t ns = d->parser.implementation->n_structural_indexes;
     uint32_t j = d->text_at[t];
     size_t start = idx[d->text_at[from]], end;
-    char type = (char)(tape[t] >> 56);
+    unsigned char type = (unsigned char)(tape[t] >> 56);
+    const unsigned char *src = reinterpret_cast<const unsigned char *>(d->src);
+    if (kind.first[src[idx[j]]] != kind.entry[type])
+        return false; /* not the text of this value (map_text) */
     if (type == '{' || type == '[') {
         size_t close = (size_t)(uint32_t)tape[t] - 1; /* its payload: past the close */
         end = idx[d->text_at[close]] + 1;
+        if (src[end - 1] != (type == '{' ? '}' : ']'))
+            return false;
     } else {
         end = j + 1 < ns ? idx[j + 1] : d->len;
-        while (end > start && is_ws((unsigned char)d->src[end - 1]))
+        while (end > start && kind.ws[src[end - 1]])
             end--;
     }
     if (!d->spaced) {

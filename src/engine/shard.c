@@ -42,6 +42,10 @@
 #define FIRED_MAX 4000000
 #define JOURNAL_ROTATE_BYTES (64u * 1024 * 1024)
 #define CKPT_WAIT_MS 3000
+/* Offers kept per partition (SHARD_HANDOFF_BYTES and a little more each): a shard reads a
+ * record a round of the log's commit after ingest offered it, some hundreds of records at the
+ * most a partition takes. */
+#define HANDOFF_SLOTS 512
 
 /* One partition's next record, read and decoded but not yet run. */
 typedef struct head {
@@ -54,6 +58,7 @@ typedef struct head {
     int64_t recv_ms;
     trk_event ev;
     bool valid;
+    char pk[SHARD_HANDOFF_BYTES]; /* an offer taken: ev's strings point here */
 } head;
 
 typedef struct recent_event {
@@ -87,6 +92,7 @@ typedef struct query {
     size_t klen;
     onr_buf *out;
     const rule_set *rs;           /* Q_RELOAD */
+    uint64_t gen;                 /* Q_RELOAD: the generation of rs's schema */
     uint64_t *seg, *fires, *held; /* Q_COUNTS: added to */
     eng_stats st;
     uint64_t suppressed, decode_errors; /* Q_COUNTS */
@@ -103,6 +109,7 @@ typedef struct shard {
     bool started;
     eng *e;
     const rule_set *rs;
+    uint64_t gen; /* of rs's schema (shard_handoff_gen) */
     head *heads;
     int nheads;
     uint64_t *ready_at; /* per head: the log's end when the shard started */
@@ -131,7 +138,18 @@ typedef struct shard {
 
     /* the checkpoints written, and the last one's size and time (read by /metrics) */
     _Atomic uint64_t ckpts, ckpt_bytes, ckpt_us;
+    /* records decoded from an offer, and read from the log (read by /metrics) */
+    _Atomic uint64_t taken, parsed;
 } shard;
+
+/* One offer: a seqlock (seq odd while written) over an event packed by ingest. */
+typedef struct hslot {
+    _Atomic uint64_t seq;
+    _Atomic uint64_t offset, gen;
+    _Atomic int64_t recv_ms;
+    _Atomic uint32_t len;
+    char data[SHARD_HANDOFF_BYTES];
+} hslot;
 
 struct shard_set {
     shard_opts o;
@@ -148,6 +166,12 @@ struct shard_set {
     uint64_t journal_bytes;
     char *edir;
     int ckpt_error; /* first checkpoint error, for shard_stop */
+
+    hslot *hand;           /* HANDOFF_SLOTS per partition */
+    pthread_mutex_t hmu;   /* guards the copy of the schema */
+    _Atomic uint64_t hgen; /* of the schema below */
+    trk_schema hschema;    /* the rules' schema, names in hnames */
+    onr_buf hnames;
 };
 
 #define logf_(s, level, ...) onr_logf((s)->o.logf, (s)->o.log_ctx, level, __VA_ARGS__)
@@ -580,11 +604,47 @@ void shard__run(eng *e, trk_event *ev, int64_t recv_ms, int64_t lateness_ms)
     eng_process(e, ev);
 }
 
+/* Decodes hd's record from ingest's offer of it, when there is one under sh's schema. */
+static bool take(shard *sh, head *hd)
+{
+    const shard_set *s = sh->set;
+    hslot *h = &s->hand[(size_t)hd->p * HANDOFF_SLOTS + hd->off % HANDOFF_SLOTS];
+    uint64_t seq = atomic_load_explicit(&h->seq, memory_order_acquire);
+    if ((seq & 1) || atomic_load_explicit(&h->offset, memory_order_relaxed) != hd->off ||
+        atomic_load_explicit(&h->gen, memory_order_relaxed) != sh->gen)
+        return false;
+    uint32_t len = atomic_load_explicit(&h->len, memory_order_relaxed);
+    int64_t recv_ms = atomic_load_explicit(&h->recv_ms, memory_order_relaxed);
+    if (len > sizeof(hd->pk))
+        return false;
+    memcpy(hd->pk, h->data, len);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&h->seq, memory_order_relaxed) != seq)
+        return false; /* rewritten meanwhile */
+    trk_unpack(hd->pk, &hd->ev, &sh->rs->schema);
+    hd->recv_ms = recv_ms;
+    return true;
+}
+
+/* Adds one to a counter only this thread writes. */
+static void count_one(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
 static void decode_head(shard *sh, head *hd)
 {
     char err[256];
     hd->valid = false;
+    if (take(sh, hd)) {
+        count_one(&sh->taken);
+        hd->valid = true;
+        eng_prefetch(sh->e, hd->ev.user_id, hd->ev.anon_id, 0);
+        return;
+    }
     for (;;) {
+        count_one(&sh->parsed);
         if (shard__decode(hd->doc, hd->rec, hd->len, sh->set->o.src.padding, sh->rs, &hd->ev,
                           &hd->recv_ms, err, sizeof(err)) == 0) {
             hd->valid = true;
@@ -789,6 +849,7 @@ static void answer(shard *sh, query *q)
         q->rc = eng_reload(sh->e, q->rs, q->err, q->errlen);
         if (!q->rc) {
             sh->rs = q->rs;
+            sh->gen = q->gen;
             for (int i = 0; i < sh->nheads; i++)
                 if (sh->heads[i].valid)
                     decode_head(sh, &sh->heads[i]); /* the new rules read other fields */
@@ -981,6 +1042,71 @@ static void shard_free_one(shard *sh)
     pthread_cond_destroy(&sh->answered);
 }
 
+/* ---- the handoff */
+
+/* Copies schema `from` into *to, with its names in *names. */
+static void copy_schema(const trk_schema *from, trk_schema *to, onr_buf *names)
+{
+    size_t at[2][TRK_MAX_FIELDS];
+    onr_buf_clear(names);
+    for (uint32_t i = 0; i < from->nprops; i++) {
+        at[0][i] = names->len;
+        onr_buf_put(names, from->props[i], strlen(from->props[i]) + 1);
+    }
+    for (uint32_t i = 0; i < from->ntraits; i++) {
+        at[1][i] = names->len;
+        onr_buf_put(names, from->traits[i], strlen(from->traits[i]) + 1);
+    }
+    memset(to, 0, sizeof(*to));
+    to->nprops = from->nprops;
+    to->ntraits = from->ntraits;
+    for (uint32_t i = 0; i < from->nprops; i++)
+        to->props[i] = names->data + at[0][i];
+    for (uint32_t i = 0; i < from->ntraits; i++)
+        to->traits[i] = names->data + at[1][i];
+}
+
+static void publish_schema(shard_set *s, const trk_schema *schema, uint64_t gen)
+{
+    pthread_mutex_lock(&s->hmu);
+    copy_schema(schema, &s->hschema, &s->hnames);
+    atomic_store(&s->hgen, gen);
+    pthread_mutex_unlock(&s->hmu);
+}
+
+uint64_t shard_handoff_gen(shard_set *s)
+{
+    return atomic_load_explicit(&s->hgen, memory_order_acquire);
+}
+
+uint64_t shard_handoff_schema(shard_set *s, trk_schema *out, onr_buf *names)
+{
+    pthread_mutex_lock(&s->hmu);
+    copy_schema(&s->hschema, out, names);
+    uint64_t gen = atomic_load(&s->hgen);
+    pthread_mutex_unlock(&s->hmu);
+    return gen;
+}
+
+void shard_offer(shard_set *s, int p, uint64_t offset, uint64_t gen, int64_t recv_ms,
+                 const void *packed, size_t len)
+{
+    if (p < 0 || p >= s->o.partitions || len > SHARD_HANDOFF_BYTES)
+        return;
+    hslot *h = &s->hand[(size_t)p * HANDOFF_SLOTS + offset % HANDOFF_SLOTS];
+    uint64_t seq = atomic_load_explicit(&h->seq, memory_order_relaxed);
+    if ((seq & 1) || !atomic_compare_exchange_strong_explicit(
+                         &h->seq, &seq, seq + 1, memory_order_relaxed, memory_order_relaxed))
+        return; /* another offer is being written there: this one is left out */
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&h->offset, offset, memory_order_relaxed);
+    atomic_store_explicit(&h->gen, gen, memory_order_relaxed);
+    atomic_store_explicit(&h->recv_ms, recv_ms, memory_order_relaxed);
+    atomic_store_explicit(&h->len, (uint32_t)len, memory_order_relaxed);
+    memcpy(h->data, packed, len);
+    atomic_store_explicit(&h->seq, seq + 2, memory_order_release);
+}
+
 static void set_free(shard_set *s)
 {
     for (int i = 0; s->sh && i < s->n; i++)
@@ -992,8 +1118,11 @@ static void set_free(shard_set *s)
     if (s->journal_fd >= 0)
         close(s->journal_fd);
     onr_free(s->edir);
+    onr_free(s->hand);
+    onr_buf_free(&s->hnames);
     pthread_mutex_destroy(&s->qmu);
     pthread_mutex_destroy(&s->jmu);
+    pthread_mutex_destroy(&s->hmu);
     onr_free(s);
 }
 
@@ -1004,6 +1133,7 @@ static int init_shard(shard_set *s, int index, char *err, size_t errlen)
     sh->set = s;
     sh->index = index;
     sh->rs = s->rules;
+    sh->gen = atomic_load(&s->hgen);
     pthread_mutex_init(&sh->mu, NULL);
     pthread_cond_init(&sh->wake, NULL);
     pthread_cond_init(&sh->answered, NULL);
@@ -1181,6 +1311,9 @@ int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err
     s->journal_fd = -1;
     pthread_mutex_init(&s->qmu, NULL);
     pthread_mutex_init(&s->jmu, NULL);
+    pthread_mutex_init(&s->hmu, NULL);
+    s->hand = onr_calloc((size_t)s->o.partitions * HANDOFF_SLOTS, sizeof(hslot));
+    publish_schema(s, &rules->schema, 1);
     s->consumed = onr_calloc((size_t)s->o.partitions, sizeof(*s->consumed));
     s->fired = trk_dedup_new(FIRED_MAX, FIRED_WINDOW_MS);
     size_t dl = strlen(o->dir);
@@ -1262,12 +1395,16 @@ int shard_reload(shard_set *s, rule_set *rules, char *err, size_t errlen)
 {
     pthread_mutex_lock(&s->qmu);
     int rc = 0;
+    uint64_t gen = atomic_load(&s->hgen) + 1;
     for (int i = 0; i < s->n && !rc; i++) {
-        query q = {.kind = Q_RELOAD, .rs = rules, .err = err, .errlen = errlen};
+        query q = {.kind = Q_RELOAD, .rs = rules, .gen = gen, .err = err, .errlen = errlen};
         ask(&s->sh[i], &q);
         rc = q.rc;
     }
     if (!rc) {
+        /* offers under the old schema are not taken by shards on the new one, nor the other
+         * way round, while each shard swaps and then ingest learns the new schema */
+        publish_schema(s, &rules->schema, gen);
         rule_set *old = s->rules;
         s->rules = rules;
         rule_free(old);
@@ -1452,6 +1589,18 @@ void shard_metrics(shard_set *s, onr_buf *out)
                    (unsigned long long)c.st.events, (unsigned long long)c.st.users,
                    (unsigned long long)c.st.bytes, (unsigned long long)c.st.merges,
                    (unsigned long long)c.suppressed, (unsigned long long)c.decode_errors);
+    uint64_t taken = 0, parsed = 0;
+    for (int i = 0; i < s->n; i++) {
+        taken += atomic_load_explicit(&s->sh[i].taken, memory_order_relaxed);
+        parsed += atomic_load_explicit(&s->sh[i].parsed, memory_order_relaxed);
+    }
+    onr_buf_printf(out,
+                   "# HELP onramp_engine_records_decoded_total Log records the engine decoded: "
+                   "from ingest's offer (taken), or by parsing the record (parsed).\n"
+                   "# TYPE onramp_engine_records_decoded_total counter\n"
+                   "onramp_engine_records_decoded_total{from=\"taken\"} %llu\n"
+                   "onramp_engine_records_decoded_total{from=\"parsed\"} %llu\n",
+                   (unsigned long long)taken, (unsigned long long)parsed);
     prom_by_name(out, "onramp_segment_members", "gauge", "Users in each segment.", rs, true, c.seg);
     prom_by_name(out, "onramp_trigger_fires_total", "counter",
                  "Fires per trigger, held out included.", rs, false, c.fires);

@@ -112,6 +112,28 @@ bool shard_ready(shard_set *s);
  */
 int shard_reload(shard_set *s, rule_set *rules, char *err, size_t errlen);
 
+/*
+ * The handoff (docs/operations.md, "Decoded events handed to the engine"). Ingest decodes each
+ * message it stores while validating it; it may offer that decoding, packed (trk_pack) under
+ * the schema of the shards' rules, to the shard that runs the record, which takes it instead
+ * of parsing and decoding the record. A bounded cache beside the log, not a channel: a shard
+ * takes an offer only for the record at the same partition and offset decoded under the
+ * schema of its own rules, and otherwise reads the record; an offer overwrites an older one.
+ * ev as taken has no message_id and no received_ms (the engine reads neither): recv_ms says
+ * when it was received.
+ */
+#define SHARD_HANDOFF_BYTES 448 /* the largest packed event that can be offered */
+
+/* The generation of the shards' schema (one per rule set swapped in; never 0). */
+uint64_t shard_handoff_gen(shard_set *s);
+/* Copies that schema into *out, its names into *names (which out then points into), and
+ * returns its generation. */
+uint64_t shard_handoff_schema(shard_set *s, trk_schema *out, onr_buf *names);
+/* Offers record `offset` of partition p, decoded under schema generation gen: len bytes of
+ * trk_pack (ignored when more than SHARD_HANDOFF_BYTES), received at recv_ms. Thread-safe. */
+void shard_offer(shard_set *s, int p, uint64_t offset, uint64_t gen, int64_t recv_ms,
+                 const void *packed, size_t len);
+
 /* The running rules' path and source text (appended). */
 void shard_rules_source(shard_set *s, onr_buf *out_path, onr_buf *out_source);
 

@@ -98,6 +98,15 @@ typedef struct work {
     size_t *count;  /* per partition, partitions + 1 entries */
     uint64_t *ends; /* per partition: the log offset after this request's records */
     trk_event ev;
+    /* the handoff (shard_offer): the shards' schema, and each item decoded under it */
+    uint64_t hgen; /* of hs; 0: not copied yet */
+    trk_schema hs;
+    onr_buf hnames;
+    onr_buf pk;       /* the items packed (trk_pack), one after another */
+    size_t *pk_at;    /* item i's in pk */
+    uint32_t *pk_len; /* 0: none */
+    int64_t *recv;    /* item i's receive time, as the engine reads it */
+    size_t *rec_item; /* the item of each of recs */
 } work;
 
 /* A token bucket: the rate limit of one write key. */
@@ -534,6 +543,12 @@ static void work_free(work *w)
     onr_free(w->recs);
     onr_free(w->count);
     onr_free(w->ends);
+    onr_buf_free(&w->hnames);
+    onr_buf_free(&w->pk);
+    onr_free(w->pk_at);
+    onr_free(w->pk_len);
+    onr_free(w->recv);
+    onr_free(w->rec_item);
     onr_free(w);
 }
 
@@ -553,6 +568,10 @@ static void work_reserve(work *w, size_t n)
     w->ids = onr_realloc(w->ids, 2 * cap * sizeof(*w->ids));
     w->alias = onr_realloc(w->alias, cap * sizeof(*w->alias));
     w->recs = onr_realloc(w->recs, cap * sizeof(*w->recs));
+    w->pk_at = onr_realloc(w->pk_at, cap * sizeof(*w->pk_at));
+    w->pk_len = onr_realloc(w->pk_len, cap * sizeof(*w->pk_len));
+    w->recv = onr_realloc(w->recv, cap * sizeof(*w->recv));
+    w->rec_item = onr_realloc(w->rec_item, cap * sizeof(*w->rec_item));
     w->cap = cap;
 }
 
@@ -974,11 +993,21 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         ov.sent_at = bf.sent_at;
         ov.context = bf.context;
     }
+    /* Decoded under the shards' schema, each item is offered to the shard that runs it
+     * (shard_offer) once appended. */
+    const trk_schema *schema = &no_fields;
+    if (s->o.shards) {
+        if (shard_handoff_gen(s->o.shards) != w->hgen)
+            w->hgen = shard_handoff_schema(s->o.shards, &w->hs, &w->hnames);
+        schema = &w->hs;
+        onr_buf_clear(&w->pk);
+    }
     it = kind < 0 ? jval_iter(batch) : (jiter){0};
     for (size_t i = 0; i < n; i++) {
         jval item = root;
         if (kind < 0)
             jiter_next(&it, &item, NULL, NULL);
+        w->pk_len[i] = 0;
         if (w->bad[i] == ITEM_NOT_OBJECT) {
             snprintf(err, sizeof(err), "message must be a JSON object, got %s",
                      jtype_name((jtype)w->aux[i]));
@@ -995,9 +1024,23 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
         ov.message_id = (trk_str){"", 0};
         if (w->gen[i] != SIZE_MAX)
             ov.message_id = (trk_str){w->items.data + w->gen[i], TRK_UUID_CHARS};
-        if (trk_decode_overlay(item, &ov, &no_fields, &w->ev, err, sizeof(err))) {
+        int rc = trk_decode_overlay(item, &ov, schema, &w->ev, err, sizeof(err));
+        bool offer = rc == 0 && schema != &no_fields;
+        if (rc && schema != &no_fields) /* the verdict is the message's, whatever rules read */
+            rc = trk_decode_overlay(item, &ov, &no_fields, &w->ev, err, sizeof(err));
+        if (rc) {
             reply_item_error(&w->reply, &nbad, i, err);
             continue;
+        }
+        size_t pn = offer ? trk_packed_size(&w->ev, schema) : 0;
+        if (pn && pn <= SHARD_HANDOFF_BYTES) {
+            onr_buf_reserve(&w->pk, pn);
+            memset(w->pk.data + w->pk.len, 0, pn);
+            trk_pack(w->pk.data + w->pk.len, &w->ev, schema);
+            w->pk_at[i] = w->pk.len;
+            w->pk_len[i] = (uint32_t)pn;
+            w->pk.len += pn;
+            w->recv[i] = w->ev.received_ms ? w->ev.received_ms : w->ev.ts_ms;
         }
         /* the ids are views into w->in and w->items, which stay as they are until the
          * append */
@@ -1114,6 +1157,7 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
     for (size_t i = 0; i < n; i++) {
         if (w->part[i] < 0)
             continue;
+        w->rec_item[w->count[w->part[i]]] = i;
         elog_rec *rec = &w->recs[w->count[w->part[i]]++];
         rec->data = w->items.data + w->start[i];
         rec->len = w->end[i] - w->start[i];
@@ -1133,6 +1177,13 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                    rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
             failed = p;
             break;
+        }
+        /* appended at their offsets for good (a write that fails later is made again) */
+        for (size_t k = from; s->o.shards && k < to; k++) {
+            size_t i = w->rec_item[k];
+            if (w->pk_len[i])
+                shard_offer(s->o.shards, p, w->ends[p] - (to - k), w->hgen, w->recv[i],
+                            w->pk.data + w->pk_at[i], w->pk_len[i]);
         }
         from = to; /* the log wakes the engine (elog_set_readable) */
     }

@@ -10,7 +10,8 @@
 static void put_str(char **p, trk_str s)
 {
     memcpy(*p, &s.n, 4);
-    memcpy(*p + 4, s.p, s.n);
+    if (s.n) /* an empty one may have no bytes at all */
+        memcpy(*p + 4, s.p, s.n);
     *p += 4 + s.n;
 }
 
