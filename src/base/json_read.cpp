@@ -680,13 +680,14 @@ static bool write_text(const jdoc *d, size_t from, size_t t, onr_buf *b)
     return true;
 }
 
-/* Whether tape entry t (of a document with text_ok) is an object's key. */
+/* Whether tape entry t (of a document with text_ok) is the key of the value at entry t + 1:
+ * a string, then a ':', then the value's structural. */
 static bool is_key(const jdoc *d, size_t t)
 {
     const uint32_t *idx = d->parser.implementation->structural_indexes.get();
     uint32_t j = d->text_at[t];
-    return (char)(d->parser.doc.tape[t] >> 56) == '"' &&
-           j + 1 < d->parser.implementation->n_structural_indexes && d->src[idx[j + 1]] == ':';
+    return (char)(d->parser.doc.tape[t] >> 56) == '"' && d->text_at[t + 1] == j + 2 &&
+           d->src[idx[j + 1]] == ':';
 }
 
 /* The builder behind jval_write without the text: one per thread, cleared rather than

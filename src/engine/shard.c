@@ -170,6 +170,7 @@ struct shard_set {
     hslot *hand;           /* HANDOFF_SLOTS per partition */
     pthread_mutex_t hmu;   /* guards the copy of the schema */
     _Atomic uint64_t hgen; /* of the schema below */
+    uint64_t gens;         /* the last generation given out (under qmu) */
     trk_schema hschema;    /* the rules' schema, names in hnames */
     onr_buf hnames;
 };
@@ -1313,7 +1314,8 @@ int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err
     pthread_mutex_init(&s->jmu, NULL);
     pthread_mutex_init(&s->hmu, NULL);
     s->hand = onr_calloc((size_t)s->o.partitions * HANDOFF_SLOTS, sizeof(hslot));
-    publish_schema(s, &rules->schema, 1);
+    s->gens = 1;
+    publish_schema(s, &rules->schema, s->gens);
     s->consumed = onr_calloc((size_t)s->o.partitions, sizeof(*s->consumed));
     s->fired = trk_dedup_new(FIRED_MAX, FIRED_WINDOW_MS);
     size_t dl = strlen(o->dir);
@@ -1395,7 +1397,7 @@ int shard_reload(shard_set *s, rule_set *rules, char *err, size_t errlen)
 {
     pthread_mutex_lock(&s->qmu);
     int rc = 0;
-    uint64_t gen = atomic_load(&s->hgen) + 1;
+    uint64_t gen = ++s->gens; /* never one a shard of a failed reload may still hold */
     for (int i = 0; i < s->n && !rc; i++) {
         query q = {.kind = Q_RELOAD, .rs = rules, .gen = gen, .err = err, .errlen = errlen};
         ask(&s->sh[i], &q);
