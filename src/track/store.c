@@ -49,16 +49,14 @@ typedef struct enrich_vals {
 /* The members of a context enrichment reads or fills in: the first of each name, as
  * jval_getz finds it, or J_NONE. */
 enum { CK_UA = EK_COUNT, CK_IP, CK_COUNT };
-#define NAME(s)                                                                                    \
-    {                                                                                              \
-        s, sizeof(s) - 1                                                                           \
-    }
 static const struct {
     const char *s;
     size_t n;
-} ck_names[CK_COUNT] = {NAME("device"),   NAME("os"),        NAME("browser"),
-                        NAME("location"), NAME("userAgent"), NAME("ip")};
-#undef NAME
+} ck_names[CK_COUNT] = {
+    {"device", sizeof("device") - 1},       {"os", sizeof("os") - 1},
+    {"browser", sizeof("browser") - 1},     {"location", sizeof("location") - 1},
+    {"userAgent", sizeof("userAgent") - 1}, {"ip", sizeof("ip") - 1},
+};
 typedef struct ctx_keys {
     jval v[CK_COUNT];
 } ctx_keys;
