@@ -87,11 +87,6 @@ extern "C" void jdoc_keep_text(jdoc *d, bool keep)
     d->text_ok = false;
 }
 
-static bool is_ws(unsigned char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
 /* A token's first character and a tape entry's type, as one kind for each pair that goes
  * together (numbers all alike; the two never meet otherwise), and whitespace. */
 static const struct kinds {
@@ -108,6 +103,11 @@ static const struct kinds {
         }
     }
 } kind;
+
+static bool is_ws(unsigned char c)
+{
+    return kind.ws[c];
+}
 
 /*
  * Pairs each entry of the parsed document's tape (simdjson's doc/tape.md) with the
@@ -174,7 +174,7 @@ static void map_text(jdoc *d)
      * none that matters before it) */
     bool spaced = false;
     for (size_t i = 1; i < ns; i++)
-        spaced |= kind.ws[src[idx[i] - 1]];
+        spaced |= is_ws(src[idx[i] - 1]);
     d->spaced = spaced;
     d->text_ok = true;
 }
@@ -665,7 +665,7 @@ static bool write_text(const jdoc *d, size_t from, size_t t, onr_buf *b)
             return false;
     } else {
         end = j + 1 < ns ? idx[j + 1] : d->len;
-        while (end > start && kind.ws[src[end - 1]])
+        while (end > start && is_ws(src[end - 1]))
             end--;
     }
     if (!d->spaced) {
@@ -724,8 +724,5 @@ extern "C" void jval_write_member(jval v, const char *key, size_t keylen, onr_bu
         return;
     jw_str(b, key, keylen);
     onr_buf_putc(b, ':');
-    if (v.doc)
-        format(v, b);
-    else
-        onr_buf_puts(b, "null");
+    jval_write(v, b);
 }

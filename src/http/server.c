@@ -105,7 +105,6 @@ typedef struct work {
     onr_buf pk;       /* the items packed (trk_pack), one after another */
     size_t *pk_at;    /* item i's in pk */
     uint32_t *pk_len; /* 0: none */
-    int64_t *recv;    /* item i's receive time, as the engine reads it */
     size_t *rec_item; /* the item of each of recs */
 } work;
 
@@ -547,7 +546,6 @@ static void work_free(work *w)
     onr_buf_free(&w->pk);
     onr_free(w->pk_at);
     onr_free(w->pk_len);
-    onr_free(w->recv);
     onr_free(w->rec_item);
     onr_free(w);
 }
@@ -570,7 +568,6 @@ static void work_reserve(work *w, size_t n)
     w->recs = onr_realloc(w->recs, cap * sizeof(*w->recs));
     w->pk_at = onr_realloc(w->pk_at, cap * sizeof(*w->pk_at));
     w->pk_len = onr_realloc(w->pk_len, cap * sizeof(*w->pk_len));
-    w->recv = onr_realloc(w->recv, cap * sizeof(*w->recv));
     w->rec_item = onr_realloc(w->rec_item, cap * sizeof(*w->rec_item));
     w->cap = cap;
 }
@@ -1040,7 +1037,6 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             w->pk_at[i] = w->pk.len;
             w->pk_len[i] = (uint32_t)pn;
             w->pk.len += pn;
-            w->recv[i] = w->ev.received_ms ? w->ev.received_ms : w->ev.ts_ms;
         }
         /* the ids are views into w->in and w->items, which stay as they are until the
          * append */
@@ -1178,11 +1174,12 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             failed = p;
             break;
         }
-        /* appended at their offsets for good (a write that fails later is made again) */
+        /* appended at their offsets for good (a write that fails later is made again);
+         * received at now, the receivedAt each was stored with */
         for (size_t k = from; s->o.shards && k < to; k++) {
             size_t i = w->rec_item[k];
             if (w->pk_len[i])
-                shard_offer(s->o.shards, p, w->ends[p] - (to - k), w->hgen, w->recv[i],
+                shard_offer(s->o.shards, p, w->ends[p] - (to - k), w->hgen, now,
                             w->pk.data + w->pk_at[i], w->pk_len[i]);
         }
         from = to; /* the log wakes the engine (elog_set_readable) */

@@ -57,6 +57,12 @@ static const struct {
     {"browser", sizeof("browser") - 1},     {"location", sizeof("location") - 1},
     {"userAgent", sizeof("userAgent") - 1}, {"ip", sizeof("ip") - 1},
 };
+/* Whether key k is context member i's name. */
+static bool is_ck(const char *k, size_t kn, int i)
+{
+    return kn == ck_names[i].n && memcmp(k, ck_names[i].s, kn) == 0;
+}
+
 typedef struct ctx_keys {
     jval v[CK_COUNT];
 } ctx_keys;
@@ -73,7 +79,7 @@ static void find_keys(jval obj, ctx_keys *ck)
     size_t kn;
     while (jiter_next(&it, &v, &k, &kn))
         for (int i = 0; i < CK_COUNT; i++)
-            if (kn == ck_names[i].n && !ck->v[i].doc && memcmp(k, ck_names[i].s, kn) == 0) {
+            if (!ck->v[i].doc && is_ck(k, kn, i)) {
                 ck->v[i] = v;
                 break;
             }
@@ -235,7 +241,7 @@ static size_t write_enriched(onr_buf *b, jval obj, int e, const enrich_vals *ev)
 static size_t write_ctx_member(onr_buf *b, const char *k, size_t kn, jval v, const enrich_vals *ev)
 {
     for (int e = 0; e < EK_COUNT; e++)
-        if (kn == ck_names[e].n && memcmp(k, ck_names[e].s, kn) == 0 && jval_type(v) == J_OBJECT) {
+        if (is_ck(k, kn, e) && jval_type(v) == J_OBJECT) {
             jw_str(b, k, kn);
             onr_buf_putc(b, ':');
             return write_enriched(b, v, e, ev);
