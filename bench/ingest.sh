@@ -11,7 +11,8 @@
 #    For onramp, also how many records its engine had still to run when the peak ended, and
 #    how long it took to run them (the engine may trail ingest by up to --max-lag records).
 # 2. Latency at 70% of onramp's peak track rate (and batch rate), from bench/loadgen: a fixed
-#    request rate, open loop, latency from each request's due time to its 200. Beside it, for
+#    request rate, open loop, latency from each request's due time to its 200; for the track
+#    runs on onramp, also where the answers over 5 ms fell (loadgen --timeline). Beside it, for
 #    onramp, the server's own p99 from its /metrics histograms, to the bucket bound: from the
 #    whole body to the messages durable, and to the answer sent. Last, the same track rate on
 #    a new `--fsync batch` server that took no peak before (the other two stopped).
@@ -311,14 +312,22 @@ at_rate() {
     [ "$2" != nginx ] && h0=$(hist_snap "$2")
     m0=$(cpu_stat)
     "$loadgen" --url "${surl[$2]}$4" --rate "$5" --duration "$secs" --warmup 2 \
-        --connections "$conns" --auth "$auth" --body "$3" >"$out" 2>&1 || true
+        --connections "$conns" --auth "$auth" --body "$3" --timeline "$tmp/$1.timeline" \
+        >"$out" 2>&1 || true
     m1=$(cpu_stat)
     alive "$2"
     check "$out" "$1"
     [ "$2" != nginx ] && h1=$(hist_snap "$2")
+    # From the timeline: the answers over 5 ms, in how many of the run's 100 ms slices, and
+    # the slice with the most (a few slices: stalls; many: a load slow throughout).
+    local slow
+    slow=$(awk '{ s += $3; if ($3 > 0) k++; if ($3 > w) { w = $3; wt = $1; wm = $4 } }
+        END { printf "{\"over_5ms\":%d,\"slices_over_5ms\":%d,\"slices\":%d,\"worst_slice\":{\"at_ms\":%d,\"over_5ms\":%d,\"max_ms\":%.1f}}",
+            s, k, NR, wt, w, wm / 1000 }' "$tmp/$1.timeline" 2>/dev/null || echo '{}')
     sed -n 's/^loadgen-result //p' "$out" | jq -c --argjson st "$(steal_pct "$m0" "$m1")" \
         --argjson d "$(hist_p99 "$h0" "$h1" durable)" --argjson r "$(hist_p99 "$h0" "$h1" request)" \
-        '. + {steal_pct: $st, server_durable_p99_ms: $d, server_answer_p99_ms: $r}' \
+        --argjson slow "$slow" \
+        '. + {steal_pct: $st, server_durable_p99_ms: $d, server_answer_p99_ms: $r} + $slow' \
         >"$tmp/$1.json" 2>/dev/null || true
     [ -s "$tmp/$1.json" ] || echo '{}' >"$tmp/$1.json"
 }
@@ -402,6 +411,13 @@ lat "nginx, /v1/track, the same rate" nginx-track-70
 lat "onramp batch, /v1/batch x100" batch-batch-70
 lat "onramp everysec, /v1/track" everysec-track-70
 lat "onramp batch, no peak before, /v1/track" fresh-track-70
+# Where the track answers over 5 ms fell: spread over the run, or in a few stalls.
+stalls() {
+    jq -r --arg l "$1" '"\($l): \(.over_5ms // "-") answers over 5 ms (\(if (.measured // 0) > 0 then (.over_5ms // 0) * 10000 / .measured | round / 100 else "-" end)%), in \(.slices_over_5ms // "-") of \(.slices // "-") slices of 100 ms; the most in one slice: \(.worst_slice.over_5ms // "-") (at \(.worst_slice.at_ms // "-") ms, slowest \(.worst_slice.max_ms // "-") ms)"' "$tmp/$2.json"
+}
+echo
+stalls "onramp batch, /v1/track" batch-track-70
+stalls "onramp batch, no peak before, /v1/track" fresh-track-70
 
 echo
 track_ratio=$(ratio batch-track nginx-track)

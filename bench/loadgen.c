@@ -30,6 +30,15 @@
 #define READ_CHUNK 65536
 #define DRAIN_NS (10 * 1000000000LL) /* answers still awaited this long after the last send */
 
+/* --timeline: the requests due within one TIMELINE_NS of the run, so that a slow tail can be
+ * told apart as stalls (a few slices of slow answers) or as a load that is slow throughout. */
+#define TIMELINE_NS 100000000LL
+#define SLOW_NS 5000000LL /* the latency target of docs/performance.md */
+typedef struct slice {
+    uint64_t n, slow; /* answered, and of them over SLOW_NS */
+    int64_t max;
+} slice;
+
 /* A placeholder in the body template, replaced per request by fixed-width text. */
 enum { PH_ID, PH_USER };
 typedef struct hole {
@@ -51,7 +60,7 @@ typedef struct conn {
 } conn;
 
 typedef struct opts {
-    const char *host, *path, *auth, *body_file;
+    const char *host, *path, *auth, *body_file, *timeline;
     int port;
     double rate, duration, warmup;
     int connections;
@@ -72,6 +81,9 @@ static struct {
     int ep;
     int64_t *lat; /* latencies of measured requests, ns */
     size_t nlat, lat_cap;
+    int64_t from;  /* the first measured due time */
+    slice *slices; /* --timeline: the measured requests by due time, TIMELINE_NS each */
+    size_t nslices;
     uint64_t ok, non200, errors, late;
     int64_t last_done; /* when the last answer arrived */
     int first_bad_status;
@@ -101,12 +113,14 @@ static void *xrealloc(void *p, size_t n)
 static void usage(void)
 {
     fputs("usage: loadgen --url http://ADDR:PORT/PATH --rate N --duration S --body FILE\n"
-          "               [--connections N] [--warmup S] [--auth BASE64]\n"
+          "               [--connections N] [--warmup S] [--auth BASE64] [--timeline FILE]\n"
           "Sends POST requests at N per second, open loop, for S seconds after a warm-up\n"
           "(default 1 s, not measured), over N keep-alive connections (default 64). In the\n"
           "body, each {id} becomes a messageId never sent before and each {user} the number\n"
           "of a user drawn anew at each {id}. Prints a summary on stderr and a line\n"
-          "\"loadgen-result {json}\" on stdout.\n",
+          "\"loadgen-result {json}\" on stdout. --timeline writes, for each 100 ms of the\n"
+          "measured run by due time, the requests answered, how many took over 5 ms, and the\n"
+          "slowest (\"t_ms answered over_5ms max_us\").\n",
           stderr);
     exit(2);
 }
@@ -293,6 +307,14 @@ static void record(conn *c, int64_t now, int status)
             g.lat =
                 xrealloc(g.lat, (g.lat_cap = g.lat_cap ? g.lat_cap * 2 : 65536) * sizeof(*g.lat));
         g.lat[g.nlat++] = now - c->due;
+        size_t k = c->due > g.from ? (size_t)((c->due - g.from) / TIMELINE_NS) : 0;
+        if (k < g.nslices) {
+            slice *sl = &g.slices[k];
+            sl->n++;
+            sl->slow += now - c->due > SLOW_NS;
+            if (now - c->due > sl->max)
+                sl->max = now - c->due;
+        }
     }
 }
 
@@ -457,6 +479,7 @@ int main(int argc, char **argv)
         {"connections", required_argument, NULL, 'c'},
         {"auth", required_argument, NULL, 'a'},
         {"body", required_argument, NULL, 'b'},
+        {"timeline", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -486,6 +509,9 @@ int main(int argc, char **argv)
             break;
         case 'b':
             g.o.body_file = optarg;
+            break;
+        case 't':
+            g.o.timeline = optarg;
             break;
         default:
             usage();
@@ -524,6 +550,13 @@ int main(int argc, char **argv)
     const int64_t t0 = mono_ns() + 100000000LL; /* connections settle first */
     const int64_t last_due = t0 + (int64_t)((double)(total - 1) * interval);
     const int64_t deadline = last_due + DRAIN_NS;
+    g.from = t0 + (int64_t)((double)warm_n * interval);
+    if (g.o.timeline) {
+        g.nslices = (size_t)(g.o.duration * 1e9 / (double)TIMELINE_NS) + 1;
+        g.slices = calloc(g.nslices, sizeof(*g.slices));
+        if (!g.slices)
+            die("out of memory");
+    }
     uint64_t next = 0;
     struct epoll_event evs[256];
 
@@ -579,7 +612,7 @@ int main(int argc, char **argv)
     double secs = (double)(total - warm_n) / g.o.rate;
     /* the rate answered: measured answers over the time from the first measured due time to
      * the last answer (longer than the schedule when the server fell behind) */
-    int64_t from = t0 + (int64_t)((double)warm_n * interval);
+    int64_t from = g.from;
     double span = g.last_done > from ? (double)(g.last_done - from) / 1e9 : secs;
     fprintf(stderr,
             "loadgen: %.0f req/s for %.0f s (+%.0f s warm-up) over %d connections: %" PRIu64
@@ -595,5 +628,16 @@ int main(int argc, char **argv)
            g.o.rate, secs, g.o.connections, g.nlat, (double)g.nlat / span, g.ok, g.non200,
            g.first_bad_status, g.errors, unfinished, g.late, pct_us(50), pct_us(90), pct_us(99),
            pct_us(99.9), pct_us(100));
+    if (g.o.timeline) {
+        FILE *f = fopen(g.o.timeline, "w");
+        if (!f)
+            die("cannot write the --timeline file");
+        for (size_t k = 0; k < g.nslices; k++)
+            fprintf(f, "%lld %" PRIu64 " %" PRIu64 " %.0f\n",
+                    (long long)(k * TIMELINE_NS / 1000000), g.slices[k].n, g.slices[k].slow,
+                    (double)g.slices[k].max / 1000.0);
+        if (fclose(f) != 0)
+            die("cannot write the --timeline file");
+    }
     return 0;
 }

@@ -371,7 +371,7 @@ static const char serve_help[] =
     "  --write-key KEY       accepted write key; repeatable  [one generated    ONRAMP_WRITE_KEY\n"
     "                        (env: comma-separated)           and printed]\n"
     "  --fsync POLICY        always | batch | everysec       [batch]           ONRAMP_FSYNC\n"
-    "  --commit-interval D   batch: one journal fsync at     [2ms; 0: none]    "
+    "  --commit-interval D   batch: one journal fsync at     [1ms; 0: none]    "
     "ONRAMP_COMMIT_INTERVAL\n"
     "                        most this often, while busy\n"
     "  --partitions N        partitions of the log (fixed)   [16]              ONRAMP_PARTITIONS\n"

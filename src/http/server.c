@@ -89,7 +89,9 @@ typedef struct work {
     struct claim_order {
         uint64_t mid;
         size_t i;
-    } *ord; /* the items by messageId digest, then position: the order ids are claimed in */
+    } *ord;         /* the items by messageId digest, then position: the order ids are claimed in */
+    uint64_t *smid; /* the digests in that order */
+    trk_claim *cl;  /* the claim of ord[k] */
     trk_str *ids;   /* item i's userId and anonymousId (alias: previousId) at 2i, 2i+1 */
     uint8_t *alias; /* item i is an alias */
     uint8_t *bad;   /* item i failed before decoding: ITEM_NOT_OBJECT or ITEM_TOO_BIG */
@@ -171,6 +173,7 @@ typedef struct ack_part {
     elog_waiter w; /* first: the waiter is the ack_part */
     struct ack *a;
     int part;
+    int rc; /* once durable: 0, or why its fsync failed */
     uint64_t end;
 } ack_part;
 
@@ -186,8 +189,9 @@ typedef struct ack {
     int epoch; /* of settle_begin */
     ack_part *parts;
     size_t nids;
-    int *id_part;
-    uint64_t *ids;
+    uint64_t *ids; /* the digests of the messageIds stored, ascending */
+    int *id_ap;    /* the index in parts of ids[k]'s partition */
+    bool *id_stored;
 } ack;
 
 /* One request, from its headers to its completion callback. */
@@ -537,6 +541,8 @@ static void work_free(work *w)
     onr_free(w->aux);
     onr_free(w->mid);
     onr_free(w->ord);
+    onr_free(w->smid);
+    onr_free(w->cl);
     onr_free(w->ids);
     onr_free(w->alias);
     onr_free(w->recs);
@@ -563,6 +569,8 @@ static void work_reserve(work *w, size_t n)
     w->aux = onr_realloc(w->aux, cap * sizeof(*w->aux));
     w->mid = onr_realloc(w->mid, cap * sizeof(*w->mid));
     w->ord = onr_realloc(w->ord, cap * sizeof(*w->ord));
+    w->smid = onr_realloc(w->smid, cap * sizeof(*w->smid));
+    w->cl = onr_realloc(w->cl, cap * sizeof(*w->cl));
     w->ids = onr_realloc(w->ids, 2 * cap * sizeof(*w->ids));
     w->alias = onr_realloc(w->alias, cap * sizeof(*w->alias));
     w->recs = onr_realloc(w->recs, cap * sizeof(*w->recs));
@@ -745,14 +753,15 @@ static ack *ack_new(http_server *s, const work *w, size_t n, int written, int64_
             nparts++;
         from = w->count[p];
     }
-    size_t np = (size_t)nparts,
-           size = sizeof(ack) + np * sizeof(ack_part) + n * sizeof(uint64_t) + n * sizeof(int);
+    size_t np = (size_t)nparts, size = sizeof(ack) + np * sizeof(ack_part) +
+                                       n * (sizeof(uint64_t) + sizeof(int) + sizeof(bool));
     ack *a = onr_malloc(size);
     memset(a, 0, sizeof(*a));
     a->s = s;
     a->parts = (ack_part *)(void *)(a + 1);
     a->ids = (uint64_t *)(void *)(a->parts + np);
-    a->id_part = (int *)(void *)(a->ids + n);
+    a->id_ap = (int *)(void *)(a->ids + n);
+    a->id_stored = (bool *)(void *)(a->id_ap + n);
     a->now = now;
     a->stored = stored;
     a->duplicates = n - stored;
@@ -767,32 +776,50 @@ static ack *ack_new(http_server *s, const work *w, size_t n, int written, int64_
         }
         from = w->count[p];
     }
-    for (size_t i = 0; i < n; i++)
-        if (w->part[i] >= 0 && w->part[i] < written) {
-            a->id_part[a->nids] = w->part[i];
-            a->ids[a->nids++] = w->mid[i];
+    /* the ids in claim order (ascending), each with its partition's place in parts */
+    for (size_t k = 0; s->o.dedup && k < n; k++) {
+        size_t i = w->ord[k].i;
+        if (w->part[i] < 0 || w->part[i] >= written)
+            continue;
+        int lo = 0, hi = a->nparts - 1;
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if (a->parts[mid].part < w->part[i])
+                lo = mid + 1;
+            else
+                hi = mid;
         }
+        a->id_ap[a->nids] = lo;
+        a->ids[a->nids++] = w->mid[i];
+    }
     return a;
 }
 
-/* Partition ap of a is durable (rc 0) or its fsync failed. Stored ids are remembered, so that
- * a retry of the request does not store them again. */
-static void ack_settle(ack *a, const ack_part *ap, int rc)
+/* Partition ap of a is durable (rc 0) or its fsync failed. */
+static void ack_part_result(ack *a, ack_part *ap, int rc)
 {
-    http_server *s = a->s;
+    ap->rc = rc;
     if (rc) {
-        logmsg(s, "error", "event log fsync of partition %d failed: %s", ap->part,
+        logmsg(a->s, "error", "event log fsync of partition %d failed: %s", ap->part,
                rc < 0 && rc > -4096 ? strerror(-rc) : "limit");
         atomic_store(&a->failed, true);
     }
-    if (!s->o.dedup)
+}
+
+/* Every partition of a is settled: the ids stored are remembered, so that a retry of the
+ * request does not store them again, and those of a failed partition are forgotten. One
+ * call for them all, in ascending order, takes each lock of the set once for its ids. */
+static void ack_settle_ids(ack *a)
+{
+    trk_dedup *d = a->s->o.dedup;
+    if (!d || !a->nids)
         return;
-    for (size_t i = 0; i < a->nids && a->nids > 1; i++)
-        if (a->id_part[i] == ap->part)
-            trk_dedup_prefetch(s->o.dedup, a->ids[i]);
-    for (size_t i = 0; i < a->nids; i++)
-        if (a->id_part[i] == ap->part)
-            trk_dedup_settle(s->o.dedup, a->ids[i], rc == 0, a->now);
+    for (size_t k = 0; k < a->nids; k++) {
+        if (a->nids > 1)
+            trk_dedup_prefetch(d, a->ids[k]);
+        a->id_stored[k] = a->parts[a->id_ap[k]].rc == 0;
+    }
+    trk_dedup_settle_sorted(d, a->ids, a->id_stored, a->nids, a->now);
 }
 
 /* The status to answer once every partition of a is settled: 200, or 503 after a failed
@@ -810,7 +837,9 @@ static unsigned ack_status(ack *a)
 static unsigned ack_wait(ack *a)
 {
     for (int k = 0; k < a->nparts; k++)
-        ack_settle(a, &a->parts[k], elog_wait(a->s->o.log, a->parts[k].part, a->parts[k].end));
+        ack_part_result(a, &a->parts[k],
+                        elog_wait(a->s->o.log, a->parts[k].part, a->parts[k].end));
+    ack_settle_ids(a);
     return ack_status(a);
 }
 
@@ -823,6 +852,7 @@ static void ack_release(ack *a)
     http_server *s = a->s;
     struct MHD_Connection *c = a->c;
     int epoch = a->epoch;
+    ack_settle_ids(a);
     unsigned st = ack_status(a);
     if (st == MHD_HTTP_OK)
         atomic_store(&a->r->durable_ns, mono_ns());
@@ -835,7 +865,7 @@ static void ack_release(ack *a)
 static void ack_part_done(elog_waiter *w, int rc)
 {
     ack_part *ap = (ack_part *)(void *)w;
-    ack_settle(ap->a, ap, rc);
+    ack_part_result(ap->a, ap, rc);
     ack_release(ap->a);
 }
 
@@ -1095,11 +1125,14 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
             w->ord[i] = (struct claim_order){w->mid[i], i};
         if (n > 1)
             qsort(w->ord, n, sizeof(*w->ord), cmp_claim_order);
-        for (size_t k = 0; k < n; k++) {
+        for (size_t k = 0; k < n; k++)
+            w->smid[k] = w->ord[k].mid;
+        size_t looked = trk_dedup_claim_sorted(s->o.dedup, w->smid, n, now, w->cl);
+        for (size_t k = 0; k < looked; k++) {
             size_t i = w->ord[k].i;
-            bool dup = k > 0 && w->ord[k - 1].mid == w->mid[i];
-            trk_claim cl = dup ? TRK_SEEN : trk_dedup_claim(s->o.dedup, w->mid[i], now);
-            if (cl == TRK_BUSY) {
+            if (w->cl[k] == TRK_SEEN)
+                w->part[i] = -1;
+            if (w->cl[k] == TRK_BUSY) {
                 for (size_t q = k; q < n; q++) /* not claimed */
                     w->part[w->ord[q].i] = -1;
                 release_claims(s, w, n, 0, now);
@@ -1115,8 +1148,6 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
                 ret = send_error(c, MHD_HTTP_SERVICE_UNAVAILABLE, err, NULL);
                 goto done;
             }
-            if (cl == TRK_SEEN)
-                w->part[i] = -1;
         }
     }
 

@@ -52,7 +52,7 @@ typedef struct elog_opts {
     size_t segment_bytes; /* [64 MiB] a segment rolls before it would grow past this */
     size_t max_record;    /* [1 MiB] largest payload elog_append accepts */
     int sync_threads;     /* [2], 1..64, always: the threads fsyncing for elog_notify */
-    /* [2] batch: a round of the commit journal (one fsync) starts at most this often, in
+    /* [1] batch: a round of the commit journal (one fsync) starts at most this often, in
      * milliseconds, unless ELOG_EARLY_BYTES wait for it; negative: as soon as the last ends.
      * Each fsync costs CPU whatever it writes; spacing them trades up to this much latency
      * for fewer of them under load (docs/operations.md). */

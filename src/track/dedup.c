@@ -2,11 +2,12 @@
  * dedup.c - the recent-messageId set: 64 stripes, each an open-addressing table of digests
  * with a FIFO of (digest, time) that expires the oldest by age or when the stripe is full,
  * and a second table of the digests claimed by requests still being stored. A stripe's mutex
- * is held for a lookup, a claim or an insert only.
+ * is held for a lookup, a claim or an insert only, or for a run of them in one stripe.
  */
 #include "dedup.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #define STRIPES 64
@@ -26,6 +27,10 @@ typedef struct oaset {
 
 typedef struct stripe {
     pthread_mutex_t mu;
+    /* The seen table's address and mask as last set, read without the lock by
+     * trk_dedup_prefetch: a prefetch of a table since replaced touches memory, nothing else. */
+    _Atomic uintptr_t pf_base;
+    _Atomic size_t pf_mask;
     oaset seen;  /* what the fifo holds */
     oaset busy;  /* claimed, not yet settled (trk_dedup_claim) */
     entry *fifo; /* ring, oldest at head */
@@ -135,6 +140,8 @@ static void grow(stripe *s)
     while (tcap < cap * 2)
         tcap *= 2;
     rehash(&s->seen, tcap);
+    atomic_store_explicit(&s->pf_base, (uintptr_t)s->seen.table, memory_order_relaxed);
+    atomic_store_explicit(&s->pf_mask, s->seen.mask, memory_order_relaxed);
 }
 
 /* Drops ids older than before_ms, and the oldest one too when room is needed and the
@@ -153,10 +160,10 @@ static void expire(stripe *s, int64_t before_ms, bool room)
 void trk_dedup_prefetch(trk_dedup *d, uint64_t digest)
 {
     stripe *s = &d->s[digest >> 58];
-    pthread_mutex_lock(&s->mu);
-    if (s->seen.table)
-        __builtin_prefetch(&s->seen.table[digest & s->seen.mask]);
-    pthread_mutex_unlock(&s->mu);
+    uintptr_t base = atomic_load_explicit(&s->pf_base, memory_order_relaxed);
+    size_t mask = atomic_load_explicit(&s->pf_mask, memory_order_relaxed);
+    if (base) /* a prefetch never faults: a stale base or mask costs a wasted load at most */
+        __builtin_prefetch((const void *)(base + (digest & mask) * sizeof(uint64_t)));
 }
 
 bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms)
@@ -194,10 +201,9 @@ bool trk_dedup_add(trk_dedup *d, uint64_t digest, int64_t now_ms)
     return added;
 }
 
-trk_claim trk_dedup_claim(trk_dedup *d, uint64_t digest, int64_t now_ms)
+/* trk_dedup_claim under s's lock. */
+static trk_claim claim_locked(trk_dedup *d, stripe *s, uint64_t digest, int64_t now_ms)
 {
-    stripe *s = &d->s[digest >> 58];
-    pthread_mutex_lock(&s->mu);
     expire(s, now_ms - d->window_ms, false);
     trk_claim c = TRK_CLAIMED;
     if (find(&s->seen, digest) != SIZE_MAX) {
@@ -210,14 +216,50 @@ trk_claim trk_dedup_claim(trk_dedup *d, uint64_t digest, int64_t now_ms)
             rehash(&s->busy, s->busy.table ? (s->busy.mask + 1) * 2 : 16);
         put(&s->busy, digest);
     }
+    return c;
+}
+
+trk_claim trk_dedup_claim(trk_dedup *d, uint64_t digest, int64_t now_ms)
+{
+    stripe *s = &d->s[digest >> 58];
+    pthread_mutex_lock(&s->mu);
+    trk_claim c = claim_locked(d, s, digest, now_ms);
     pthread_mutex_unlock(&s->mu);
     return c;
 }
 
-void trk_dedup_settle(trk_dedup *d, uint64_t digest, bool stored, int64_t now_ms)
+/* The end of the run of sorted digests from `from` that share its stripe. */
+static size_t run_end(const uint64_t *digests, size_t from, size_t n)
 {
-    stripe *s = &d->s[digest >> 58];
-    pthread_mutex_lock(&s->mu);
+    size_t e = from + 1;
+    while (e < n && digests[e] >> 58 == digests[from] >> 58)
+        e++;
+    return e;
+}
+
+size_t trk_dedup_claim_sorted(trk_dedup *d, const uint64_t *digests, size_t n, int64_t now_ms,
+                              trk_claim *out)
+{
+    for (size_t i = 0; i < n;) {
+        size_t e = run_end(digests, i, n);
+        stripe *s = &d->s[digests[i] >> 58];
+        pthread_mutex_lock(&s->mu);
+        for (; i < e; i++) {
+            out[i] = i > 0 && digests[i] == digests[i - 1] ? TRK_SEEN
+                                                           : claim_locked(d, s, digests[i], now_ms);
+            if (out[i] == TRK_BUSY) {
+                pthread_mutex_unlock(&s->mu);
+                return i + 1;
+            }
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    return n;
+}
+
+/* trk_dedup_settle under s's lock. */
+static void settle_locked(trk_dedup *d, stripe *s, uint64_t digest, bool stored, int64_t now_ms)
+{
     size_t i = find(&s->busy, digest);
     if (i != SIZE_MAX)
         del(&s->busy, i);
@@ -228,7 +270,27 @@ void trk_dedup_settle(trk_dedup *d, uint64_t digest, bool stored, int64_t now_ms
     }
     if (stored)
         add_locked(d, s, digest, now_ms);
+}
+
+void trk_dedup_settle(trk_dedup *d, uint64_t digest, bool stored, int64_t now_ms)
+{
+    stripe *s = &d->s[digest >> 58];
+    pthread_mutex_lock(&s->mu);
+    settle_locked(d, s, digest, stored, now_ms);
     pthread_mutex_unlock(&s->mu);
+}
+
+void trk_dedup_settle_sorted(trk_dedup *d, const uint64_t *digests, const bool *stored, size_t n,
+                             int64_t now_ms)
+{
+    for (size_t i = 0; i < n;) {
+        size_t e = run_end(digests, i, n);
+        stripe *s = &d->s[digests[i] >> 58];
+        pthread_mutex_lock(&s->mu);
+        for (; i < e; i++)
+            settle_locked(d, s, digests[i], stored[i], now_ms);
+        pthread_mutex_unlock(&s->mu);
+    }
 }
 
 bool trk_dedup_each(trk_dedup *d, bool (*emit)(void *ctx, uint64_t digest, int64_t at_ms),

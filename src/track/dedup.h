@@ -18,9 +18,9 @@ void trk_dedup_free(trk_dedup *d);
 /* The 64-bit digest ids are kept as (two ids that share it count as one). */
 uint64_t trk_dedup_digest(const char *id, size_t n);
 
-/* Brings the table slot of digest towards the cache (under its stripe's lock, briefly), so
- * that a later trk_dedup_seen or trk_dedup_add of it does not wait for memory: a request's
- * ids, prefetched together before they are looked up, wait for memory once, not each in turn. */
+/* Brings the table slot of digest towards the cache (without a lock), so that a later
+ * lookup of it does not wait for memory: a request's ids, prefetched together before they
+ * are looked up, wait for memory once, not each in turn. */
 void trk_dedup_prefetch(trk_dedup *d, uint64_t digest);
 /* Whether digest was added within the window before now_ms. */
 bool trk_dedup_seen(trk_dedup *d, uint64_t digest, int64_t now_ms);
@@ -39,6 +39,18 @@ trk_claim trk_dedup_claim(trk_dedup *d, uint64_t digest, int64_t now_ms);
 /* Ends a claim: stored (durable in the log) adds digest as seen at now_ms; otherwise it is
  * forgotten, and a retry of the message will be stored. */
 void trk_dedup_settle(trk_dedup *d, uint64_t digest, bool stored, int64_t now_ms);
+
+/*
+ * The same for many digests, sorted ascending, taking each lock once for the digests under
+ * it (the set's stripes are ranges of digests). trk_dedup_claim_sorted claims them in order
+ * into out[], a digest equal to the one before it being TRK_SEEN (a repeat within the
+ * request), and stops after the first TRK_BUSY: it returns how many it looked at, that one
+ * included. trk_dedup_settle_sorted settles digests[i] as stored[i] says.
+ */
+size_t trk_dedup_claim_sorted(trk_dedup *d, const uint64_t *digests, size_t n, int64_t now_ms,
+                              trk_claim *out);
+void trk_dedup_settle_sorted(trk_dedup *d, const uint64_t *digests, const bool *stored, size_t n,
+                             int64_t now_ms);
 
 /* The ids to save, oldest first within each of the set's stripes: emit(ctx, digest, at_ms)
  * for each, until it returns false (then false). Adding them in that order to a new set

@@ -8,6 +8,7 @@
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #define T0 INT64_C(1767225600000)
 
@@ -200,5 +201,84 @@ Test(dedup, many_claims_in_flight_settle_in_any_order)
     for (int i = 0; i < N; i++)
         cr_assert_eq(trk_dedup_claim(d, id(i), T0 + 3), i % 2 ? TRK_CLAIMED : TRK_SEEN, "id %d",
                      i);
+    trk_dedup_free(d);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Claims and settles of sorted runs (a batch's ids, each stripe's lock taken once) answer as
+ * one call per id would: a repeat within the run is a resend, a stored or claimed id in the
+ * set is seen or busy, and the run stops after the first busy one, claiming nothing past it. */
+Test(dedup, sorted_runs_claim_and_settle_as_single_calls_do)
+{
+    enum { N = 400 };
+    trk_dedup *d = trk_dedup_new(100000, ONR_DAY_MS);
+    uint64_t g[N + 1];
+    trk_claim out[N + 1];
+    bool stored[N + 1];
+    for (int i = 0; i < N; i++)
+        g[i] = id(i);
+    g[N] = id(7); /* a repeat */
+    qsort(g, N + 1, sizeof(*g), cmp_u64);
+    cr_assert_eq(trk_dedup_claim_sorted(d, g, N + 1, T0, out), (size_t)N + 1);
+    int seen = 0;
+    for (int k = 0; k <= N; k++) {
+        bool repeat = k > 0 && g[k] == g[k - 1];
+        cr_assert_eq(out[k], repeat ? TRK_SEEN : TRK_CLAIMED, "position %d", k);
+        seen += out[k] == TRK_SEEN;
+        cr_assert_eq(trk_dedup_claim(d, g[k], T0), TRK_BUSY, "position %d is not held", k);
+        stored[k] = k % 3 != 0; /* every third one's partition failed */
+    }
+    cr_assert_eq(seen, 1);
+    /* the repeat's place is settled by its first copy: drop it, as a request stores one */
+    size_t n = 0;
+    for (int k = 0; k <= N; k++)
+        if (out[k] == TRK_CLAIMED) {
+            g[n] = g[k];
+            stored[n++] = stored[k];
+        }
+    trk_dedup_settle_sorted(d, g, stored, n, T0 + 1);
+    for (size_t k = 0; k < n; k++) {
+        cr_assert_eq(trk_dedup_seen(d, g[k], T0 + 2), stored[k], "position %zu", k);
+        cr_assert_eq(trk_dedup_claim(d, g[k], T0 + 2), stored[k] ? TRK_SEEN : TRK_CLAIMED);
+    }
+
+    /* a run meeting a busy id stops there: what it claimed before stays claimed (the caller
+     * releases it), nothing after it is claimed */
+    uint64_t h[3] = {id(1000), id(1001), id(1002)};
+    qsort(h, 3, sizeof(*h), cmp_u64);
+    cr_assert_eq(trk_dedup_claim(d, h[1], T0 + 3), TRK_CLAIMED);
+    cr_assert_eq(trk_dedup_claim_sorted(d, h, 3, T0 + 3, out), (size_t)2);
+    cr_assert_eq(out[0], TRK_CLAIMED);
+    cr_assert_eq(out[1], TRK_BUSY);
+    cr_assert_eq(trk_dedup_claim(d, h[2], T0 + 3), TRK_CLAIMED, "claimed past a busy id");
+    trk_dedup_free(d);
+}
+
+/* Prefetching takes no lock and reads the table's address as last set: prefetches while the
+ * tables grow under many adds (other threads) neither fail nor change what is kept. */
+static void *prefetcher(void *arg)
+{
+    trk_dedup *d = arg;
+    for (int r = 0; r < 50; r++)
+        for (int i = 0; i < 20000; i++)
+            trk_dedup_prefetch(d, id(i));
+    return NULL;
+}
+
+Test(dedup, prefetches_while_tables_grow_change_nothing)
+{
+    trk_dedup *d = trk_dedup_new(1000000, ONR_DAY_MS);
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, prefetcher, d), 0);
+    for (int i = 0; i < 200000; i++)
+        cr_assert(trk_dedup_add(d, id(i), T0));
+    pthread_join(t, NULL);
+    for (int i = 0; i < 200000; i++)
+        cr_assert(trk_dedup_seen(d, id(i), T0), "id %d", i);
     trk_dedup_free(d);
 }
