@@ -550,7 +550,7 @@ static int cmd_serve(int argc, char **argv)
                 fsync_s);
         goto out;
     }
-    int64_t commit_ms = 2;
+    int64_t commit_ms = ELOG_COMMIT_INTERVAL_MS;
     if (commit_s && !parse_duration_flag("--commit-interval", commit_s, &commit_ms))
         goto out;
     if (commit_ms > 10 * ONR_SECOND_MS) {

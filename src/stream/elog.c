@@ -408,7 +408,7 @@ static int fill_opts(elog *l, const elog_opts *o, char *err, size_t errlen)
     if (!x->sync_threads)
         x->sync_threads = 2;
     if (!x->commit_interval_ms)
-        x->commit_interval_ms = 1;
+        x->commit_interval_ms = ELOG_COMMIT_INTERVAL_MS;
     if (x->commit_interval_ms > 10 * 1000)
         return fail_msg(err, errlen, ONR_E_INVALID,
                         "elog: commit_interval_ms must be at most 10000, not %lld",

@@ -27,6 +27,8 @@ typedef enum elog_fsync {
 /* Under batch, a round of the commit journal starts before commit_interval_ms has passed
  * once this many bytes were appended since the last one began. */
 #define ELOG_EARLY_BYTES (1u << 20)
+/* The default of elog_opts.commit_interval_ms (and of `onramp serve --commit-interval`). */
+#define ELOG_COMMIT_INTERVAL_MS 1
 
 /* Parses "always", "batch" or "everysec". Returns 0 or ONR_E_INVALID. */
 int elog_fsync_parse(const char *s, elog_fsync *out);
@@ -52,10 +54,10 @@ typedef struct elog_opts {
     size_t segment_bytes; /* [64 MiB] a segment rolls before it would grow past this */
     size_t max_record;    /* [1 MiB] largest payload elog_append accepts */
     int sync_threads;     /* [2], 1..64, always: the threads fsyncing for elog_notify */
-    /* [1] batch: a round of the commit journal (one fsync) starts at most this often, in
-     * milliseconds, unless ELOG_EARLY_BYTES wait for it; negative: as soon as the last ends.
-     * Each fsync costs CPU whatever it writes; spacing them trades up to this much latency
-     * for fewer of them under load (docs/operations.md). */
+    /* [ELOG_COMMIT_INTERVAL_MS] batch: a round of the commit journal (one fsync) starts at
+     * most this often, in milliseconds, unless ELOG_EARLY_BYTES wait for it; negative: as
+     * soon as the last ends. Each fsync costs CPU whatever it writes; spacing them trades up
+     * to this much latency for fewer of them under load (docs/operations.md). */
     int64_t commit_interval_ms;
     /* Called for events an operator should see: tails truncated at open, records the journal
      * restored, failed and healed fsyncs. May be called from any appending thread, the sync
