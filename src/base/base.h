@@ -120,13 +120,16 @@ void onr_hasher_free(onr_hasher *h);
  * A file written and hashed through a 1 MiB buffer: for files of millions of small members
  * (checkpoints, the ingest state), where one hash update and one fwrite per member cost
  * more than copying it. The digest is the hash of every byte put, however it was split.
+ * Each 1 MiB written is on the disk before the next is (sync_file_range), so that the
+ * file's fsync does not queue megabytes ahead of other files' fsyncs.
  */
 typedef struct onr_hashed_writer {
     FILE *f;
     onr_hasher *h;
     char *buf;
     size_t len;
-    int err; /* the first failed write's -errno, else 0 */
+    uint64_t written; /* the file's offset after the last write */
+    int err;          /* the first failed write's -errno, else 0 */
 } onr_hashed_writer;
 void onr_hw_init(onr_hashed_writer *w, FILE *f, uint64_t seed);
 void onr_hw_put(onr_hashed_writer *w, const void *p, size_t n);

@@ -1146,3 +1146,49 @@ Test(hashed_writer, reports_a_failed_write)
     cr_assert_eq(onr_hw_finish(&w, NULL), -ENOSPC);
     fclose(f);
 }
+
+/* Each megabyte goes to the disk as it is written: bytes the stream held before the writer
+ * began (a header) come first, and a stream with no file under it (memory) takes the same
+ * bytes; a full disk met by that flush is the result. */
+Test(hashed_writer, writes_after_a_header_and_to_memory_alike)
+{
+    size_t total = (3u << 20) + 777;
+    unsigned char *body = malloc(total);
+    for (size_t i = 0; i < total; i++)
+        body[i] = (unsigned char)(i * 40503u >> 7);
+    char *mem = NULL;
+    size_t memlen = 0;
+    FILE *files[2] = {tmpfile(), open_memstream(&mem, &memlen)};
+    for (int k = 0; k < 2; k++) {
+        FILE *f = files[k];
+        cr_assert_not_null(f);
+        cr_assert_eq(fwrite("HEADER", 1, 6, f), 6u);
+        onr_hashed_writer w;
+        onr_hw_init(&w, f, 7);
+        for (size_t at = 0; at < total; at += 100000)
+            onr_hw_put(&w, body + at, ONR_MIN((size_t)100000, total - at));
+        uint64_t digest = 0;
+        cr_assert_eq(onr_hw_finish(&w, &digest), 0);
+        cr_assert_eq(digest, onr_hash64(body, total, 7));
+        cr_assert_eq(fflush(f), 0);
+    }
+    unsigned char *got = malloc(total + 6);
+    rewind(files[0]);
+    cr_assert_eq(fread(got, 1, total + 6, files[0]), total + 6);
+    cr_assert(memcmp(got, "HEADER", 6) == 0 && memcmp(got + 6, body, total) == 0);
+    cr_assert_eq(memlen, total + 6);
+    cr_assert(memcmp(mem, "HEADER", 6) == 0 && memcmp(mem + 6, body, total) == 0);
+    fclose(files[0]);
+    fclose(files[1]);
+    free(mem);
+    free(got);
+
+    FILE *full = fopen("/dev/full", "wb"); /* 100 bytes fit the stream's buffer: the flush fails */
+    cr_assert_not_null(full);
+    onr_hashed_writer w;
+    onr_hw_init(&w, full, 1);
+    onr_hw_put(&w, body, 100);
+    cr_assert_eq(onr_hw_finish(&w, NULL), -ENOSPC);
+    fclose(full);
+    free(body);
+}
