@@ -167,7 +167,7 @@ struct http_server {
 };
 
 /* A request's appends, for the fsync wait: per partition it wrote, the log offset after its
- * records and the wait for it, and its stored messages' ids (remembered once their partition
+ * records and the wait for it, and its stored messages' ids (remembered once every partition
  * is durable). The last partition to become durable answers: it resumes the connection. */
 typedef struct ack_part {
     elog_waiter w; /* first: the waiter is the ack_part */
@@ -1107,8 +1107,8 @@ static enum MHD_Result ingest(http_server *s, struct MHD_Connection *c, req *r)
 
     /* Resent messages (an id seen lately, or earlier in this request) are not stored again.
      * Each id to store is claimed, so that a resend arriving while this request is being
-     * stored is not stored too, and remembered once its partition is durable: a request
-     * that fails part way can be retried without storing anything twice. */
+     * stored is not stored too, and remembered once the request's partitions are durable: a
+     * request that fails part way can be retried without storing anything twice. */
     if (s->o.dedup && n > 1)
         for (size_t i = 0; i < n; i++)
             trk_dedup_prefetch(s->o.dedup, w->mid[i]);
