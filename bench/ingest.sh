@@ -73,10 +73,15 @@ awk -v n=100 -v now="$now" '{ m[NR] = $0 } END {
     printf "],\"sentAt\":\"%s.900Z\"}\n", now }' bench/wrk/messages.jsonl >"$tmp/batch.json"
 
 # ---- nginx: a foreground process with its own configuration, on a free loopback port
+# A port below the kernel's ephemeral range (net.ipv4.ip_local_port_range): one inside it can
+# be handed to an outgoing connection (the load generators open hundreds) between this check
+# and nginx's bind.
 free_port() {
-    local p
+    local p lo
+    lo=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$lo" -gt 11000 ] 2>/dev/null || lo=60000
     for _ in $(seq 50); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % (lo - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
     done
     echo "ingest: no free port found" >&2
@@ -288,11 +293,20 @@ peak() {
     fi
 }
 
-# onramp's ingest histograms (docs/api.md, /metrics) as "durable|request LE CUMULATIVE" lines.
+# onramp's ingest histograms and the log's fsync histogram (docs/api.md, /metrics) as
+# "durable|request|fsync LE CUMULATIVE" lines.
 hist_snap() { # SERVER
     curl -sf -H "Authorization: Bearer $admin" "${surl[$1]}/metrics" |
-        sed -n 's/^onramp_ingest_\(durable\|request\)_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2 \3/p' ||
+        sed -n -e 's/^onramp_ingest_\(durable\|request\)_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/\1 \2 \3/p' \
+            -e 's/^onramp_log_fsync_seconds_bucket{le="\([^"]*\)"} \([0-9]*\)$/fsync \1 \2/p' ||
         true
+}
+# How many of a histogram's observations between two snapshots took longer than LE seconds
+# (a bucket bound); 0 when it cannot be read.
+hist_over() { # BEFORE AFTER NAME LE
+    awk -v name="$3" -v le="$4" 'NR == FNR { if ($1 == name) a[$2] = $3; next }
+        $1 == name { c[$2] = $3 - a[$2] }
+        END { print (c["+Inf"] - c[le]) + 0 }' <(echo "$1") <(echo "$2")
 }
 # The bucket bound, in ms, under which 99% of the requests between two snapshots fell in one
 # of them ("-" when none): the server's own p99, rounded up to a bucket.
@@ -324,10 +338,15 @@ at_rate() {
     slow=$(awk '{ s += $3; if ($3 > 0) k++; if ($3 > w) { w = $3; wt = $1; wm = $4 } }
         END { printf "{\"over_5ms\":%d,\"slices_over_5ms\":%d,\"slices\":%d,\"worst_slice\":{\"at_ms\":%d,\"over_5ms\":%d,\"max_ms\":%.1f}}",
             s, k, NR, wt, w, wm / 1000 }' "$tmp/$1.timeline" 2>/dev/null || echo '{}')
+    # The log's fsyncs that took over 5 ms and over 25 ms meanwhile (warm-up included): an
+    # answer waits for one, so a slow disk shows here and in the slices above alike.
+    local fs='{}'
+    [ "$2" != nginx ] && fs=$(jq -nc --argjson a "$(hist_over "$h0" "$h1" fsync 0.005)" \
+        --argjson b "$(hist_over "$h0" "$h1" fsync 0.025)" '{fsyncs_over_5ms: $a, fsyncs_over_25ms: $b}')
     sed -n 's/^loadgen-result //p' "$out" | jq -c --argjson st "$(steal_pct "$m0" "$m1")" \
         --argjson d "$(hist_p99 "$h0" "$h1" durable)" --argjson r "$(hist_p99 "$h0" "$h1" request)" \
-        --argjson slow "$slow" \
-        '. + {steal_pct: $st, server_durable_p99_ms: $d, server_answer_p99_ms: $r} + $slow' \
+        --argjson slow "$slow" --argjson fs "$fs" \
+        '. + {steal_pct: $st, server_durable_p99_ms: $d, server_answer_p99_ms: $r} + $slow + $fs' \
         >"$tmp/$1.json" 2>/dev/null || true
     [ -s "$tmp/$1.json" ] || echo '{}' >"$tmp/$1.json"
 }
@@ -416,12 +435,15 @@ lat "nginx, /v1/track, the same rate" nginx-track-70
 lat "onramp batch, /v1/batch x100" batch-batch-70
 lat "onramp everysec, /v1/track" everysec-track-70
 lat "onramp batch, no peak before, /v1/track" fresh-track-70
-# Where the track answers over 5 ms fell: spread over the run, or in a few stalls.
+# Where the track answers over 5 ms fell: spread over the run, or in a few stalls; for onramp,
+# beside them, how many of the log's fsyncs took over 5 ms (and 25 ms) meanwhile; nginx at
+# the same rate shows the stalls that are the machine's (it writes nothing to disk).
 stalls() {
-    jq -r --arg l "$1" '"\($l): \(.over_5ms // "-") answers over 5 ms (\(if (.measured // 0) > 0 then (.over_5ms // 0) * 10000 / .measured | round / 100 else "-" end)%), in \(.slices_over_5ms // "-") of \(.slices // "-") slices of 100 ms; the most in one slice: \(.worst_slice.over_5ms // "-") (at \(.worst_slice.at_ms // "-") ms, slowest \(.worst_slice.max_ms // "-") ms)"' "$tmp/$2.json"
+    jq -r --arg l "$1" '"\($l): \(.over_5ms // "-") answers over 5 ms (\(if (.measured // 0) > 0 then (.over_5ms // 0) * 10000 / .measured | round / 100 else "-" end)%), in \(.slices_over_5ms // "-") of \(.slices // "-") slices of 100 ms; the most in one slice: \(.worst_slice.over_5ms // "-") (at \(.worst_slice.at_ms // "-") ms, slowest \(.worst_slice.max_ms // "-") ms)\(if .fsyncs_over_5ms then "; log fsyncs over 5 ms: \(.fsyncs_over_5ms), over 25 ms: \(.fsyncs_over_25ms)" else "" end)"' "$tmp/$2.json"
 }
 echo
 stalls "onramp batch, /v1/track" batch-track-70
+stalls "nginx, /v1/track, the same rate" nginx-track-70
 stalls "onramp batch, no peak before, /v1/track" fresh-track-70
 
 echo
