@@ -822,10 +822,11 @@ static void ack_settle_ids(ack *a)
     trk_dedup_settle_sorted(d, a->ids, a->id_stored, a->nids, a->now);
 }
 
-/* The status to answer once every partition of a is settled: 200, or 503 after a failed
- * fsync. */
-static unsigned ack_status(ack *a)
+/* Every partition of a is settled: its ids are settled, and the status to answer returned:
+ * 200, or 503 after a failed fsync. */
+static unsigned ack_finish(ack *a)
 {
+    ack_settle_ids(a);
     if (atomic_load(&a->failed))
         return MHD_HTTP_SERVICE_UNAVAILABLE;
     atomic_fetch_add(&a->s->counters.events, a->stored);
@@ -839,8 +840,7 @@ static unsigned ack_wait(ack *a)
     for (int k = 0; k < a->nparts; k++)
         ack_part_result(a, &a->parts[k],
                         elog_wait(a->s->o.log, a->parts[k].part, a->parts[k].end));
-    ack_settle_ids(a);
-    return ack_status(a);
+    return ack_finish(a);
 }
 
 /* Drops one of a's pending counts; the last answers: it resumes the suspended connection,
@@ -852,8 +852,7 @@ static void ack_release(ack *a)
     http_server *s = a->s;
     struct MHD_Connection *c = a->c;
     int epoch = a->epoch;
-    ack_settle_ids(a);
-    unsigned st = ack_status(a);
+    unsigned st = ack_finish(a);
     if (st == MHD_HTTP_OK)
         atomic_store(&a->r->durable_ns, mono_ns());
     atomic_store(&a->r->ack_status, st);
