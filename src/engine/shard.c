@@ -46,6 +46,8 @@
  * record a round of the log's commit after ingest offered it, some hundreds of records at the
  * most a partition takes. */
 #define HANDOFF_SLOTS 512
+#define PREFETCH_AHEAD 4 /* records: the distance of an offer's user prefetch */
+#define PEEK_BYTES 160   /* of an offer, read for its ids */
 
 /* One partition's next record, read and decoded but not yet run. */
 typedef struct head {
@@ -627,6 +629,35 @@ static bool take(shard *sh, head *hd)
     return true;
 }
 
+/* Prefetches, for the offer `ahead` records after hd's in its partition (the next records a
+ * shard runs are mostly those: a request's events for one partition are received together),
+ * the offer's own bytes (stage -1), or its user's index slot (0) or memory (1) as
+ * eng_prefetch does. The offer is only read here and stays for take; one being rewritten is
+ * passed over. */
+static void prefetch_ahead(const shard *sh, const head *hd, uint64_t ahead, int stage)
+{
+    const shard_set *s = sh->set;
+    uint64_t off = hd->off + ahead;
+    const hslot *h = &s->hand[(size_t)hd->p * HANDOFF_SLOTS + off % HANDOFF_SLOTS];
+    if (stage < 0) {
+        for (size_t i = 0; i < sizeof(*h); i += 64)
+            __builtin_prefetch((const char *)h + i);
+        return;
+    }
+    uint64_t seq = atomic_load_explicit(&h->seq, memory_order_acquire);
+    if ((seq & 1) || atomic_load_explicit(&h->offset, memory_order_relaxed) != off ||
+        atomic_load_explicit(&h->gen, memory_order_relaxed) != sh->gen)
+        return;
+    char ids[PEEK_BYTES];
+    size_t n = ONR_MIN(atomic_load_explicit(&h->len, memory_order_relaxed), sizeof(ids));
+    memcpy(ids, h->data, n);
+    atomic_thread_fence(memory_order_acquire);
+    trk_str uid, aid;
+    if (atomic_load_explicit(&h->seq, memory_order_relaxed) == seq &&
+        trk_packed_ids_in(ids, n, &uid, &aid))
+        eng_prefetch(sh->e, uid, aid, stage);
+}
+
 /* Adds one to a counter only this thread writes. */
 static void count_one(_Atomic uint64_t *c)
 {
@@ -641,7 +672,9 @@ static void decode_head(shard *sh, head *hd)
     if (take(sh, hd)) {
         count_one(&sh->taken);
         hd->valid = true;
-        eng_prefetch(sh->e, hd->ev.user_id, hd->ev.anon_id, 0);
+        prefetch_ahead(sh, hd, 2 * PREFETCH_AHEAD, -1);
+        prefetch_ahead(sh, hd, PREFETCH_AHEAD, 0);
+        prefetch_ahead(sh, hd, PREFETCH_AHEAD / 2, 1);
         return;
     }
     for (;;) {

@@ -106,3 +106,19 @@ void trk_packed_ids(const char *in, trk_str *user_id, trk_str *anon_id)
     *user_id = get_str(&p);
     *anon_id = get_str(&p);
 }
+
+bool trk_packed_ids_in(const char *in, size_t len, trk_str *user_id, trk_str *anon_id)
+{
+    uint32_t n;
+    if (len < 9 + 4)
+        return false;
+    memcpy(&n, in + 9, 4);
+    if (n > len - 9 - 4 || len - 9 - 4 - n < 4)
+        return false;
+    const char *p = in + 9 + 4 + n;
+    memcpy(&n, p, 4);
+    if (n > (size_t)(in + len - p) - 4)
+        return false;
+    trk_packed_ids(in, user_id, anon_id);
+    return true;
+}

@@ -113,5 +113,7 @@ void trk_pack(char *out, const trk_event *ev, const trk_schema *schema);
 void trk_unpack(const char *in, trk_event *ev, const trk_schema *schema);
 /* Reads just the ids of a packed event (for prefetching). */
 void trk_packed_ids(const char *in, trk_str *user_id, trk_str *anon_id);
+/* The same from the first len bytes of one: false when the ids do not lie within them. */
+bool trk_packed_ids_in(const char *in, size_t len, trk_str *user_id, trk_str *anon_id);
 
 #endif

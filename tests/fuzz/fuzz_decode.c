@@ -37,6 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (back.ts_ms != ev.ts_ms || back.kind != ev.kind || back.user_id.n != ev.user_id.n ||
         memcmp(back.user_id.p, ev.user_id.p, ev.user_id.n) != 0 || back.name.n != ev.name.n)
         abort();
+    trk_str uid, aid;
+    if (!trk_packed_ids_in(packed, n, &uid, &aid) || uid.n != ev.user_id.n ||
+        aid.n != ev.anon_id.n || (uid.n && memcmp(uid.p, ev.user_id.p, uid.n) != 0))
+        abort();
     free(packed);
     return 0;
 }

@@ -854,3 +854,36 @@ Test(track, overlay_decodes_as_the_stored_message)
                    "{\"type\":\"track\",\"userId\":\"u\",\"userId\":\"v\","
                    "\"messageId\":\"generated-id\"" RECV "}");
 }
+
+/* ---- packed form */
+
+Test(track, packed_ids_read_within_a_prefix_only)
+{
+    int rc = decode("{\"type\":\"track\",\"event\":\"Signed Up\",\"userId\":\"user-17\","
+                    "\"anonymousId\":\"anon-4\"," T0 "}");
+    cr_assert_eq(rc, 0, "%s", err);
+    size_t n = trk_packed_size(&ev, &schema);
+    char packed[256];
+    cr_assert_leq(n, sizeof(packed));
+    trk_pack(packed, &ev, &schema);
+    /* 8 bytes of time, the kind, then each id's 4-byte length and bytes */
+    size_t need = 9 + 4 + strlen("user-17") + 4 + strlen("anon-4");
+    for (size_t len = 0; len <= n; len++) {
+        trk_str uid = {0}, aid = {0};
+        bool ok = trk_packed_ids_in(packed, len, &uid, &aid);
+        cr_assert_eq(ok, len >= need, "prefix of %zu bytes", len);
+        if (ok) {
+            cr_assert(str_is(uid, "user-17"));
+            cr_assert(str_is(aid, "anon-4"));
+        }
+    }
+    /* a length that points past the bytes given is refused, however large */
+    uint32_t huge = UINT32_MAX - 2;
+    memcpy(packed + 9, &huge, 4);
+    trk_str uid, aid;
+    cr_assert_not(trk_packed_ids_in(packed, n, &uid, &aid));
+    huge = 3;
+    memcpy(packed + 9, &huge, 4);
+    memcpy(packed + 9 + 4 + 3, &(uint32_t){UINT32_MAX}, 4);
+    cr_assert_not(trk_packed_ids_in(packed, n, &uid, &aid));
+}
