@@ -42,10 +42,12 @@
 #define FIRED_MAX 4000000
 #define JOURNAL_ROTATE_BYTES (64u * 1024 * 1024)
 #define CKPT_WAIT_MS 3000
-/* Offers kept per partition (SHARD_HANDOFF_BYTES and a little more each): a shard reads a
- * record a round of the log's commit after ingest offered it, some hundreds of records at the
- * most a partition takes. */
-#define HANDOFF_SLOTS 512
+/* Offers kept, all partitions together (SHARD_HANDOFF_BYTES and a little more each: 16 MB),
+ * shared out evenly, at least HANDOFF_MIN a partition. A shard reads a record a round of the
+ * log's commit after ingest offered it; at a peak of batches a shard that waits for a core
+ * falls further behind, and an offer overwritten before it is taken costs a parse. */
+#define HANDOFF_OFFERS 32768
+#define HANDOFF_MIN 32
 #define PREFETCH_AHEAD 4 /* records: the distance of an offer's user prefetch */
 #define PEEK_BYTES 160   /* of an offer, read for its ids */
 
@@ -169,7 +171,8 @@ struct shard_set {
     char *edir;
     int ckpt_error; /* first checkpoint error, for shard_stop */
 
-    hslot *hand;           /* HANDOFF_SLOTS per partition */
+    hslot *hand;           /* hslots per partition */
+    uint64_t hslots;       /* shard_handoff_slots */
     pthread_mutex_t hmu;   /* guards the copy of the schema */
     _Atomic uint64_t hgen; /* of the schema below */
     uint64_t gens;         /* the last generation given out (under qmu) */
@@ -611,7 +614,7 @@ void shard__run(eng *e, trk_event *ev, int64_t recv_ms, int64_t lateness_ms)
 static bool take(shard *sh, head *hd)
 {
     const shard_set *s = sh->set;
-    hslot *h = &s->hand[(size_t)hd->p * HANDOFF_SLOTS + hd->off % HANDOFF_SLOTS];
+    hslot *h = &s->hand[(size_t)hd->p * s->hslots + hd->off % s->hslots];
     uint64_t seq = atomic_load_explicit(&h->seq, memory_order_acquire);
     if ((seq & 1) || atomic_load_explicit(&h->offset, memory_order_relaxed) != hd->off ||
         atomic_load_explicit(&h->gen, memory_order_relaxed) != sh->gen)
@@ -638,7 +641,7 @@ static void prefetch_ahead(const shard *sh, const head *hd, uint64_t ahead, int 
 {
     const shard_set *s = sh->set;
     uint64_t off = hd->off + ahead;
-    const hslot *h = &s->hand[(size_t)hd->p * HANDOFF_SLOTS + off % HANDOFF_SLOTS];
+    const hslot *h = &s->hand[(size_t)hd->p * s->hslots + off % s->hslots];
     if (stage < 0) {
         for (size_t i = 0; i < sizeof(*h); i += 64)
             __builtin_prefetch((const char *)h + i);
@@ -1108,6 +1111,11 @@ static void publish_schema(shard_set *s, const trk_schema *schema, uint64_t gen)
     pthread_mutex_unlock(&s->hmu);
 }
 
+uint64_t shard_handoff_slots(const shard_set *s)
+{
+    return s->hslots;
+}
+
 uint64_t shard_handoff_gen(shard_set *s)
 {
     return atomic_load_explicit(&s->hgen, memory_order_acquire);
@@ -1127,7 +1135,7 @@ void shard_offer(shard_set *s, int p, uint64_t offset, uint64_t gen, int64_t rec
 {
     if (p < 0 || p >= s->o.partitions || len > SHARD_HANDOFF_BYTES)
         return;
-    hslot *h = &s->hand[(size_t)p * HANDOFF_SLOTS + offset % HANDOFF_SLOTS];
+    hslot *h = &s->hand[(size_t)p * s->hslots + offset % s->hslots];
     uint64_t seq = atomic_load_explicit(&h->seq, memory_order_relaxed);
     if ((seq & 1) || !atomic_compare_exchange_strong_explicit(
                          &h->seq, &seq, seq + 1, memory_order_relaxed, memory_order_relaxed))
@@ -1346,7 +1354,8 @@ int shard_start(const shard_opts *o, rule_set *rules, shard_set **out, char *err
     pthread_mutex_init(&s->qmu, NULL);
     pthread_mutex_init(&s->jmu, NULL);
     pthread_mutex_init(&s->hmu, NULL);
-    s->hand = onr_calloc((size_t)s->o.partitions * HANDOFF_SLOTS, sizeof(hslot));
+    s->hslots = ONR_MAX(HANDOFF_MIN, HANDOFF_OFFERS / ONR_MAX(s->o.partitions, 1));
+    s->hand = onr_calloc((size_t)s->o.partitions * s->hslots, sizeof(hslot));
     s->gens = 1;
     publish_schema(s, &rules->schema, s->gens);
     s->consumed = onr_calloc((size_t)s->o.partitions, sizeof(*s->consumed));

@@ -126,6 +126,9 @@ int shard_reload(shard_set *s, rule_set *rules, char *err, size_t errlen);
 
 /* The generation of the shards' schema (one per rule set swapped in; never 0). */
 uint64_t shard_handoff_gen(shard_set *s);
+/* Offers kept a partition: 32,768 shared out among the partitions, at least 32 each. The offer
+ * for offset o takes the place of the one for o minus this. */
+uint64_t shard_handoff_slots(const shard_set *s);
 /* Copies that schema into *out, its names into *names (which out then points into), and
  * returns its generation. */
 uint64_t shard_handoff_schema(shard_set *s, trk_schema *out, onr_buf *names);

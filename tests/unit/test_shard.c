@@ -1106,10 +1106,12 @@ Test(shard, an_offer_is_taken_for_its_own_record_under_the_schema_it_was_decoded
     shard_set *set = start(s, &o, RULES);
     uint64_t gen = shard_handoff_gen(set);
     cr_assert_neq(gen, 0);
-    offer(set, 0, 0, gen, "Clicked", T0 + 1000);       /* taken */
-    offer(set, 0, 1, gen + 1, "Clicked", T0 + 2000);   /* another schema */
-    offer(set, 1, 2, gen, "Clicked", T0 + 3000);       /* another partition's offset */
-    offer(set, 0, 2 + 512, gen, "Clicked", T0 + 3000); /* its slot, but a later offset */
+    uint64_t slots = shard_handoff_slots(set);
+    cr_assert_eq(slots, 32768 / 2);
+    offer(set, 0, 0, gen, "Clicked", T0 + 1000);         /* taken */
+    offer(set, 0, 1, gen + 1, "Clicked", T0 + 2000);     /* another schema */
+    offer(set, 1, 2, gen, "Clicked", T0 + 3000);         /* another partition's offset */
+    offer(set, 0, 2 + slots, gen, "Clicked", T0 + 3000); /* its slot, but a later offset */
     for (int i = 0; i < 3; i++)
         append(s, 0, "Viewed", "u1", T0 + 1000 * (i + 1), T0 + 1000 * (i + 1));
     shard_notify(set, 0);
@@ -1137,6 +1139,41 @@ Test(shard, an_offer_is_taken_for_its_own_record_under_the_schema_it_was_decoded
     recent_names(set, "u1", names, sizeof(names));
     cr_assert_str_eq(names, "Clicked Viewed Viewed Viewed Clicked");
     cr_assert_eq(metric(set, "onramp_engine_records_decoded_total{from=\"taken\"}"), 2);
+    cr_assert_eq(shard_stop(set), 0);
+    msrc_free(s);
+    remove_tree(dir);
+}
+
+/* A shard prefetches the users of the offers a few records ahead of the one it takes: what
+ * it runs is still each record's own offer or, without one, the record. The records are all
+ * "Viewed" and the offers "Clicked", as in the test above. */
+Test(shard, offers_in_a_row_are_taken_in_order)
+{
+    char dir[64];
+    make_dir(dir, sizeof(dir));
+    msrc *s = msrc_new(1);
+    shard_opts o = opts(s, dir, 1, NULL);
+    shard_set *set = start(s, &o, RULES);
+    uint64_t gen = shard_handoff_gen(set);
+    /* 40 records with an offer each, but none for record 17 and record 23's under another
+     * schema */
+    for (int i = 0; i < 40; i++) {
+        if (i != 17)
+            offer(set, 0, (uint64_t)i, i == 23 ? gen + 1 : gen, "Clicked", T0 + 1000 * (i + 1));
+        append(s, 0, "Viewed", "u1", T0 + 1000 * (i + 1), T0 + 1000 * (i + 1));
+    }
+    shard_notify(set, 0);
+    set_wm(s, T0 + 1000 * 41);
+    settle(s, set, 1);
+    cr_assert_eq(metric(set, "onramp_engine_records_decoded_total{from=\"taken\"}"), 38);
+    cr_assert_eq(metric(set, "onramp_engine_records_decoded_total{from=\"parsed\"}"), 2);
+    char names[1024], want[1024] = "";
+    recent_names(set, "u1", names, sizeof(names));
+    for (int i = 39; i >= 0; i--) /* newest first */
+        snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s%s", i < 39 ? " " : "",
+                 i == 17 || i == 23 ? "Viewed" : "Clicked");
+    cr_assert_str_eq(names, want);
+    cr_assert_eq(shard_handoff_slots(set), 32768); /* one partition keeps them all */
     cr_assert_eq(shard_stop(set), 0);
     msrc_free(s);
     remove_tree(dir);
