@@ -47,9 +47,11 @@
 /* Under batch, appends are framed into the partition's memory and written to its segment by
  * the sync thread once a round, in one write with the other appends of the round: a 4 KB
  * write into the page cache cost three times the system time of a 64 KB one per byte on this
- * machine (docs/performance.md). An append that would take a partition's stage past this
- * writes what is staged first, so that a stalled sync thread bounds memory. */
-#define STAGE_MAX (256u << 10)
+ * machine (docs/performance.md). An append that would take a partition's stage past its share
+ * of STAGE_TOTAL (at least STAGE_MIN) writes what is staged first, so that a stalled sync
+ * thread bounds memory; the sync thread then reads those bytes back for the journal. */
+#define STAGE_TOTAL (16u << 20)
+#define STAGE_MIN (64u << 10)
 
 typedef struct seg {
     uint64_t base;  /* offset of its first record, and its file name */
@@ -91,6 +93,7 @@ typedef struct part {
 
 struct elog {
     elog_opts o;                /* defaults filled in */
+    size_t stage_max;           /* a partition's stage, at most (STAGE_TOTAL) */
     char id[ELOG_ID_CHARS + 1]; /* from elog.meta */
     int lockfd;                 /* LOCK_NAME, locked */
     int dirfd;
@@ -423,6 +426,7 @@ static int fill_opts(elog *l, const elog_opts *o, char *err, size_t errlen)
     if (x->segment_bytes > UINT32_MAX)
         return fail_msg(err, errlen, ONR_E_INVALID, "elog: segment_bytes must be at most %u",
                         (unsigned)UINT32_MAX);
+    l->stage_max = ONR_MAX((size_t)STAGE_MIN, (size_t)STAGE_TOTAL / (size_t)x->partitions);
     return 0;
 }
 
@@ -1273,7 +1277,7 @@ static void frame(onr_buf *b, const elog_rec *recs, size_t n, uint64_t total)
  * (put_stage), and has the partition served by it. Partition mutex held. */
 static int stage(elog *l, part *p, const elog_rec *recs, size_t n, uint64_t total)
 {
-    if (p->staged && p->stage.len + total > STAGE_MAX) {
+    if (p->staged && p->stage.len + total > l->stage_max) {
         int rc = put_stage(l, p);
         if (rc < 0) {
             sync_failed(l, p, rc, next_offset(p));

@@ -730,7 +730,7 @@ static int count_journal_segments(void)
 /* Counts the writes to partition segments (not the journal's) and the readable calls. */
 typedef struct seg_writes {
     atomic_int writes;
-    atomic_int readable[2];
+    atomic_int readable[64]; /* by partition */
 } seg_writes;
 
 static ssize_t count_seg_pwrite(void *ctx, int fd, const void *buf, size_t len, uint64_t off)
@@ -1082,7 +1082,8 @@ Test(elog, batch_writes_a_rounds_appends_to_a_partition_in_one_write)
 Test(elog, batch_bounds_a_partitions_stage_and_close_writes_what_nobody_waited_for)
 {
     seg_writes w = {0};
-    elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 10000};
+    /* the stages share 16 MiB: 256 KiB a partition of 64 */
+    elog_opts o = {.partitions = 64, .fsync = ELOG_FSYNC_BATCH, .commit_interval_ms = 10000};
     elog *l = open_counted(&o, &w);
     static char big[1000];
     uint64_t first, end;
