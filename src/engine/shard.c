@@ -610,23 +610,38 @@ void shard__run(eng *e, trk_event *ev, int64_t recv_ms, int64_t lateness_ms)
     eng_process(e, ev);
 }
 
+/* Where the offer for record `offset` of partition p is kept. */
+static hslot *offer_slot(const shard_set *s, int p, uint64_t offset)
+{
+    return &s->hand[(size_t)p * s->hslots + offset % s->hslots];
+}
+
+/* Copies the first cap bytes at most of the offer for record `offset` of partition p, made
+ * under sh's schema, into buf: false when there is none, or it was rewritten meanwhile (the
+ * slot's seqlock). *len is the offer's whole length, *recv_ms when it was received. */
+static bool read_offer(const shard *sh, int p, uint64_t offset, char *buf, size_t cap, size_t *len,
+                       int64_t *recv_ms)
+{
+    const hslot *h = offer_slot(sh->set, p, offset);
+    uint64_t seq = atomic_load_explicit(&h->seq, memory_order_acquire);
+    if ((seq & 1) || atomic_load_explicit(&h->offset, memory_order_relaxed) != offset ||
+        atomic_load_explicit(&h->gen, memory_order_relaxed) != sh->gen)
+        return false;
+    *len = atomic_load_explicit(&h->len, memory_order_relaxed);
+    *recv_ms = atomic_load_explicit(&h->recv_ms, memory_order_relaxed);
+    memcpy(buf, h->data, ONR_MIN(*len, cap));
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&h->seq, memory_order_relaxed) == seq;
+}
+
 /* Decodes hd's record from ingest's offer of it, when there is one under sh's schema. */
 static bool take(shard *sh, head *hd)
 {
-    const shard_set *s = sh->set;
-    hslot *h = &s->hand[(size_t)hd->p * s->hslots + hd->off % s->hslots];
-    uint64_t seq = atomic_load_explicit(&h->seq, memory_order_acquire);
-    if ((seq & 1) || atomic_load_explicit(&h->offset, memory_order_relaxed) != hd->off ||
-        atomic_load_explicit(&h->gen, memory_order_relaxed) != sh->gen)
+    size_t len;
+    int64_t recv_ms;
+    if (!read_offer(sh, hd->p, hd->off, hd->pk, sizeof(hd->pk), &len, &recv_ms) ||
+        len > sizeof(hd->pk))
         return false;
-    uint32_t len = atomic_load_explicit(&h->len, memory_order_relaxed);
-    int64_t recv_ms = atomic_load_explicit(&h->recv_ms, memory_order_relaxed);
-    if (len > sizeof(hd->pk))
-        return false;
-    memcpy(hd->pk, h->data, len);
-    atomic_thread_fence(memory_order_acquire);
-    if (atomic_load_explicit(&h->seq, memory_order_relaxed) != seq)
-        return false; /* rewritten meanwhile */
     trk_unpack(hd->pk, &hd->ev, &sh->rs->schema);
     hd->recv_ms = recv_ms;
     return true;
@@ -639,25 +654,19 @@ static bool take(shard *sh, head *hd)
  * passed over. */
 static void prefetch_ahead(const shard *sh, const head *hd, uint64_t ahead, int stage)
 {
-    const shard_set *s = sh->set;
     uint64_t off = hd->off + ahead;
-    const hslot *h = &s->hand[(size_t)hd->p * s->hslots + off % s->hslots];
     if (stage < 0) {
+        const hslot *h = offer_slot(sh->set, hd->p, off);
         for (size_t i = 0; i < sizeof(*h); i += 64)
             __builtin_prefetch((const char *)h + i);
         return;
     }
-    uint64_t seq = atomic_load_explicit(&h->seq, memory_order_acquire);
-    if ((seq & 1) || atomic_load_explicit(&h->offset, memory_order_relaxed) != off ||
-        atomic_load_explicit(&h->gen, memory_order_relaxed) != sh->gen)
-        return;
     char ids[PEEK_BYTES];
-    size_t n = ONR_MIN(atomic_load_explicit(&h->len, memory_order_relaxed), sizeof(ids));
-    memcpy(ids, h->data, n);
-    atomic_thread_fence(memory_order_acquire);
+    size_t len;
+    int64_t recv_ms;
     trk_str uid, aid;
-    if (atomic_load_explicit(&h->seq, memory_order_relaxed) == seq &&
-        trk_packed_ids_in(ids, n, &uid, &aid))
+    if (read_offer(sh, hd->p, off, ids, sizeof(ids), &len, &recv_ms) &&
+        trk_packed_ids_in(ids, ONR_MIN(len, sizeof(ids)), &uid, &aid))
         eng_prefetch(sh->e, uid, aid, stage);
 }
 
@@ -1135,7 +1144,7 @@ void shard_offer(shard_set *s, int p, uint64_t offset, uint64_t gen, int64_t rec
 {
     if (p < 0 || p >= s->o.partitions || len > SHARD_HANDOFF_BYTES)
         return;
-    hslot *h = &s->hand[(size_t)p * s->hslots + offset % s->hslots];
+    hslot *h = offer_slot(s, p, offset);
     uint64_t seq = atomic_load_explicit(&h->seq, memory_order_relaxed);
     if ((seq & 1) || !atomic_compare_exchange_strong_explicit(
                          &h->seq, &seq, seq + 1, memory_order_relaxed, memory_order_relaxed))
