@@ -44,6 +44,12 @@
 #define SCAN_CHUNK (1u << 20)  /* recovery reads the last segment this much at a time */
 #define WALK_CHUNK (64u << 10) /* sealed segments: header walk, payloads mostly skipped */
 #define READ_CHUNK (64u << 10) /* a reader's buffer, grown for larger records */
+/* A reader drops what it has read of a segment from the page cache, in steps of DROP_STEP,
+ * once an fsync covers it (clean pages: nothing to write): the log's pages in memory stay a
+ * window behind its writes and readers, not the whole log, and the pages it writes next are
+ * ones it freed, not memory untouched lately, which cost five to twelve times more to write
+ * into on the virtual machine measured (docs/performance.md). */
+#define DROP_STEP (1u << 20)
 /* Under batch, appends are framed into the partition's memory and written to its segment by
  * the sync thread once a round, in one write with the other appends of the round: a 4 KB
  * write into the page cache cost three times the system time of a 64 KB one per byte on this
@@ -158,6 +164,7 @@ struct elog_reader {
     uint64_t next;    /* offset of the record at buf[bpos] */
     uint64_t skip_to; /* records below this are read (to find the boundary) and dropped */
     uint64_t fpos;    /* file position of buf[0] */
+    uint64_t dropped; /* bytes of fd dropped from the page cache (DROP_STEP) */
     unsigned char *buf;
     size_t blen, bpos, cap;
 };
@@ -2494,8 +2501,23 @@ static int reader_seek_seg(elog_reader *r, uint64_t off)
     r->seg_base = r->p->segs[i].base;
     r->next = r->seg_base;
     r->fpos = 0;
+    r->dropped = 0;
     r->blen = r->bpos = 0;
     return 0;
+}
+
+/* Drops [r->dropped, to) of r's segment from the page cache when it is a step or more (or
+ * all the rest, with to past the end); to must be read and fsynced. Advice, so a failure
+ * changes nothing. */
+static void reader_drop(elog_reader *r, uint64_t to)
+{
+    bool rest = to == UINT64_MAX;
+    to &= ~(uint64_t)4095;
+    if (r->fd < 0 || (!rest && to < r->dropped + DROP_STEP))
+        return;
+    (void)posix_fadvise(r->fd, (off_t)r->dropped, rest ? 0 : (off_t)(to - r->dropped),
+                        POSIX_FADV_DONTNEED);
+    r->dropped = to;
 }
 
 int elog_reader_open(elog *l, int partition, uint64_t from_offset, elog_reader **out)
@@ -2555,18 +2577,21 @@ static int reader_limit(elog_reader *r, uint64_t *limit, bool *active)
 static int reader_fill(elog_reader *r)
 {
     part *p = r->p;
-    uint64_t limit, at;
-    bool active;
+    uint64_t limit = 0, at;
+    bool active = false;
     int rc;
 
     if (r->next >= atomic_load_explicit(&p->pub_end, memory_order_acquire))
         return 0;
     pthread_mutex_lock(&p->mu);
     rc = reader_limit(r, &limit, &active);
+    /* a sealed segment was fsynced whole; of the active one, what an fsync reached */
+    uint64_t clean = active ? p->synced_size : limit;
     at = r->fpos + r->blen;
     if (rc == 0 && at >= limit) {
         if (active) {
             pthread_mutex_unlock(&p->mu);
+            reader_drop(r, ONR_MIN(clean, r->fpos + r->bpos));
             return 0;
         }
         /* the segment is used up, so the record at next must start the following one */
@@ -2574,6 +2599,7 @@ static int reader_fill(elog_reader *r)
             rc = -EBADMSG;
         } else {
             uint64_t want = r->next;
+            reader_drop(r, UINT64_MAX);
             rc = reader_seek_seg(r, want);
             if (rc == 0 && r->seg_base != want)
                 rc = -EBADMSG;
@@ -2590,6 +2616,7 @@ static int reader_fill(elog_reader *r)
     r->fpos += r->bpos;
     r->blen -= r->bpos;
     r->bpos = 0;
+    reader_drop(r, ONR_MIN(clean, r->fpos));
     uint64_t need = r->blen >= HDR ? HDR + (uint64_t)get_le32(r->buf) : HDR;
     if (need > limit - r->fpos)
         return -EBADMSG; /* a length that runs past what was written: damage on disk */

@@ -198,7 +198,9 @@ void elog_set_readable(elog *l, void (*fn)(void *ctx, int partition), void *ctx)
 /*
  * Reading. A reader sees a record as soon as its write has completed (before its fsync under
  * batch and always; see elog_write_batch for when that is), so it can tail a growing log. Readers
- * and appenders may run in different threads; one reader is used by one thread at a time.
+ * and appenders may run in different threads; one reader is used by one thread at a time. A
+ * reader drops what it has read from the page cache once an fsync of the partition covers it
+ * (docs/operations.md, "The log in memory"): a later reader of those records reads the disk.
  *
  * Opens a reader at from_offset (start <= from_offset <= end): ONR_E_NOTFOUND when retention
  * deleted it, ONR_E_INVALID when beyond the end. Seeking scans from the start of the segment

@@ -1923,6 +1923,158 @@ Test(elog, a_reader_in_another_thread_sees_every_record_in_order)
     elog_close(l);
 }
 
+/* ---- the page cache behind readers */
+
+#define BIG_REC 60000
+#define MIB (1u << 20)
+
+/* Pages of path in [from, to) in the page cache. */
+static size_t resident_pages(const char *path, uint64_t from, uint64_t to)
+{
+    int fd = open(path, O_RDONLY);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    struct stat sb;
+    cr_assert_eq(fstat(fd, &sb), 0);
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), size = (size_t)sb.st_size, n = 0;
+    to = to < size ? to : size;
+    if (from < to) {
+        void *m = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+        cr_assert_neq(m, MAP_FAILED, "mmap %s: %s", path, strerror(errno));
+        unsigned char *vec = malloc(size / pg + 1);
+        cr_assert_eq(mincore(m, size, vec), 0, "mincore: %s", strerror(errno));
+        for (size_t i = (size_t)from / pg; i < ((size_t)to + pg - 1) / pg; i++)
+            n += vec[i] & 1;
+        free(vec);
+        munmap(m, size);
+    }
+    close(fd);
+    return n;
+}
+
+/* Whether this file system drops a file's clean pages when told to (tmpfs does not). */
+static bool drops_clean_pages(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/probe", tmpdir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    cr_assert_geq(fd, 0);
+    char *b = calloc(1, MIB);
+    cr_assert_eq(write(fd, b, MIB), (ssize_t)MIB);
+    cr_assert_eq(fsync(fd), 0);
+    cr_assert_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+    close(fd);
+    free(b);
+    bool dropped = resident_pages(path, 0, MIB) == 0;
+    unlink(path);
+    return dropped;
+}
+
+static void append_big(elog *l, uint64_t seq)
+{
+    static char buf[BIG_REC];
+    memset(buf, 'a' + (int)(seq % 26), sizeof buf);
+    memcpy(buf, &seq, sizeof seq);
+    cr_assert_eq(elog_append(l, 0, buf, sizeof buf, NULL), 0);
+}
+
+/* Reads n records of append_big from r, checking each. */
+static void read_big(elog_reader *r, uint64_t first, uint64_t n)
+{
+    const void *rec;
+    size_t len;
+    uint64_t off;
+    for (uint64_t i = first; i < first + n; i++) {
+        cr_assert_eq(elog_reader_next(r, &rec, &len, &off), 1, "record %llu",
+                     (unsigned long long)i);
+        cr_assert_eq(off, i);
+        cr_assert_eq(len, BIG_REC);
+        cr_assert(memcmp(rec, &i, sizeof i) == 0);
+    }
+}
+
+/* Every record of append_big, read again (from the disk where dropped). */
+static void expect_partition_big(elog *l, uint64_t n)
+{
+    elog_reader *r;
+    cr_assert_eq(elog_reader_open(l, 0, 0, &r), 0);
+    read_big(r, 0, n);
+    elog_reader_close(r);
+}
+
+Test(elog, a_reader_drops_what_it_read_and_an_fsync_covers_from_the_page_cache)
+{
+    if (!drops_clean_pages())
+        cr_skip_test("this file system keeps clean pages in memory whatever it is told");
+    elog_opts o = {.partitions = 1,
+                   .fsync = ELOG_FSYNC_ALWAYS,
+                   .segment_bytes = 16 * MIB,
+                   .max_record = 64 * 1024};
+    elog *l = open_log(&o);
+    for (uint64_t i = 0; i < 100; i++) /* 6 MB, each record fsynced */
+        append_big(l, i);
+    char path[512];
+    seg_path(path, sizeof path, 0, 0);
+    uint64_t rec = 8 + BIG_REC, half = 50 * rec;
+    size_t pages_6m = resident_pages(path, 0, 100 * rec);
+    cr_assert_geq(pages_6m, 100 * rec / 4096, "written records are in memory: %zu", pages_6m);
+
+    elog_reader *r;
+    cr_assert_eq(elog_reader_open(l, 0, 0, &r), 0);
+    read_big(r, 0, 50);
+    /* read: dropped but for at most a step and a read-ahead chunk before the reader */
+    cr_assert_eq(resident_pages(path, 0, half - 2 * MIB), 0);
+    /* not read yet: all still there */
+    size_t ahead = resident_pages(path, half + 256 * 1024, 100 * rec);
+    cr_assert_geq(ahead, (100 * rec - half - 256 * 1024) / 4096, "unread pages kept: %zu", ahead);
+    read_big(r, 50, 50);
+    const void *p;
+    size_t len;
+    cr_assert_eq(elog_reader_next(r, &p, &len, NULL), 0);
+    /* at the end too, all but less than a step */
+    cr_assert_eq(resident_pages(path, 0, 100 * rec - MIB - 4096), 0);
+    elog_reader_close(r);
+    expect_partition_big(l, 100);
+    elog_close(l);
+}
+
+Test(elog, a_reader_keeps_what_no_fsync_of_the_partition_covers_and_drops_sealed_segments)
+{
+    if (!drops_clean_pages())
+        cr_skip_test("this file system keeps clean pages in memory whatever it is told");
+    /* under batch the journal's fsync makes records durable; the partition's own file is
+     * fsynced only when a segment is sealed (or a journal segment retired): until then its
+     * pages are dirty, and dropping them would only start their writeback */
+    elog_opts o = {.partitions = 1,
+                   .fsync = ELOG_FSYNC_BATCH,
+                   .segment_bytes = 2 * MIB,
+                   .max_record = 64 * 1024};
+    elog *l = open_log(&o);
+    for (uint64_t i = 0; i < 100; i++) /* two sealed segments and part of a third */
+        append_big(l, i);
+    elog_reader *r;
+    cr_assert_eq(elog_reader_open(l, 0, 0, &r), 0);
+    read_big(r, 0, 100);
+    const void *p;
+    size_t len;
+    cr_assert_eq(elog_reader_next(r, &p, &len, NULL), 0);
+    elog_reader_close(r);
+
+    uint64_t per_seg = (2 * MIB) / (8 + BIG_REC), rec = 8 + BIG_REC;
+    cr_assert_lt(2 * per_seg, 100);
+    char path[512];
+    for (uint64_t s = 0; s < 2; s++) {
+        seg_path(path, sizeof path, 0, s * per_seg);
+        cr_assert_eq(resident_pages(path, 0, UINT64_MAX), 0, "sealed segment %llu",
+                     (unsigned long long)s);
+    }
+    seg_path(path, sizeof path, 0, 2 * per_seg);
+    uint64_t active = (100 - 2 * per_seg) * rec;
+    size_t kept = resident_pages(path, 0, active);
+    cr_assert_geq(kept, active / 4096, "the active segment's unsynced pages kept: %zu", kept);
+    expect_partition_big(l, 100);
+    elog_close(l);
+}
+
 Test(elog, a_second_open_of_the_same_log_is_refused_until_the_first_closes)
 {
     elog_opts o = {.partitions = 2, .fsync = ELOG_FSYNC_ALWAYS};
