@@ -716,7 +716,7 @@ static int cmd_serve(int argc, char **argv)
     onr_buf_printf(&extra, ",\"log_id\":\"%s\"", elog_id(log));
     log_line("info", "event log open", onr_buf_cstr(&extra));
 
-    trk_dedup *dedup = trk_dedup_new(DEDUP_IDS, DEDUP_WINDOW_MS);
+    trk_dedup *dedup = trk_dedup_new_sized(DEDUP_IDS, DEDUP_WINDOW_MS);
     /* user ids -> partitions, so that one user's messages meet in one shard (docs/api.md) */
     trk_router *router = route_cap ? trk_route_new((size_t)route_cap) : NULL;
     http_opts ho = {
@@ -754,7 +754,7 @@ static int cmd_serve(int argc, char **argv)
         onr_buf_free(&msg);
         trk_dedup_free(dedup);
         trk_route_free(router);
-        ho.dedup = dedup = trk_dedup_new(DEDUP_IDS, DEDUP_WINDOW_MS);
+        ho.dedup = dedup = trk_dedup_new_sized(DEDUP_IDS, DEDUP_WINDOW_MS);
         ho.router = router = route_cap ? trk_route_new((size_t)route_cap) : NULL;
         from_state = 0;
     }

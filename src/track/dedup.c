@@ -47,16 +47,49 @@ uint64_t trk_dedup_digest(const char *id, size_t n)
     return onr_hash64(id, n, 0x6d736769) | 1;
 }
 
-trk_dedup *trk_dedup_new(size_t max_ids, int64_t window_ms)
+/* Table slots for a fifo of cap ids: the table stays at most half full. */
+static size_t table_slots(size_t cap)
+{
+    size_t tcap = 16;
+    while (tcap < cap * 2)
+        tcap *= 2;
+    return tcap;
+}
+
+static void publish_table(stripe *s)
+{
+    atomic_store_explicit(&s->pf_base, (uintptr_t)s->seen.table, memory_order_relaxed);
+    atomic_store_explicit(&s->pf_mask, s->seen.mask, memory_order_relaxed);
+}
+
+static trk_dedup *dedup_new(size_t max_ids, int64_t window_ms, bool ahead)
 {
     trk_dedup *d = onr_calloc(1, sizeof(*d));
     d->window_ms = window_ms;
-    size_t per = max_ids / STRIPES + 1;
+    size_t per = max_ids / STRIPES + 1, tcap = table_slots(per);
     for (int i = 0; i < STRIPES; i++) {
-        pthread_mutex_init(&d->s[i].mu, NULL);
-        d->s[i].max = per;
+        stripe *s = &d->s[i];
+        pthread_mutex_init(&s->mu, NULL);
+        s->max = per;
+        if (ahead) {
+            s->fifo = onr_malloc(sizeof(entry) * per); /* written before read: not zeroed */
+            s->cap = per;
+            s->seen.table = onr_calloc_table(tcap * sizeof(uint64_t));
+            s->seen.mask = tcap - 1;
+            publish_table(s);
+        }
     }
     return d;
+}
+
+trk_dedup *trk_dedup_new(size_t max_ids, int64_t window_ms)
+{
+    return dedup_new(max_ids, window_ms, false);
+}
+
+trk_dedup *trk_dedup_new_sized(size_t max_ids, int64_t window_ms)
+{
+    return dedup_new(max_ids, window_ms, true);
 }
 
 void trk_dedup_free(trk_dedup *d)
@@ -125,7 +158,7 @@ static void rehash(oaset *o, size_t tcap)
 
 static void grow(stripe *s)
 {
-    /* the table stays at most half full; the fifo holds what the table holds */
+    /* the fifo holds what the table holds */
     size_t cap = s->cap ? s->cap * 2 : 256;
     if (cap > s->max)
         cap = s->max;
@@ -136,12 +169,8 @@ static void grow(stripe *s)
     s->fifo = fifo;
     s->head = 0;
     s->cap = cap;
-    size_t tcap = 16;
-    while (tcap < cap * 2)
-        tcap *= 2;
-    rehash(&s->seen, tcap);
-    atomic_store_explicit(&s->pf_base, (uintptr_t)s->seen.table, memory_order_relaxed);
-    atomic_store_explicit(&s->pf_mask, s->seen.mask, memory_order_relaxed);
+    rehash(&s->seen, table_slots(cap));
+    publish_table(s);
 }
 
 /* Drops ids older than before_ms, and the oldest one too when room is needed and the

@@ -11,8 +11,19 @@
 typedef struct trk_dedup trk_dedup;
 
 /* Keeps ids for window_ms, and at most max_ids of them (the oldest go first). Memory grows
- * with use, to about 32 bytes per id. Caller owns the result. */
+ * with use, to about 32 bytes per id: each stripe's table is rebuilt twice the size as it
+ * fills. Caller owns the result. */
 trk_dedup *trk_dedup_new(size_t max_ids, int64_t window_ms);
+/*
+ * The same, with every stripe's table and list sized for max_ids from the start, so that no
+ * add ever rebuilds one: the stripes fill evenly, so they would all grow within a few percent
+ * of each other, each under its lock (at 10 million ids, 0.1-1.2 s with no answer at about
+ * 2.1, 4.2 and 8.4 million; docs/performance.md). The memory is mapped, not touched: its
+ * pages become resident as ids arrive (a table of 2 x max_ids x 8 bytes rounded up to a power
+ * of two a stripe, touched at random, so nearly all of it within the first few hundred
+ * thousand ids; the list 16 bytes an id, in order).
+ */
+trk_dedup *trk_dedup_new_sized(size_t max_ids, int64_t window_ms);
 void trk_dedup_free(trk_dedup *d);
 
 /* The 64-bit digest ids are kept as (two ids that share it count as one). */

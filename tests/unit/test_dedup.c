@@ -1,7 +1,7 @@
 /*
  * test_dedup.c - unit tests for the recent-messageId set (src/track/dedup.c): membership,
  * the age window, the count bound dropping the oldest first, concurrent use, and the claims
- * of messages being stored.
+ * of messages being stored; sets grown as they fill and sets sized ahead alike.
  */
 #include "track/dedup.h"
 
@@ -9,8 +9,13 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #define T0 INT64_C(1767225600000)
+
+/* Both kinds of set: grown as it fills, and sized ahead. */
+static trk_dedup *(*const makers[2])(size_t, int64_t) = {trk_dedup_new, trk_dedup_new_sized};
+#define EACH_KIND(k) for (int k = 0; k < 2; k++)
 
 static uint64_t id(int i)
 {
@@ -42,29 +47,62 @@ Test(dedup, ids_older_than_the_window_are_forgotten)
 Test(dedup, the_count_bound_drops_the_oldest_first)
 {
     /* 64 stripes of 2 ids each: 100,000 adds keep only the newest in every stripe */
-    trk_dedup *d = trk_dedup_new(64, ONR_DAY_MS);
-    for (int i = 0; i < 100000; i++)
-        trk_dedup_add(d, id(i), T0 + i);
-    int kept_recent = 0, kept_old = 0;
-    for (int i = 99900; i < 100000; i++)
-        kept_recent += trk_dedup_seen(d, id(i), T0 + 100000);
-    for (int i = 0; i < 1000; i++)
-        kept_old += trk_dedup_seen(d, id(i), T0 + 100000);
-    cr_assert_eq(kept_old, 0, "%d old ids kept", kept_old);
-    cr_assert_gt(kept_recent, 50, "only %d of the newest 100 kept", kept_recent);
-    trk_dedup_free(d);
+    EACH_KIND(k)
+    {
+        trk_dedup *d = makers[k](64, ONR_DAY_MS);
+        for (int i = 0; i < 100000; i++)
+            trk_dedup_add(d, id(i), T0 + i);
+        int kept_recent = 0, kept_old = 0;
+        for (int i = 99900; i < 100000; i++)
+            kept_recent += trk_dedup_seen(d, id(i), T0 + 100000);
+        for (int i = 0; i < 1000; i++)
+            kept_old += trk_dedup_seen(d, id(i), T0 + 100000);
+        cr_assert_eq(kept_old, 0, "kind %d: %d old ids kept", k, kept_old);
+        cr_assert_gt(kept_recent, 50, "kind %d: only %d of the newest 100 kept", k, kept_recent);
+        trk_dedup_free(d);
+    }
 }
 
 Test(dedup, many_ids_within_the_bound_are_all_kept)
 {
-    trk_dedup *d = trk_dedup_new(200000, ONR_DAY_MS);
-    for (int i = 0; i < 100000; i++)
-        trk_dedup_add(d, id(i), T0);
-    int kept = 0;
-    for (int i = 0; i < 100000; i++)
-        kept += trk_dedup_seen(d, id(i), T0 + 1);
-    cr_assert_eq(kept, 100000);
-    cr_assert_not(trk_dedup_seen(d, id(100001), T0 + 1));
+    EACH_KIND(k)
+    {
+        trk_dedup *d = makers[k](200000, ONR_DAY_MS);
+        for (int i = 0; i < 100000; i++)
+            trk_dedup_add(d, id(i), T0);
+        int kept = 0;
+        for (int i = 0; i < 100000; i++)
+            kept += trk_dedup_seen(d, id(i), T0 + 1);
+        cr_assert_eq(kept, 100000, "kind %d", k);
+        cr_assert_not(trk_dedup_seen(d, id(100001), T0 + 1));
+        trk_dedup_free(d);
+    }
+}
+
+/* Resident memory of this process, in bytes. */
+static size_t resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    cr_assert_not_null(f);
+    unsigned long size, res;
+    cr_assert_eq(fscanf(f, "%lu %lu", &size, &res), 2);
+    fclose(f);
+    return (size_t)res * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+Test(dedup, a_set_sized_ahead_maps_its_memory_without_touching_it)
+{
+    /* the server's: 10 million ids, 64 tables of 4 MiB and lists of 2.5 MB */
+    size_t before = resident_bytes();
+    trk_dedup *d = trk_dedup_new_sized(10 * 1000 * 1000, ONR_DAY_MS);
+    size_t after = resident_bytes();
+    cr_assert_lt(after - ONR_MIN(after, before), (size_t)16 << 20,
+                 "%zu bytes resident at once, of about 420 MB", after - before);
+    for (int i = 0; i < 1000; i++)
+        cr_assert(trk_dedup_add(d, id(i), T0));
+    for (int i = 0; i < 1000; i++)
+        cr_assert(trk_dedup_seen(d, id(i), T0 + 1));
+    cr_assert_not(trk_dedup_seen(d, id(1000), T0 + 1));
     trk_dedup_free(d);
 }
 
@@ -138,26 +176,29 @@ static bool stop_after_ten(void *ctx, uint64_t digest, int64_t at_ms)
  * the ids the full one knows. An emit that fails stops the walk. */
 Test(dedup, each_id_of_full_stripes_comes_out_in_order)
 {
-    trk_dedup *d = trk_dedup_new(64 * 8, ONR_HOUR_MS);
-    for (int i = 0; i < 5000; i++)
-        trk_dedup_add(d, id(i), T0 + i);
-    copy_to c = {trk_dedup_new(64 * 8, ONR_HOUR_MS), 0};
-    cr_assert(trk_dedup_each(d, copy_id, &c));
-    cr_assert_gt(c.n, 0);
-    size_t known = 0;
-    for (int i = 0; i < 5000; i++) {
-        bool was = trk_dedup_seen(d, id(i), T0 + 5000);
-        known += was;
-        cr_assert_eq(trk_dedup_seen(c.d, id(i), T0 + 5000), was, "id %d", i);
+    EACH_KIND(k)
+    {
+        trk_dedup *d = makers[k](64 * 8, ONR_HOUR_MS);
+        for (int i = 0; i < 5000; i++)
+            trk_dedup_add(d, id(i), T0 + i);
+        copy_to c = {makers[1 - k](64 * 8, ONR_HOUR_MS), 0};
+        cr_assert(trk_dedup_each(d, copy_id, &c));
+        cr_assert_gt(c.n, 0);
+        size_t known = 0;
+        for (int i = 0; i < 5000; i++) {
+            bool was = trk_dedup_seen(d, id(i), T0 + 5000);
+            known += was;
+            cr_assert_eq(trk_dedup_seen(c.d, id(i), T0 + 5000), was, "kind %d, id %d", k, i);
+        }
+        cr_assert_eq(known, c.n);
+        cr_assert(trk_dedup_seen(c.d, id(4999), T0 + 5000));
+        cr_assert_not(trk_dedup_seen(c.d, id(0), T0 + 5000));
+        int emitted = 0;
+        cr_assert_not(trk_dedup_each(d, stop_after_ten, &emitted));
+        cr_assert_eq(emitted, 10);
+        trk_dedup_free(c.d);
+        trk_dedup_free(d);
     }
-    cr_assert_eq(known, c.n);
-    cr_assert(trk_dedup_seen(c.d, id(4999), T0 + 5000));
-    cr_assert_not(trk_dedup_seen(c.d, id(0), T0 + 5000));
-    int emitted = 0;
-    cr_assert_not(trk_dedup_each(d, stop_after_ten, &emitted));
-    cr_assert_eq(emitted, 10);
-    trk_dedup_free(c.d);
-    trk_dedup_free(d);
 }
 
 /* A claimed id is busy until settled: stored, it is then a resend; not stored (its request
