@@ -44,7 +44,7 @@ void onr_free(void *p);
  * marked for transparent huge pages, which spare such probes most of their TLB misses. Pages become
  * resident as they are touched (2 MiB at a time where huge pages are granted). Free with
  * onr_free_table and the same n. */
-#define ONR_TABLE_HUGE ((size_t)4 << 20)
+#define ONR_TABLE_HUGE ((size_t)2 << 20)
 void *onr_calloc_table(size_t n);
 void onr_free_table(void *p, size_t n);
 

@@ -18,10 +18,9 @@ trk_dedup *trk_dedup_new(size_t max_ids, int64_t window_ms);
  * The same, with every stripe's table and list sized for max_ids from the start, so that no
  * add ever rebuilds one: the stripes fill evenly, so they would all grow within a few percent
  * of each other, each under its lock (at 10 million ids, 0.1-1.2 s with no answer at about
- * 2.1, 4.2 and 8.4 million; docs/performance.md). The memory is mapped, not touched: its
- * pages become resident as ids arrive (a table of 2 x max_ids x 8 bytes rounded up to a power
- * of two a stripe, touched at random, so nearly all of it within the first few hundred
- * thousand ids; the list 16 bytes an id, in order).
+ * 2.1, 4.2 and 8.4 million; docs/performance.md). The tables (at most 60% full: 8 bytes a
+ * slot, 1.5 x max_ids rounded up to a power of two a stripe) are resident from the start; the
+ * lists (16 bytes an id) become so as ids arrive.
  */
 trk_dedup *trk_dedup_new_sized(size_t max_ids, int64_t window_ms);
 void trk_dedup_free(trk_dedup *d);
