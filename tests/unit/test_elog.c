@@ -1992,6 +1992,28 @@ static void read_big(elog_reader *r, uint64_t first, uint64_t n)
     }
 }
 
+/* A log of one partition holding 100 records of append_big (6 MB). */
+static elog *big_log(elog_fsync policy, uint64_t segment_bytes)
+{
+    elog_opts o = {.partitions = 1,
+                   .fsync = policy,
+                   .segment_bytes = segment_bytes,
+                   .max_record = 64 * 1024};
+    elog *l = open_log(&o);
+    for (uint64_t i = 0; i < 100; i++)
+        append_big(l, i);
+    return l;
+}
+
+/* Reads records [first, 100) of a big_log from r, and finds nothing after them. */
+static void read_big_to_end(elog_reader *r, uint64_t first)
+{
+    const void *p;
+    size_t len;
+    read_big(r, first, 100 - first);
+    cr_assert_eq(elog_reader_next(r, &p, &len, NULL), 0);
+}
+
 /* Every record of append_big, read again (from the disk where dropped). */
 static void expect_partition_big(elog *l, uint64_t n)
 {
@@ -2005,13 +2027,7 @@ Test(elog, a_reader_drops_what_it_read_and_an_fsync_covers_from_the_page_cache)
 {
     if (!drops_clean_pages())
         cr_skip_test("this file system keeps clean pages in memory whatever it is told");
-    elog_opts o = {.partitions = 1,
-                   .fsync = ELOG_FSYNC_ALWAYS,
-                   .segment_bytes = 16 * MIB,
-                   .max_record = 64 * 1024};
-    elog *l = open_log(&o);
-    for (uint64_t i = 0; i < 100; i++) /* 6 MB, each record fsynced */
-        append_big(l, i);
+    elog *l = big_log(ELOG_FSYNC_ALWAYS, 16 * MIB); /* each record fsynced */
     char path[512];
     seg_path(path, sizeof path, 0, 0);
     uint64_t rec = 8 + BIG_REC, half = 50 * rec;
@@ -2026,10 +2042,7 @@ Test(elog, a_reader_drops_what_it_read_and_an_fsync_covers_from_the_page_cache)
     /* not read yet: all still there */
     size_t ahead = resident_pages(path, half + 256 * 1024, 100 * rec);
     cr_assert_geq(ahead, (100 * rec - half - 256 * 1024) / 4096, "unread pages kept: %zu", ahead);
-    read_big(r, 50, 50);
-    const void *p;
-    size_t len;
-    cr_assert_eq(elog_reader_next(r, &p, &len, NULL), 0);
+    read_big_to_end(r, 50);
     /* at the end too, all but less than a step */
     cr_assert_eq(resident_pages(path, 0, 100 * rec - MIB - 4096), 0);
     elog_reader_close(r);
@@ -2044,19 +2057,10 @@ Test(elog, a_reader_keeps_what_no_fsync_of_the_partition_covers_and_drops_sealed
     /* under batch the journal's fsync makes records durable; the partition's own file is
      * fsynced only when a segment is sealed (or a journal segment retired): until then its
      * pages are dirty, and dropping them would only start their writeback */
-    elog_opts o = {.partitions = 1,
-                   .fsync = ELOG_FSYNC_BATCH,
-                   .segment_bytes = 2 * MIB,
-                   .max_record = 64 * 1024};
-    elog *l = open_log(&o);
-    for (uint64_t i = 0; i < 100; i++) /* two sealed segments and part of a third */
-        append_big(l, i);
+    elog *l = big_log(ELOG_FSYNC_BATCH, 2 * MIB); /* two sealed segments, part of a third */
     elog_reader *r;
     cr_assert_eq(elog_reader_open(l, 0, 0, &r), 0);
-    read_big(r, 0, 100);
-    const void *p;
-    size_t len;
-    cr_assert_eq(elog_reader_next(r, &p, &len, NULL), 0);
+    read_big_to_end(r, 0);
     elog_reader_close(r);
 
     uint64_t per_seg = (2 * MIB) / (8 + BIG_REC), rec = 8 + BIG_REC;
