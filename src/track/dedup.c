@@ -47,11 +47,11 @@ uint64_t trk_dedup_digest(const char *id, size_t n)
     return onr_hash64(id, n, 0x6d736769) | 1;
 }
 
-/* Table slots for a fifo of cap ids: the table stays at most half full. */
-static size_t table_slots(size_t cap)
+/* Table slots, a power of two, at least want (and 16). */
+static size_t table_slots(size_t want)
 {
     size_t tcap = 16;
-    while (tcap < cap * 2)
+    while (tcap < want)
         tcap *= 2;
     return tcap;
 }
@@ -68,9 +68,7 @@ static trk_dedup *dedup_new(size_t max_ids, int64_t window_ms, bool ahead)
     d->window_ms = window_ms;
     size_t per = max_ids / STRIPES + 1;
     /* sized ahead: at most 60% full (a run of 3.6 slots on a miss, in one or two lines) */
-    size_t tcap = 16;
-    while (tcap < per + per / 2)
-        tcap *= 2;
+    size_t tcap = table_slots(per + per / 2);
     for (int i = 0; i < STRIPES; i++) {
         stripe *s = &d->s[i];
         pthread_mutex_init(&s->mu, NULL);
@@ -177,7 +175,7 @@ static void grow(stripe *s)
     s->fifo = fifo;
     s->head = 0;
     s->cap = cap;
-    rehash(&s->seen, table_slots(cap));
+    rehash(&s->seen, table_slots(cap * 2)); /* at most half full */
     publish_table(s);
 }
 
